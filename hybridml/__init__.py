@@ -1,0 +1,1 @@
+"""hybridml: the CLI and the operations that drive the other rooms (local stack, rollouts)."""

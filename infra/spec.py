@@ -1,0 +1,482 @@
+"""The typed environment spec: one description of a hybrid fleet.
+
+Every model forbids unknown keys, so a typo in a spec file is an error that
+names the field instead of a silently ignored setting. Defaults are stated in
+each field's description. Cross-file references (site names, GPU types, RTTs,
+...) are checked in `infra.references`, which reports every problem at once.
+"""
+from __future__ import annotations
+
+import ipaddress
+from enum import Enum
+from functools import cached_property
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PrivacyTier(str, Enum):
+    """Data sensitivity of a pipeline or data set, from least to most sensitive."""
+
+    public = "public"
+    internal = "internal"
+    pii = "pii"
+    restricted = "restricted"
+
+    @property
+    def rank(self) -> int:
+        return _TIER_ORDER.index(self)
+
+    @property
+    def is_sensitive(self) -> bool:
+        """pii and restricted data stay in own datacenters unless a site opts in."""
+        return self.rank >= PrivacyTier.pii.rank
+
+
+_TIER_ORDER = [PrivacyTier.public, PrivacyTier.internal, PrivacyTier.pii, PrivacyTier.restricted]
+
+
+# --------------------------------------------------------------------------- demand side
+
+
+class UserRegion(StrictModel):
+    """Where traffic comes from."""
+
+    name: Name
+    jurisdiction: str = Field(description="Legal jurisdiction of the users (e.g. US, EU); pii/restricted "
+                              "requests from here are served only by sites of the same jurisdiction.")
+    description: str = ""
+
+
+# --------------------------------------------------------------------------- sites
+
+
+class GpuShape(StrictModel):
+    type: str = Field(description="GPU type name used across the spec, e.g. H100, A100, L4.")
+    count: Annotated[int, Field(ge=1, le=16)]
+    memory_gib: PositiveFloat = Field(80, description="Memory per GPU in GiB. Default 80.")
+
+
+class InstanceType(StrictModel):
+    """A cloud instance type a region offers, with its price and how many we may run."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+    vcpus: Annotated[int, Field(ge=1)]
+    memory_gib: PositiveFloat
+    gpu: GpuShape | None = Field(None, description="GPUs per instance; none for CPU instance types.")
+    hourly_usd: PositiveFloat = Field(description="On-demand price per instance-hour.")
+    max_nodes: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Cap on instances of this type (capacity reservation / availability). Default: only the quota limits.")
+    capacity_types: list[Literal["on-demand", "spot", "reserved"]] = Field(
+        default_factory=lambda: ["on-demand"], description="Karpenter capacity types. Default on-demand.")
+
+    @property
+    def quota_family(self) -> str:
+        """AWS vCPU quota bucket: P and G instances have their own; the rest are 'standard'."""
+        first = self.name[0]
+        if first == "p":
+            return "P"
+        if first in ("g",):
+            return "G"
+        return "standard"
+
+
+class CloudSite(StrictModel):
+    """A cloud region that can run GPU (and CPU) node pools."""
+
+    kind: Literal["cloud"] = "cloud"
+    name: Name
+    provider: Literal["aws"] = "aws"
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    zones: list[str] = Field(min_length=1)
+    jurisdiction: str
+    privacy_tiers: list[PrivacyTier] = Field(
+        default_factory=lambda: [PrivacyTier.public, PrivacyTier.internal],
+        description="Tiers this site may hold. Default public+internal: pii/restricted only where listed explicitly.")
+    instance_types: list[InstanceType] = Field(min_length=1)
+    vcpu_quotas: dict[Literal["P", "G", "standard"], Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="On-demand vCPU Service Quotas per family. Missing family: unlimited.")
+    kubernetes_version: str = Field("1.33", pattern=r"^1\.\d+$")
+    vpc_cidr: str = Field("10.0.0.0/16", description="VPC CIDR. Default 10.0.0.0/16.")
+    api_allowed_cidrs: list[str] = Field(
+        default_factory=list, description="CIDRs allowed to reach a public EKS endpoint. Default: private endpoint only.")
+
+    @field_validator("vpc_cidr", "api_allowed_cidrs")
+    @classmethod
+    def _cidr(cls, value):
+        for v in [value] if isinstance(value, str) else value:
+            ipaddress.ip_network(v)
+        return value
+
+    @property
+    def gpu_types(self) -> set[str]:
+        return {it.gpu.type for it in self.instance_types if it.gpu}
+
+
+class HostPool(StrictModel):
+    """`count` identical hosts, named and addressed in sequence."""
+
+    count: Annotated[int, Field(ge=1, le=512)]
+    name_prefix: Name
+    first_address: ipaddress.IPv4Address
+    cores: Annotated[int, Field(ge=1)]
+    memory_gib: PositiveFloat
+    gpu: GpuShape | None = None
+
+
+class Host(StrictModel):
+    name: Name
+    address: ipaddress.IPv4Address
+    cores: Annotated[int, Field(ge=1)]
+    memory_gib: PositiveFloat
+    gpu: GpuShape | None = None
+    role: Literal["worker", "control-plane"] = "worker"
+    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+
+
+class Rack(StrictModel):
+    """A rack: a failure domain with one privacy zone."""
+
+    name: Name
+    privacy_zone: PrivacyTier = Field(
+        PrivacyTier.internal, description="Most sensitive tier this rack's network zone may hold. Default internal.")
+    hosts: list[Host] = Field(default_factory=list)
+    host_pools: list[HostPool] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self):
+        if not self.hosts and not self.host_pools:
+            raise ValueError("a rack needs at least one entry in hosts or host_pools")
+        return self
+
+    def all_hosts(self) -> list[Host]:
+        """Explicit hosts followed by the expanded pools, in spec order."""
+        return self._expanded_hosts
+
+    @cached_property
+    def _expanded_hosts(self) -> list[Host]:
+        out = list(self.hosts)
+        for pool in self.host_pools:
+            for i in range(pool.count):
+                out.append(Host(name=f"{pool.name_prefix}{i + 1:02d}", address=pool.first_address + i,
+                                cores=pool.cores, memory_gib=pool.memory_gib, gpu=pool.gpu))
+        return out
+
+
+class MarginalCost(StrictModel):
+    """Own hardware is paid for: placement charges only what one more hour costs (power, cooling, ops)."""
+
+    core_hour_usd: NonNegativeFloat = 0.004
+    memory_gib_hour_usd: NonNegativeFloat = 0.0002
+    gpu_hour_usd: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+
+
+class Datacenter(StrictModel):
+    """An own datacenter: racks of hosts joined to one Kubernetes cluster."""
+
+    kind: Literal["datacenter"] = "datacenter"
+    name: Name
+    jurisdiction: str
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+    network_zone: str = Field(description="Routing domain / WAN zone of the datacenter.")
+    privacy_tiers: list[PrivacyTier] | None = Field(
+        None, description="Tiers this site may hold. Default: every tier up to its most sensitive rack zone.")
+    racks: list[Rack] = Field(min_length=1)
+    marginal_cost: MarginalCost = Field(default_factory=MarginalCost)
+    system_reserved_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="Share of each host kept for the OS, kubelet and daemons. Default 0.1.")
+    max_fail_percentage: Annotated[int, Field(ge=0, le=100)] = Field(
+        20, description="Ansible rolling bootstrap: abort later racks once this share of a batch failed. Default 20.")
+    kubernetes_api: str | None = Field(None, description="API server URL; credentials come from stack secrets.")
+
+    @property
+    def allowed_tiers(self) -> list[PrivacyTier]:
+        if self.privacy_tiers is not None:
+            return list(self.privacy_tiers)
+        top = max(r.privacy_zone.rank for r in self.racks)
+        return _TIER_ORDER[: top + 1]
+
+    def all_hosts(self) -> list[tuple[Rack, Host]]:
+        return self._rack_hosts
+
+    @cached_property
+    def _rack_hosts(self) -> list[tuple[Rack, Host]]:
+        return [(rack, host) for rack in self.racks for host in rack.all_hosts()]
+
+
+Site = Annotated[Union[CloudSite, Datacenter], Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- network
+
+
+class Network(StrictModel):
+    """Round-trip times in milliseconds. Site pairs may be given in one direction only."""
+
+    user_rtt_ms: dict[str, dict[str, NonNegativeFloat]] = Field(
+        description="user region -> site -> RTT ms; every pair is required.")
+    site_rtt_ms: dict[str, dict[str, NonNegativeFloat]] = Field(
+        default_factory=dict, description="site -> site -> RTT ms; every unordered pair of distinct sites is required.")
+    intra_site_rtt_ms: NonNegativeFloat = Field(0.5, description="RTT inside one site. Default 0.5 ms.")
+
+
+# --------------------------------------------------------------------------- data dependencies
+
+
+class FeatureView(StrictModel):
+    """A Feast feature view served from the Redis online store of the sites that need it."""
+
+    name: Name
+    entities: list[str] = Field(min_length=1)
+    privacy_tier: PrivacyTier = PrivacyTier.internal
+    ttl_seconds: Annotated[int, Field(ge=0)] = 86400
+    online_memory_gib: PositiveFloat = Field(4, description="Redis memory per site replica. Default 4 GiB.")
+    online_cpu: PositiveFloat = Field(1, description="Redis cores per site replica. Default 1.")
+    streaming: bool = Field(False, description="Ingest from a stream with a Flink job. Default false.")
+
+
+class VectorCollection(StrictModel):
+    """A Qdrant collection."""
+
+    name: Name
+    dimensions: Annotated[int, Field(ge=1, le=65536)]
+    distance: Literal["Cosine", "Dot", "Euclid", "Manhattan"] = "Cosine"
+    privacy_tier: PrivacyTier = PrivacyTier.internal
+    memory_gib: PositiveFloat = 8
+    cpu: PositiveFloat = 2
+    replication_factor: Annotated[int, Field(ge=1, le=5)] = 2
+    shards: Annotated[int, Field(ge=1, le=64)] = 2
+
+
+class Dependency(StrictModel):
+    """A data piece a pipeline reads on its hot path, with the RTT it may cost."""
+
+    feature_view: Name | None = None
+    collection: Name | None = None
+    latency_budget_ms: PositiveFloat = Field(5, description="Max RTT pipeline site -> data site. Default 5 ms.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if (self.feature_view is None) == (self.collection is None):
+            raise ValueError("set exactly one of feature_view or collection")
+        return self
+
+    @property
+    def target(self) -> str:
+        return self.feature_view or self.collection  # type: ignore[return-value]
+
+    @property
+    def kind(self) -> str:
+        return "feature_view" if self.feature_view else "collection"
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+class Speculative(StrictModel):
+    model: str = Field(description="Draft model (or 'ngram') for speculative decoding.")
+    num_speculative_tokens: Annotated[int, Field(ge=1, le=16)] = 5
+
+
+class VllmEngine(StrictModel):
+    kind: Literal["vllm"] = "vllm"
+    tensor_parallel: Annotated[int, Field(ge=1, le=64)] = 1
+    pipeline_parallel: Annotated[int, Field(ge=1, le=16)] = 1
+    max_model_len: Annotated[int, Field(ge=256)] = 8192
+    gpu_memory_utilization: Annotated[float, Field(gt=0.1, le=0.98)] = 0.9
+    served_model_name: str | None = None
+    speculative: Speculative | None = None
+
+
+class TritonEngine(StrictModel):
+    kind: Literal["triton"] = "triton"
+    model_format: Literal["onnx", "tensorrt", "pytorch", "tensorflow", "python"] = "onnx"
+    max_batch_size: Annotated[int, Field(ge=1)] = 64
+    canary_traffic_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+
+
+class CpuEngine(StrictModel):
+    kind: Literal["cpu"] = "cpu"
+    image: str = Field(description="Container image with an explicit tag or digest.")
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    args: list[str] = Field(default_factory=list)
+    health_path: str = "/healthz"
+
+
+Engine = Annotated[Union[VllmEngine, TritonEngine, CpuEngine], Field(discriminator="kind")]
+
+
+class GpuRequest(StrictModel):
+    type: str
+    count: Annotated[int, Field(ge=1, le=64)]
+
+
+class Resources(StrictModel):
+    """Per-replica requests (= limits)."""
+
+    cpu: PositiveFloat
+    memory_gib: PositiveFloat
+    gpu: GpuRequest | None = None
+
+
+class Latency(StrictModel):
+    p99_ms: PositiveFloat = Field(description="End-to-end p99 budget: network RTT + service time.")
+    service_ms: PositiveFloat = Field(description="The service-time part of p99_ms.")
+
+    @model_validator(mode="after")
+    def _service_within(self):
+        if self.service_ms >= self.p99_ms:
+            raise ValueError(f"service_ms ({self.service_ms}) must be below p99_ms ({self.p99_ms}): "
+                             "nothing would be left for the network")
+        return self
+
+    @property
+    def network_budget_ms(self) -> float:
+        return self.p99_ms - self.service_ms
+
+
+class Spread(StrictModel):
+    min_sites: Annotated[int, Field(ge=1, le=16)] = Field(1, description="Distinct sites. Default 1.")
+    min_replicas_per_site: Annotated[int, Field(ge=1)] = Field(
+        1, description="Replicas wherever the pipeline runs at all. Default 1 (2 keeps a site up across a zone loss).")
+    zone_max_skew: Annotated[int, Field(ge=1)] = Field(1, description="Topology spread over zones/racks. Default 1.")
+
+
+class Autoscaling(StrictModel):
+    max_replicas_factor: Annotated[float, Field(ge=1)] = Field(
+        2.0, description="max replicas = factor x planned replicas. Default 2.")
+    scale_to_zero: bool = False
+    target_queue_depth: Annotated[int, Field(ge=1)] = 8
+
+
+class Variant(StrictModel):
+    name: Name
+    model: str
+    weight: Annotated[int, Field(ge=0, le=100)]
+
+
+class Shadow(StrictModel):
+    target: Name = Field(description="Pipeline that receives a mirror of this pipeline's requests.")
+    percent: Annotated[float, Field(gt=0, le=100)] = 100
+
+
+class Pipeline(StrictModel):
+    """One inference pipeline: a model behind the gateway, placed by the solver."""
+
+    name: Name
+    description: str = ""
+    engine: Engine
+    model: str = Field(description="Model artifact: hub id or storage URI.")
+    resources: Resources
+    capacity_rps: PositiveFloat = Field(description="Peak requests/s one replica sustains within service_ms.")
+    target_utilization: Annotated[float, Field(gt=0, le=1)] = Field(0.7, description="Headroom. Default 0.7.")
+    demand_rps: dict[str, NonNegativeFloat] = Field(description="Peak requests/s per user region.")
+    latency: Latency
+    privacy_tier: PrivacyTier = PrivacyTier.internal
+    allowed_jurisdictions: list[str] | None = Field(
+        None, description="pii/restricted: where requests may be served. Default: the user region's own.")
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    spread: Spread = Field(default_factory=Spread)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    dependencies: list[Dependency] = Field(default_factory=list)
+    variants: list[Variant] = Field(default_factory=list)
+    shadow: Shadow | None = None
+    pinned_sites: list[Name] | None = Field(
+        None, description="Restrict placement to these sites (an operator override). Default: any allowed site.")
+
+    @property
+    def gpu(self) -> GpuRequest | None:
+        return self.resources.gpu
+
+    @property
+    def is_llm(self) -> bool:
+        return self.engine.kind == "vllm"
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+class TokenBudget(StrictModel):
+    pipeline: Name
+    tokens_per_minute: Annotated[int, Field(ge=1)]
+
+
+class Tenant(StrictModel):
+    name: Name
+    budgets: list[TokenBudget] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------- root
+
+
+class Environment(StrictModel):
+    """A whole hybrid environment: `infra/environments/<name>.yaml`."""
+
+    name: Name
+    description: str = ""
+    user_regions: list[UserRegion] = Field(min_length=1)
+    sites: list[Site] = Field(min_length=1)
+    network: Network
+    feature_views: list[FeatureView] = Field(default_factory=list)
+    collections: list[VectorCollection] = Field(default_factory=list)
+    pipelines: list[Pipeline] = Field(min_length=1)
+    tenants: list[Tenant] = Field(default_factory=list)
+
+    # ---- lookups used everywhere downstream; cheap enough to recompute
+
+    def site(self, name: str):
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def cloud_sites(self) -> list[CloudSite]:
+        return [s for s in self.sites if isinstance(s, CloudSite)]
+
+    @property
+    def datacenters(self) -> list[Datacenter]:
+        return [s for s in self.sites if isinstance(s, Datacenter)]
+
+    def pipeline(self, name: str) -> Pipeline:
+        for p in self.pipelines:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def site_rtt(self, a: str, b: str) -> float:
+        if a == b:
+            return self.network.intra_site_rtt_ms
+        fwd = self.network.site_rtt_ms.get(a, {}).get(b)
+        return fwd if fwd is not None else self.network.site_rtt_ms[b][a]
+
+    def user_rtt(self, region: str, site: str) -> float:
+        return self.network.user_rtt_ms[region][site]
+
+    def region(self, name: str) -> UserRegion:
+        for r in self.user_regions:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def site_allows(self, site, tier: PrivacyTier) -> bool:
+        tiers = site.allowed_tiers if isinstance(site, Datacenter) else site.privacy_tiers
+        return tier in tiers
+
+    def gpu_types(self) -> set[str]:
+        out: set[str] = set()
+        for s in self.sites:
+            if isinstance(s, CloudSite):
+                out |= s.gpu_types
+            else:
+                out |= {h.gpu.type for _, h in s.all_hosts() if h.gpu}
+        return out

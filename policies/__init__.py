@@ -1,0 +1,1 @@
+"""Placement (policies/placement) and the policy rules checked at preview and in CI."""

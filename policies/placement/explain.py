@@ -1,0 +1,242 @@
+"""Turn a solver result into a plan that explains itself: what was chosen, what was not, and why."""
+from __future__ import annotations
+
+import math
+
+from infra.spec import CloudSite, Datacenter, Environment
+from policies.placement import candidates as cand
+from policies.placement.plan import (DataPlacement, Explanation, PipelinePlacement, PlacementPlan, SitePlan)
+
+TIGHT = 1e-6
+
+
+def _round(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _cloud_gpu_capacity(site: CloudSite) -> dict[str, int]:
+    """GPUs per type the site can supply within max_nodes and quotas (types without a cap are left out)."""
+    out: dict[str, int] = {}
+    for it in site.instance_types:
+        if not it.gpu:
+            continue
+        limits = []
+        if it.max_nodes is not None:
+            limits.append(it.max_nodes)
+        if it.quota_family in site.vcpu_quotas:
+            limits.append(site.vcpu_quotas[it.quota_family] // it.vcpus)
+        if not limits:
+            continue
+        out[it.gpu.type] = out.get(it.gpu.type, 0) + min(limits) * it.gpu.count
+    return out
+
+
+def _exhausted(env: Environment, v, res, nodes: dict) -> set[str]:
+    """Capacity limits with no room left: datacenter rows, quotas within one node, max_nodes reached.
+
+    Cloud GPU/CPU node rows (bound 0) only say that bought nodes are used; they are not limits.
+    """
+    out = set()
+    for name, (row, ub) in v.capacity_rows.items():
+        kind, site_name, what, *rest = name.split("|")
+        room = ub - res.row_values[row]
+        if kind == "quota":
+            site = env.site(site_name)
+            smallest = min(it.vcpus for it in site.instance_types if it.quota_family == what)
+            if room < smallest:
+                out.add(name)
+        elif ub > 0 and room <= 1e-6 and kind != "max_nodes":
+            out.add(name)
+    for site in env.cloud_sites:
+        for it in site.instance_types:
+            if it.max_nodes is not None and nodes[(site.name, it.name)] >= it.max_nodes:
+                out.add(f"max_nodes|{site.name}|{it.name}")
+    return out
+
+
+def assemble_plan(env: Environment, el, v, res, *, lp_bound: float, elapsed: float, solver: str) -> PlacementPlan:
+    val = res.values
+    replicas: dict[tuple[str, str], int] = {k: _round(val[i]) for k, i in v.x.items()}
+    nodes = {k: _round(val[i]) for k, i in v.n.items()}
+    data_at = {k: _round(val[i]) == 1 for k, i in v.z.items()}
+    tight_rows = _exhausted(env, v, res, nodes)
+
+    pipelines: list[PipelinePlacement] = []
+    for p in env.pipelines:
+        demand = el.demand[p.name]
+        reps = {s: replicas[(p.name, s)] for s in el.sites[p.name] if replicas[(p.name, s)] > 0}
+        routing: dict[str, dict[str, float]] = {}
+        latency: dict[str, dict[str, float]] = {}
+        for r in demand:
+            shares = {s: round(float(val[v.f[(p.name, r, s)]]), 6) for s in el.routes[(p.name, r)]}
+            shares = {s: x for s, x in shares.items() if x > 1e-6}
+            total = sum(shares.values()) or 1.0
+            routing[r] = {s: round(x / total, 6) for s, x in sorted(shares.items())}
+            latency[r] = {s: env.user_rtt(r, s) + p.latency.service_ms for s in routing[r]}
+        failover = {r: sorted(reps, key=lambda s, r=r: (env.user_rtt(r, s), s)) for r in (demand or {})}
+        gpus = {s: n * p.gpu.count for s, n in reps.items()} if p.gpu else {}
+        cost = sum(cand.replica_cost(p, env.site(s)) * n for s, n in reps.items())
+        pipelines.append(PipelinePlacement(
+            name=p.name, engine=p.engine.kind, privacy_tier=p.privacy_tier.value, replicas=reps, routing=routing,
+            latency_ms=latency, slo_p99_ms=p.latency.p99_ms, failover=failover, gpus=gpus,
+            cost_usd_per_hour=round(cost, 4), explanation=_explain(env, el, p, reps, routing, tight_rows)))
+
+    data: list[DataPlacement] = []
+    for key in sorted({k for k, _ in v.z}):
+        kind, name = key.split(":", 1)
+        sites = sorted(s for (k, s), on in data_at.items() if k == key and on)
+        tier = (next(x for x in env.feature_views if x.name == name) if kind == "feature_view"
+                else next(x for x in env.collections if x.name == name)).privacy_tier
+        serves: dict[str, dict[str, str]] = {}
+        for p in env.pipelines:
+            for dep in p.dependencies:
+                if f"{dep.kind}:{dep.target}" != key:
+                    continue
+                for s in (x.name for x in env.sites):
+                    if replicas.get((p.name, s), 0) > 0:
+                        near = [d for d in el.near[(p.name, key, s)] if d in sites]
+                        best = min(near, key=lambda d, s=s: (env.site_rtt(s, d), d))
+                        serves.setdefault(p.name, {})[s] = best
+        data.append(DataPlacement(name=name, kind=kind, privacy_tier=tier.value, sites=sites, serves=serves))
+
+    sites: list[SitePlan] = []
+    total_cost = 0.0
+    for site in env.sites:
+        here = {pp.name: pp.replicas[site.name] for pp in pipelines if site.name in pp.replicas}
+        specs = {p.name: p for p in env.pipelines}
+        gpus_used: dict[str, int] = {}
+        cores = mem = 0.0
+        for name, n in here.items():
+            p = specs[name]
+            cores += p.resources.cpu * n
+            mem += p.resources.memory_gib * n
+            if p.gpu:
+                gpus_used[p.gpu.type] = gpus_used.get(p.gpu.type, 0) + p.gpu.count * n
+        data_here = [d for d in data if site.name in d.sites]
+        pieces = cand.data_pieces(env)
+        for d in data_here:
+            piece = pieces[f"{d.kind}:{d.name}"]
+            cores += piece.cpu
+            mem += piece.memory_gib
+        if isinstance(site, CloudSite):
+            site_nodes = {it.name: nodes[(site.name, it.name)] for it in site.instance_types
+                          if nodes[(site.name, it.name)] > 0}
+            cost = sum(it.hourly_usd * site_nodes.get(it.name, 0) for it in site.instance_types)
+            gcap = _cloud_gpu_capacity(site)
+            core_cap = sum(it.vcpus * n for it, n in ((i, site_nodes.get(i.name, 0)) for i in site.instance_types))
+            mem_cap = sum(it.memory_gib * n for it, n in ((i, site_nodes.get(i.name, 0)) for i in site.instance_types))
+        else:
+            site_nodes = {}
+            mc = site.marginal_cost
+            cost = sum(cand.replica_cost(specs[name], site) * n for name, n in here.items())
+            cost += sum(pieces[f"{d.kind}:{d.name}"].cpu * mc.core_hour_usd +
+                        pieces[f"{d.kind}:{d.name}"].memory_gib * mc.memory_gib_hour_usd for d in data_here)
+            cap = cand.datacenter_capacity(site).by_level[0]
+            core_cap, mem_cap, gcap = cap[0], cap[1], dict(cap[2])
+        total_cost += cost
+        sites.append(SitePlan(
+            name=site.name, kind=site.kind, pipelines=here, data=[f"{d.kind}:{d.name}" for d in data_here],
+            gpus_used=gpus_used, gpus_capacity=gcap, cores_used=round(cores, 3), cores_capacity=round(core_cap, 3),
+            memory_gib_used=round(mem, 3), memory_gib_capacity=round(mem_cap, 3), nodes=site_nodes,
+            cost_usd_per_hour=round(cost, 4)))
+
+    gap = max(0.0, (res.objective - lp_bound) / res.objective) if res.objective > 0 else 0.0
+    return PlacementPlan(
+        environment=env.name, status=res.status, cost_usd_per_hour=round(total_cost, 4),
+        lp_bound_usd_per_hour=round(lp_bound, 4), dual_bound_usd_per_hour=round(res.dual_bound, 4),
+        gap_to_lp=round(gap, 6), solve_seconds=round(elapsed, 3), solver=solver,
+        sites=sites, pipelines=pipelines, data=data)
+
+
+def _explain(env: Environment, el, p, reps: dict[str, int], routing, tight_rows: set[str]) -> Explanation:
+    demand = el.demand[p.name]
+    chosen = []
+    for s, n in sorted(reps.items()):
+        served = [f"{r} {share * 100:.0f}% ({env.user_rtt(r, s):g}+{p.latency.service_ms:g}={env.user_rtt(r, s) + p.latency.service_ms:g} ms"
+                  f" <= {p.latency.p99_ms:g})" for r, row in routing.items() for site, share in row.items() if site == s]
+        what = f"{s}: {n} replica(s)"
+        if p.gpu:
+            what += f", {n * p.gpu.count}x{p.gpu.type}"
+        what += f", ${cand.replica_cost(p, env.site(s)):.3f}/h each"
+        what += "; serves " + ", ".join(served) if served else "; no routed demand (spread/min replicas, failover)"
+        chosen.append(what)
+
+    rejected: dict[str, str] = dict(el.rejected[p.name])
+    cheapest_chosen = min((cand.replica_cost(p, env.site(s)) for s in reps), default=0.0)
+    for s in el.sites[p.name]:
+        if s in reps:
+            continue
+        site = env.site(s)
+        routable = [r for r in demand if s in el.routes[(p.name, r)]]
+        full = [row for row in tight_rows if row.split("|")[1] == s and _row_concerns(env, row, p)]
+        here = cand.replica_cost(p, site)
+        if full:
+            rejected[s] = "capacity: " + ", ".join(_row_label(r) for r in sorted(full)) + " fully used"
+        elif demand and not routable:
+            rejected[s] = "latency: no demand region within SLO from here (only useful as spread)"
+        elif here > cheapest_chosen + 1e-9:
+            rejected[s] = f"cost: ${here:.3f}/h per replica vs ${cheapest_chosen:.3f}/h where placed"
+        else:
+            rejected[s] = "not needed: demand and spread are met by closer or equally cheap sites"
+
+    binding = []
+    needed = math.ceil(sum(demand.values()) / (p.capacity_rps * p.target_utilization) - 1e-9) if demand else 0
+    total = sum(reps.values())
+    if total == p.min_replicas and p.min_replicas > needed:
+        binding.append(f"min_replicas={p.min_replicas} (demand alone needs {needed})")
+    per_site = cand.per_site_minimum(p)
+    for s, n in sorted(reps.items()):
+        if n == per_site and per_site > 1:
+            binding.append(f"{s}: per-site minimum {per_site} (spread.min_replicas_per_site / variants)")
+    if len(reps) == p.spread.min_sites and p.spread.min_sites > 1:
+        binding.append(f"spread.min_sites={p.spread.min_sites}")
+    for r in sorted(demand):
+        within = el.routes[(p.name, r)]
+        if len(within) < len(el.sites[p.name]):
+            binding.append(f"latency SLO: {r} can be served only from {', '.join(within)} "
+                           f"(budget {p.latency.network_budget_ms:g} ms RTT)")
+    if p.privacy_tier.is_sensitive:
+        binding.append(f"privacy: {p.privacy_tier.value} only on {', '.join(el.sites[p.name])}")
+    for s in sorted(reps):
+        for row in sorted(tight_rows):
+            if row.split("|")[1] == s and _row_concerns(env, row, p):
+                binding.append(f"{s}: {_row_label(row)} fully used")
+    for dep in p.dependencies:
+        binding.append(f"dependency {dep.kind} {dep.target!r} within {dep.latency_budget_ms:g} ms")
+
+    where = ", ".join(f"{s} ({n})" for s, n in sorted(reps.items()))
+    summary = f"{total} replica(s) on {where}"
+    return Explanation(summary=summary, chosen=chosen, rejected=dict(sorted(rejected.items())), binding=binding)
+
+
+def _row_concerns(env: Environment, row: str, p) -> bool:
+    kind, _site, what, *rest = row.split("|")
+    if rest and p.privacy_tier.value != rest[0]:
+        level = ["public", "internal", "pii", "restricted"].index(rest[0])
+        if p.privacy_tier.rank < level:
+            return False
+    if kind == "gpu":
+        return bool(p.gpu) and p.gpu.type == what
+    if kind in ("cpu", "memory"):
+        return not p.gpu or what != "nodes"
+    site = env.site(_site)
+    if kind == "max_nodes":
+        it = next(i for i in site.instance_types if i.name == what)
+        return (it.gpu.type == p.gpu.type) if (it.gpu and p.gpu) else (not it.gpu and not p.gpu)
+    if kind == "quota":
+        return any(i.quota_family == what and ((i.gpu and p.gpu and i.gpu.type == p.gpu.type) or (not i.gpu and not p.gpu))
+                   for i in site.instance_types)
+    return False
+
+
+def _row_label(row: str) -> str:
+    kind, _site, what, *rest = row.split("|")
+    label = {"gpu": f"{what} GPUs", "cpu": "CPU cores", "memory": "memory", "quota": f"{what} vCPU quota",
+             "max_nodes": f"max_nodes of {what}"}[kind]
+    if kind in ("cpu", "memory") and what == "nodes":
+        label = f"{kind} of CPU nodes"
+    elif kind in ("cpu", "memory"):
+        label += f" (zone >= {what})"
+    if rest:
+        label += f" (zone >= {rest[0]})"
+    return label

@@ -1,0 +1,200 @@
+"""The baseline a team would write by hand: on-prem first, then the cheapest cloud, pipeline by pipeline.
+
+Same eligibility and cost model as the solver, so the optimal/greedy ratio
+measures only the value of optimising jointly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from infra.spec import CloudSite, Datacenter, Environment
+from policies.placement import candidates as cand
+from policies.placement.plan import Baseline
+from policies.placement.solver import data_pieces, dep_key, eligibility
+
+
+@dataclass
+class _CloudState:
+    site: CloudSite
+    nodes: dict[str, int] = field(default_factory=dict)
+    free_gpus: dict[str, float] = field(default_factory=dict)
+    free_cpu: float = 0.0
+    free_mem: float = 0.0
+
+    def quota_left(self, family: str) -> float:
+        quota = self.site.vcpu_quotas.get(family)
+        if quota is None:
+            return math.inf
+        used = sum(it.vcpus * self.nodes.get(it.name, 0) for it in self.site.instance_types if it.quota_family == family)
+        return quota - used
+
+    def _open(self, types, need, per_node) -> dict[str, int] | None:
+        """Nodes to open (cheapest per unit first) so that `need` more units fit; None when impossible."""
+        plan: dict[str, int] = {}
+        left = need
+        quota_used: dict[str, int] = {}
+        for it in sorted(types, key=lambda i: (i.hourly_usd / per_node(i), i.name)):
+            if left <= 1e-9:
+                break
+            room = math.inf if it.max_nodes is None else it.max_nodes - self.nodes.get(it.name, 0)
+            qleft = self.quota_left(it.quota_family) - quota_used.get(it.quota_family, 0)
+            room = min(room, qleft // it.vcpus if qleft != math.inf else math.inf)
+            take = min(room, math.ceil(left / per_node(it) - 1e-9))
+            if take > 0:
+                plan[it.name] = int(take)
+                quota_used[it.quota_family] = quota_used.get(it.quota_family, 0) + int(take) * it.vcpus
+                left -= take * per_node(it)
+        return plan if left <= 1e-9 else None
+
+    def take(self, cpu: float, mem: float, gpu_type: str | None, gpus: float) -> bool:
+        if gpu_type:
+            need = gpus - self.free_gpus.get(gpu_type, 0.0)
+            if need > 1e-9:
+                types = [it for it in self.site.instance_types if it.gpu and it.gpu.type == gpu_type]
+                opened = self._open(types, need, lambda i: i.gpu.count)
+                if opened is None:
+                    return False
+                for name, k in opened.items():
+                    it = next(i for i in types if i.name == name)
+                    self.nodes[name] = self.nodes.get(name, 0) + k
+                    self.free_gpus[gpu_type] = self.free_gpus.get(gpu_type, 0.0) + k * it.gpu.count
+            self.free_gpus[gpu_type] -= gpus
+            return True
+        types = [it for it in self.site.instance_types if not it.gpu]
+        need = max((cpu - self.free_cpu) / cand.CLOUD_ALLOCATABLE, 0.0)
+        need_mem = max((mem - self.free_mem) / cand.CLOUD_ALLOCATABLE, 0.0)
+        if need > 1e-9 or need_mem > 1e-9:
+            opened = self._open(types, max(need, 1e-6), lambda i: i.vcpus)
+            if opened is None:
+                return False
+            for name, k in opened.items():
+                it = next(i for i in types if i.name == name)
+                self.nodes[name] = self.nodes.get(name, 0) + k
+                self.free_cpu += k * it.vcpus * cand.CLOUD_ALLOCATABLE
+                self.free_mem += k * it.memory_gib * cand.CLOUD_ALLOCATABLE
+            while self.free_mem < mem - 1e-9:
+                opened = self._open(types, 1, lambda i: 1)
+                if opened is None:
+                    return False
+                for name, k in opened.items():
+                    it = next(i for i in types if i.name == name)
+                    self.nodes[name] = self.nodes.get(name, 0) + k
+                    self.free_cpu += k * it.vcpus * cand.CLOUD_ALLOCATABLE
+                    self.free_mem += k * it.memory_gib * cand.CLOUD_ALLOCATABLE
+        self.free_cpu -= cpu
+        self.free_mem -= mem
+        return True
+
+    def cost(self) -> float:
+        return sum(it.hourly_usd * self.nodes.get(it.name, 0) for it in self.site.instance_types)
+
+
+@dataclass
+class _DcState:
+    site: Datacenter
+    left: dict[int, list] = field(default_factory=dict)  # level -> [cores, mem, {gpu: n}]
+    cost: float = 0.0
+
+    def __post_init__(self):
+        for level, (c, m, g) in cand.datacenter_capacity(self.site).by_level.items():
+            self.left[level] = [c, m, dict(g)]
+
+    def take(self, level: int, cpu: float, mem: float, gpu_type: str | None, gpus: float, cost: float) -> bool:
+        rows = [self.left[k] for k in range(level + 1)]
+        if any(r[0] < cpu - 1e-9 or r[1] < mem - 1e-9 or (gpu_type and r[2].get(gpu_type, 0) < gpus - 1e-9) for r in rows):
+            return False
+        for r in rows:
+            r[0] -= cpu
+            r[1] -= mem
+            if gpu_type:
+                r[2][gpu_type] -= gpus
+        self.cost += cost
+        return True
+
+
+def greedy_baseline(env: Environment) -> Baseline:
+    el = eligibility(env)
+    states = {s.name: (_CloudState(s) if isinstance(s, CloudSite) else _DcState(s)) for s in env.sites}
+    pieces = data_pieces(env)
+    placed_data: set[tuple[str, str]] = set()
+    unplaced: list[str] = []
+
+    def take(p, site_name: str, n: int) -> bool:
+        if n <= 0:
+            return True
+        st = states[site_name]
+        gtype = p.gpu.type if p.gpu else None
+        gpus = (p.gpu.count if p.gpu else 0) * n
+        if isinstance(st, _DcState):
+            return st.take(p.privacy_tier.rank, p.resources.cpu * n, p.resources.memory_gib * n, gtype, gpus,
+                           cand.replica_cost(p, st.site) * n)
+        return st.take(p.resources.cpu * n, p.resources.memory_gib * n, gtype, gpus)
+
+    def order(p, sites: list[str]) -> list[str]:
+        return sorted(sites, key=lambda s: (0 if isinstance(env.site(s), Datacenter) else 1,
+                                            cand.replica_cost(p, env.site(s)), s))
+
+    def place_data(p, site_name: str) -> bool:
+        for dep in p.dependencies:
+            key = dep_key(dep)
+            near = el.near[(p.name, key, site_name)]
+            if any((key, d) in placed_data for d in near):
+                continue
+            piece = pieces[key]
+            for d in sorted(near, key=lambda d: (d != site_name, 0 if isinstance(env.site(d), Datacenter) else 1, d)):
+                st = states[d]
+                ok = (st.take(piece.tier.rank, piece.cpu, piece.memory_gib, None, 0,
+                              piece.cpu * st.site.marginal_cost.core_hour_usd +
+                              piece.memory_gib * st.site.marginal_cost.memory_gib_hour_usd)
+                      if isinstance(st, _DcState) else st.take(piece.cpu, piece.memory_gib, None, 0))
+                if ok:
+                    placed_data.add((key, d))
+                    break
+            else:
+                return False
+        return True
+
+    pipelines = sorted(env.pipelines, key=lambda p: (-(p.gpu.count if p.gpu else 0) * sum(el.demand[p.name].values()),
+                                                     -sum(el.demand[p.name].values()), p.name))
+    for p in pipelines:
+        useful = p.capacity_rps * p.target_utilization
+        per_site = cand.per_site_minimum(p)
+        assigned: dict[str, float] = {}
+        replicas: dict[str, int] = {}
+        ok = True
+        for region, rps in sorted(el.demand[p.name].items(), key=lambda kv: (-kv[1], kv[0])):
+            for s in order(p, el.routes[(p.name, region)]):
+                new = max(math.ceil((assigned.get(s, 0.0) + rps) / useful - 1e-9), per_site)
+                if take(p, s, new - replicas.get(s, 0)):
+                    assigned[s] = assigned.get(s, 0.0) + rps
+                    replicas[s] = new
+                    break
+            else:
+                ok = False
+        extra_sites = order(p, [s for s in el.sites[p.name] if s not in replicas])
+        while ok and (sum(replicas.values()) < p.min_replicas or len(replicas) < p.spread.min_sites):
+            if len(replicas) < p.spread.min_sites or not replicas:
+                for s in list(extra_sites):
+                    extra_sites.remove(s)
+                    if take(p, s, per_site):
+                        replicas[s] = per_site
+                        break
+                else:
+                    ok = False
+            else:
+                s = order(p, list(replicas))[0]
+                if take(p, s, 1):
+                    replicas[s] += 1
+                else:
+                    ok = False
+        if ok:
+            ok = all(place_data(p, s) for s in replicas)
+        if not ok:
+            unplaced.append(p.name)
+
+    cost = sum(st.cost() if isinstance(st, _CloudState) else st.cost for st in states.values())
+    if unplaced:
+        return Baseline(name="greedy on-prem first", feasible=False, cost_usd_per_hour=None,
+                        note=f"could not place {len(unplaced)} pipeline(s), e.g. {', '.join(unplaced[:3])}")
+    return Baseline(name="greedy on-prem first", feasible=True, cost_usd_per_hour=round(cost, 4))

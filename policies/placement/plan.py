@@ -1,0 +1,96 @@
+"""The placement plan: what runs where, and why. Serialisable to JSON.
+
+Downstream rooms (clusters/, workloads/, policy checks) read only this and the spec.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Plain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Explanation(_Plain):
+    summary: str
+    chosen: list[str] = Field(default_factory=list)
+    rejected: dict[str, str] = Field(default_factory=dict, description="site -> why it runs no replica")
+    binding: list[str] = Field(default_factory=list, description="constraints that are tight for this decision")
+
+
+class PipelinePlacement(_Plain):
+    name: str
+    engine: str
+    privacy_tier: str
+    replicas: dict[str, int] = Field(description="site -> replicas (only sites with replicas)")
+    routing: dict[str, dict[str, float]] = Field(description="user region -> site -> share of that region's demand")
+    latency_ms: dict[str, dict[str, float]] = Field(description="user region -> site -> RTT + service time")
+    slo_p99_ms: float
+    failover: dict[str, list[str]] = Field(description="user region -> placed sites ordered by RTT")
+    gpus: dict[str, int] = Field(default_factory=dict, description="site -> GPUs held")
+    cost_usd_per_hour: float
+    explanation: Explanation
+
+    @property
+    def total_replicas(self) -> int:
+        return sum(self.replicas.values())
+
+
+class DataPlacement(_Plain):
+    name: str
+    kind: str = Field(description="feature_view | collection")
+    privacy_tier: str
+    sites: list[str]
+    serves: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="pipeline -> pipeline site -> data site it reads from")
+
+
+class SitePlan(_Plain):
+    name: str
+    kind: str
+    pipelines: dict[str, int] = Field(default_factory=dict, description="pipeline -> replicas")
+    data: list[str] = Field(default_factory=list)
+    gpus_used: dict[str, int] = Field(default_factory=dict)
+    gpus_capacity: dict[str, int] = Field(default_factory=dict)
+    cores_used: float = 0
+    cores_capacity: float = 0
+    memory_gib_used: float = 0
+    memory_gib_capacity: float = 0
+    nodes: dict[str, int] = Field(default_factory=dict, description="cloud: instance type -> node count")
+    cost_usd_per_hour: float = 0
+
+
+class Baseline(_Plain):
+    name: str
+    feasible: bool
+    cost_usd_per_hour: float | None
+    note: str = ""
+
+
+class PlacementPlan(_Plain):
+    environment: str
+    status: str
+    cost_usd_per_hour: float
+    lp_bound_usd_per_hour: float
+    dual_bound_usd_per_hour: float
+    gap_to_lp: float = Field(description="(cost - LP relaxation bound) / cost")
+    solve_seconds: float
+    solver: str
+    sites: list[SitePlan]
+    pipelines: list[PipelinePlacement]
+    data: list[DataPlacement]
+    baselines: list[Baseline] = Field(default_factory=list)
+
+    def site(self, name: str) -> SitePlan:
+        return next(s for s in self.sites if s.name == name)
+
+    def pipeline(self, name: str) -> PipelinePlacement:
+        return next(p for p in self.pipelines if p.name == name)
+
+    def used_sites(self) -> list[str]:
+        return [s.name for s in self.sites if s.pipelines or s.data]
+
+    def decisions(self) -> dict:
+        """The decision itself, without timings: equal for equal inputs."""
+        data = self.model_dump(exclude={"solve_seconds", "baselines"})
+        return data

@@ -1,0 +1,78 @@
+"""Checks every valid plan must pass, shared by example tests and property tests."""
+from __future__ import annotations
+
+import math
+
+from infra.spec import CloudSite, Datacenter, Environment
+from policies.placement import candidates as cand
+from policies.placement.plan import PlacementPlan
+
+
+def assert_plan_valid(env: Environment, plan: PlacementPlan) -> None:
+    demand = cand.effective_demand(env)
+    pieces = cand.data_pieces(env)
+    for pp in plan.pipelines:
+        p = env.pipeline(pp.name)
+        # privacy: every replica on a site that allows the tier
+        for s in pp.replicas:
+            assert env.site_allows(env.site(s), p.privacy_tier), (p.name, s)
+            if p.pinned_sites is not None:
+                assert s in p.pinned_sites
+        # routing: each region with demand fully routed, only to sites with replicas, within SLO and jurisdiction
+        assert set(pp.routing) == set(demand[p.name])
+        for region, row in pp.routing.items():
+            assert abs(sum(row.values()) - 1) < 1e-4, (p.name, region, row)
+            for s, share in row.items():
+                assert s in pp.replicas
+                assert env.user_rtt(region, s) + p.latency.service_ms <= p.latency.p99_ms + 1e-9
+                if p.privacy_tier.is_sensitive:
+                    allowed = p.allowed_jurisdictions or [env.region(region).jurisdiction]
+                    assert env.site(s).jurisdiction in allowed
+        # capacity of replicas covers routed demand
+        useful = p.capacity_rps * p.target_utilization
+        for s, n in pp.replicas.items():
+            routed = sum(demand[p.name][r] * row.get(s, 0.0) for r, row in pp.routing.items())
+            assert n * useful >= routed - 1e-4, (p.name, s, n, routed)
+            assert n >= cand.per_site_minimum(p)
+        assert pp.total_replicas >= p.min_replicas
+        assert len(pp.replicas) >= p.spread.min_sites
+        # dependencies within budget
+        for dep in p.dependencies:
+            key = f"{dep.kind}:{dep.target}"
+            data = next(d for d in plan.data if f"{d.kind}:{d.name}" == key)
+            for s in pp.replicas:
+                assert any(env.site_rtt(s, d) <= dep.latency_budget_ms + 1e-9 for d in data.sites), (p.name, s, key)
+    for d in plan.data:
+        for s in d.sites:
+            assert env.site_allows(env.site(s), pieces[f"{d.kind}:{d.name}"].tier)
+    # capacity per site
+    for sp in plan.sites:
+        site = env.site(sp.name)
+        if isinstance(site, CloudSite):
+            for gtype, used in sp.gpus_used.items():
+                have = sum(it.gpu.count * sp.nodes.get(it.name, 0) for it in site.instance_types
+                           if it.gpu and it.gpu.type == gtype)
+                assert used <= have, (sp.name, gtype, used, have)
+            for it in site.instance_types:
+                if it.max_nodes is not None:
+                    assert sp.nodes.get(it.name, 0) <= it.max_nodes
+            for family, quota in site.vcpu_quotas.items():
+                used = sum(it.vcpus * sp.nodes.get(it.name, 0) for it in site.instance_types if it.quota_family == family)
+                assert used <= quota, (sp.name, family, used, quota)
+        else:
+            assert isinstance(site, Datacenter)
+            levels = cand.datacenter_capacity(site).by_level
+            for level, (cores, mem, gpus) in levels.items():
+                used_c = used_m = 0.0
+                for pp in plan.pipelines:
+                    p = env.pipeline(pp.name)
+                    n = pp.replicas.get(sp.name, 0)
+                    if p.privacy_tier.rank >= level:
+                        used_c += p.resources.cpu * n
+                        used_m += p.resources.memory_gib * n
+                for key in sp.data:
+                    if pieces[key].tier.rank >= level:
+                        used_c += pieces[key].cpu
+                        used_m += pieces[key].memory_gib
+                assert used_c <= cores + 1e-6 and used_m <= mem + 1e-6, (sp.name, level)
+    assert math.isfinite(plan.cost_usd_per_hour)

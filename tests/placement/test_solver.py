@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hybridml.cli import app
+from infra.errors import PlacementInfeasible
+from infra.loader import load_environment, parse_environment
+from policies.placement import solve
+from policies.placement.greedy import greedy_baseline
+from tests.conftest import dump
+from tests.placement.invariants import assert_plan_valid
+
+
+def test_small_spec_places_pii_on_prem_and_gpus_in_cloud(small_spec):
+    env = parse_environment(dump(small_spec))
+    plan = solve(env)
+    assert_plan_valid(env, plan)
+    recs = plan.pipeline("recs")
+    # pii demand from eu-west stays in the EU datacenter, from us-east in the US one
+    assert recs.routing["eu-west"] == {"dc-ams": 1.0}
+    assert recs.routing["us-east"] == {"dc-ash": 1.0}
+    assert "aws-use1" in recs.explanation.rejected and "privacy" in recs.explanation.rejected["aws-use1"]
+    chat = plan.pipeline("chat")
+    assert set(chat.replicas) == {"aws-use1"}  # the only H100 site
+    assert chat.total_replicas == 4  # ceil(25 rps / (10 * 0.7))
+    assert plan.site("aws-use1").nodes["p5.48xlarge"] == 4
+    # the pii feature view lives next to its reader, in both datacenters
+    view = next(d for d in plan.data if d.name == "user-profile")
+    assert view.sites == ["dc-ams", "dc-ash"]
+
+
+def test_cpu_work_prefers_own_datacenters(small_spec):
+    small_spec["pipelines"][1]["privacy_tier"] = "internal"
+    small_spec["pipelines"][1]["dependencies"] = []
+    env = parse_environment(dump(small_spec))
+    plan = solve(env)
+    assert set(plan.pipeline("recs").replicas) <= {"dc-ash", "dc-ams"}
+    assert "cost" in plan.pipeline("recs").explanation.rejected["aws-use1"]
+
+
+def test_latency_infeasible_names_pipeline_region_and_sites(small_spec):
+    small_spec["pipelines"][1]["demand_rps"]["eu-west"] = 200
+    small_spec["sites"] = small_spec["sites"][:2]  # drop the EU datacenter
+    small_spec["network"]["user_rtt_ms"] = {r: {s: v for s, v in row.items() if s != "dc-ams"}
+                                            for r, row in small_spec["network"]["user_rtt_ms"].items()}
+    small_spec["network"]["site_rtt_ms"] = {"aws-use1": {"dc-ash": 2}}
+    env = parse_environment(dump(small_spec))
+    with pytest.raises(PlacementInfeasible) as info:
+        solve(env)
+    reasons = info.value.reasons
+    assert len(reasons) == 1
+    r = reasons[0]
+    assert r.pipeline == "recs"
+    assert "no site allowed for pii within 60 ms of eu-west" in r.detail
+    assert "aws-use1: privacy" in r.detail and "dc-ash: jurisdiction" in r.detail
+
+
+def test_capacity_infeasible_names_site_and_limit(small_spec):
+    small_spec["sites"][0]["vcpu_quotas"]["P"] = 192  # one p5 node: 8 GPUs, but 4 replicas x 8 are needed
+    env = parse_environment(dump(small_spec))
+    with pytest.raises(PlacementInfeasible) as info:
+        solve(env)
+    text = str(info.value)
+    assert "aws-use1: on-demand P vCPU quota short by 576 vCPUs" in text
+    assert "chat" in text
+
+
+def test_gpu_type_without_site_in_tier_is_infeasible(small_spec):
+    small_spec["pipelines"][0]["privacy_tier"] = "restricted"
+    env = parse_environment(dump(small_spec))
+    with pytest.raises(PlacementInfeasible) as info:
+        solve(env)
+    assert info.value.reasons[0].pipeline == "chat"
+    assert "no site can hold restricted with 8xH100" in info.value.reasons[0].detail
+
+
+def test_min_sites_and_variants_spread(small_spec):
+    small_spec["pipelines"][1]["privacy_tier"] = "internal"
+    small_spec["pipelines"][1]["dependencies"] = []
+    small_spec["pipelines"][1]["spread"] = {"min_sites": 3, "min_replicas_per_site": 2}
+    small_spec["pipelines"][1]["variants"] = [{"name": "a", "model": "m", "weight": 50},
+                                              {"name": "b", "model": "m", "weight": 30},
+                                              {"name": "c", "model": "m", "weight": 20}]
+    env = parse_environment(dump(small_spec))
+    plan = solve(env)
+    assert_plan_valid(env, plan)
+    recs = plan.pipeline("recs")
+    assert len(recs.replicas) == 3 and min(recs.replicas.values()) >= 3
+
+
+def test_shadow_adds_mirrored_load_to_target(small_spec):
+    target = json.loads(json.dumps(small_spec["pipelines"][1]))
+    target.update(name="recs-v2", demand_rps={}, min_replicas=1)
+    small_spec["pipelines"].append(target)
+    small_spec["pipelines"][1]["shadow"] = {"target": "recs-v2", "percent": 50}
+    env = parse_environment(dump(small_spec))
+    plan = solve(env)
+    assert_plan_valid(env, plan)
+    # half of the mirrored 300 + 200 rps, per jurisdiction, at 70 rps per replica
+    assert plan.pipeline("recs-v2").replicas == {"dc-ash": 3, "dc-ams": 2}
+
+
+def test_plan_is_deterministic(small_spec):
+    env = parse_environment(dump(small_spec))
+    assert solve(env).decisions() == solve(env).decisions()
+
+
+def test_local_environment_plan_and_explanations():
+    env = load_environment("local")
+    plan = solve(env)
+    assert_plan_valid(env, plan)
+    for pp in plan.pipelines:
+        assert pp.explanation.summary and pp.explanation.chosen
+        assert set(pp.explanation.rejected) == {s.name for s in env.sites} - set(pp.replicas)
+    assert plan.pipeline("recs-home").replicas.keys() == {"dc-local"}
+    assert plan.gap_to_lp >= 0
+
+
+def test_greedy_baseline_costs_at_least_optimal(small_spec):
+    env = parse_environment(dump(small_spec))
+    plan = solve(env)
+    base = greedy_baseline(env)
+    assert base.feasible
+    assert base.cost_usd_per_hour >= plan.cost_usd_per_hour - 1e-6
+
+
+@pytest.mark.slow
+def test_dev_plan_valid():
+    env = load_environment("dev")
+    plan = solve(env)
+    assert_plan_valid(env, plan)
+    assert plan.status == "optimal"
+
+
+def test_cli_plan_json_and_explain(tmp_path):
+    out = tmp_path / "plan.json"
+    svg = tmp_path / "plan.svg"
+    runner = CliRunner()
+    result = runner.invoke(app, ["plan", "local", "--json", str(out), "--svg", str(svg)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert {p["name"] for p in data["pipelines"]} >= {"chat-small", "recs-home"}
+    assert "dc-local" in result.output and "optimal/greedy" in result.output
+    assert svg.read_text().startswith("<svg") and "dc-local" in svg.read_text()
+    result = runner.invoke(app, ["plan", "local", "--explain", "recs-home"])
+    assert result.exit_code == 0
+    assert "rejected" in result.output and "aws-use1: privacy" in result.output
+    result = runner.invoke(app, ["plan", "local", "--explain", "nope"])
+    assert result.exit_code == 2
+
+
+def test_cli_infeasible_exits_1(tmp_path, small_spec):
+    small_spec["sites"][0]["vcpu_quotas"]["P"] = 0
+    path = tmp_path / "env.yaml"
+    path.write_text(dump(small_spec))
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 1
+    assert "infeasible" in result.output and "quota" in result.output
