@@ -1,0 +1,58 @@
+"""The one vocabulary of node/pod labels for placement-relevant facts.
+
+Cluster components label nodes with these, workloads select on them, datacenter
+inventories put them on hosts, and policy rules read them. Define a key once, here.
+"""
+from __future__ import annotations
+
+from infra.spec import PrivacyTier
+
+PREFIX = "hybridml.io"
+
+SITE = f"{PREFIX}/site"                  # spec site name
+SITE_KIND = f"{PREFIX}/site-kind"        # cloud | datacenter
+PRIVACY_ZONE = f"{PREFIX}/privacy-zone"  # most sensitive tier a node may hold
+DATACENTER = f"{PREFIX}/datacenter"
+RACK = f"{PREFIX}/rack"
+PIPELINE = f"{PREFIX}/pipeline"
+PRIVACY_TIER = f"{PREFIX}/privacy-tier"  # on workloads: the tier of the data they handle
+SIMULATED = f"{PREFIX}/simulated"        # "true" on kwok nodes: GPUs and racks that are not real
+
+REGION = "topology.kubernetes.io/region"
+ZONE = "topology.kubernetes.io/zone"
+INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+HOSTNAME = "kubernetes.io/hostname"
+GPU_PRODUCT = "nvidia.com/gpu.product"   # as set by NVIDIA GPU feature discovery
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+PRIVACY_TAINT_KEY = PRIVACY_ZONE         # pii/restricted nodes are tainted so only their tier lands there
+
+# GPU type names used in specs -> the product string GPU feature discovery reports.
+GPU_PRODUCTS = {
+    "H100": "NVIDIA-H100-80GB-HBM3",
+    "H200": "NVIDIA-H200",
+    "A100": "NVIDIA-A100-SXM4-80GB",
+    "A10G": "NVIDIA-A10G",
+    "L4": "NVIDIA-L4",
+    "L40S": "NVIDIA-L40S",
+}
+
+
+def gpu_product(gpu_type: str) -> str:
+    return GPU_PRODUCTS.get(gpu_type, f"NVIDIA-{gpu_type}")
+
+
+def namespace_for(tier: PrivacyTier | str) -> str:
+    """Serving namespace of a privacy tier: one namespace per tier keeps NetworkPolicies and quotas per tier."""
+    value = tier.value if isinstance(tier, PrivacyTier) else tier
+    return f"ml-{value}"
+
+
+GATEWAY_NAMESPACE = "hybridml-gateway"
+MONITORING_NAMESPACE = "hybridml-monitoring"
+
+
+def zones_allowed_for(tier: PrivacyTier) -> list[str]:
+    """Node privacy zones that may run a workload of `tier` (a pii node also holds internal work)."""
+    order = list(PrivacyTier)
+    return [t.value for t in order[order.index(tier):]]
