@@ -1,0 +1,117 @@
+"""Placement and privacy: what may run on which cluster, and whether the plan keeps its promises."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from infra import labels as L
+from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
+from policies.rules.podspec import containers, gpu_request, pod_specs
+
+DATA_KINDS = {"StatefulSet", "FeatureStore", "FlinkDeployment"}
+
+
+def _tier(r: ResourceView) -> str | None:
+    tier = r.labels.get(L.PRIVACY_TIER)
+    if tier:
+        return tier
+    ns = r.metadata.get("namespace") or ""
+    return ns.removeprefix("ml-") if ns.startswith("ml-") else None
+
+
+def privacy_on_allowed_site(r: ResourceView, ctx: Context) -> Iterable[str]:
+    if not r.is_kubernetes or r.cluster is None:
+        return
+    tier = _tier(r)
+    if tier not in ("pii", "restricted"):
+        return
+    site = ctx.sites.get(r.cluster)
+    if site is None:
+        yield f"{tier} object on unknown cluster {r.cluster!r}"
+    elif tier not in site.privacy_tiers:
+        yield f"{tier} object on {site.kind} cluster {site.name!r}, which holds only {', '.join(site.privacy_tiers)}"
+
+
+def gpu_type_on_cluster(r: ResourceView, ctx: Context) -> Iterable[str]:
+    if not r.is_kubernetes or r.cluster is None:
+        return
+    site = ctx.sites.get(r.cluster)
+    products = {L.gpu_product(t): t for t in (site.gpu_types if site else ())}
+    for where, _, spec in pod_specs(r.kind, r.props):
+        wants = any(gpu_request(c) for _, c in containers(spec))
+        if not wants:
+            continue
+        product = (spec.get("nodeSelector") or {}).get(L.GPU_PRODUCT)
+        if site is None or not site.gpu_types:
+            yield f"{where} requests GPUs on cluster {r.cluster!r}, which has none"
+        elif product and product not in products:
+            yield f"{where} selects {product} but {r.cluster!r} offers {', '.join(sorted(products))}"
+
+
+def gpu_tolerations_and_selector(r: ResourceView, ctx: Context) -> Iterable[str]:
+    if not r.is_kubernetes:
+        return
+    for where, _, spec in pod_specs(r.kind, r.props):
+        if not any(gpu_request(c) for _, c in containers(spec)):
+            continue
+        tolerations = spec.get("tolerations") or []
+        if not any(t.get("key") == L.GPU_TAINT_KEY and t.get("effect") in (None, "NoSchedule") for t in tolerations):
+            yield f"{where} requests GPUs without a toleration for the {L.GPU_TAINT_KEY} taint"
+        selector = spec.get("nodeSelector") or {}
+        affinity_keys = {expr.get("key") for term in (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                                                       .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+                         .get("nodeSelectorTerms", []) for expr in term.get("matchExpressions", [])}
+        if L.GPU_PRODUCT not in selector and L.GPU_PRODUCT not in affinity_keys:
+            yield f"{where} requests GPUs without selecting {L.GPU_PRODUCT}"
+        for cw, c in containers(spec):
+            res = c.get("resources") or {}
+            req = (res.get("requests") or {}).get(L.GPU_RESOURCE)
+            lim = (res.get("limits") or {}).get(L.GPU_RESOURCE)
+            if req is not None and lim is not None and str(req) != str(lim):
+                yield f"{where}.{cw} GPU requests ({req}) differ from limits ({lim})"
+
+
+def plan_meets_slo(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    if ctx.plan is None:
+        return
+    for pp in ctx.plan.pipelines:
+        for region, row in pp.latency_ms.items():
+            for site, ms in row.items():
+                if ms > pp.slo_p99_ms + 1e-9:
+                    yield f"pipeline {pp.name}", f"{region} -> {site}: {ms:g} ms > SLO {pp.slo_p99_ms:g} ms"
+
+
+def plan_privacy(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    if ctx.plan is None:
+        return
+    for pp in ctx.plan.pipelines:
+        for site in pp.replicas:
+            facts = ctx.sites.get(site)
+            if facts and pp.privacy_tier not in facts.privacy_tiers:
+                yield f"pipeline {pp.name}", f"{pp.privacy_tier} pipeline placed on {site}, which holds only " \
+                                             f"{', '.join(facts.privacy_tiers)}"
+    for d in ctx.plan.data:
+        for site in d.sites:
+            facts = ctx.sites.get(site)
+            if facts and d.privacy_tier not in facts.privacy_tiers:
+                yield f"{d.kind} {d.name}", f"{d.privacy_tier} data on {site}"
+
+
+RULES = [
+    Rule("privacy-tier-on-allowed-cluster", "pii/restricted workloads, feature stores and vector DBs run only on "
+         "clusters whose site allows the tier.", Severity.critical, Enforcement.mandatory,
+         "place it on an own datacenter that allows the tier (or list the tier in the site's privacy_tiers)",
+         check=privacy_on_allowed_site, group="placement"),
+    Rule("gpu-type-on-cluster", "GPU requests only on clusters that have that GPU type.", Severity.high,
+         Enforcement.mandatory, "select a GPU product the cluster offers, or place the pipeline elsewhere",
+         check=gpu_type_on_cluster, group="placement"),
+    Rule("gpu-pod-scheduling", "GPU pods tolerate the GPU taint, select the GPU product, and request = limit.",
+         Severity.high, Enforcement.mandatory,
+         f"add a toleration for {L.GPU_TAINT_KEY} and nodeSelector {L.GPU_PRODUCT}; set requests equal to limits",
+         check=gpu_tolerations_and_selector, group="placement"),
+    Rule("plan-latency-slo", "Every routed user region meets its pipeline's p99 SLO in the plan.", Severity.high,
+         Enforcement.mandatory, "re-run placement; relax the SLO or add a closer site", stack_check=plan_meets_slo,
+         group="placement"),
+    Rule("plan-privacy", "The plan puts every pipeline and data store on sites that allow its tier.",
+         Severity.critical, Enforcement.mandatory, "remove the override that forces it there (pinned_sites)",
+         stack_check=plan_privacy, group="placement"),
+]

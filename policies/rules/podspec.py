@@ -1,0 +1,69 @@
+"""Find the pod templates inside any workload object we emit (core and custom resources)."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+POD_TEMPLATE_PATHS: dict[str, list[tuple[str, ...]]] = {
+    "Pod": [()],
+    "Deployment": [("spec", "template")],
+    "StatefulSet": [("spec", "template")],
+    "DaemonSet": [("spec", "template")],
+    "ReplicaSet": [("spec", "template")],
+    "Job": [("spec", "template")],
+    "CronJob": [("spec", "jobTemplate", "spec", "template")],
+    "LeaderWorkerSet": [("spec", "leaderWorkerTemplate", "leaderTemplate"),
+                        ("spec", "leaderWorkerTemplate", "workerTemplate")],
+    "FlinkDeployment": [("spec", "podTemplate"), ("spec", "jobManager", "podTemplate"),
+                        ("spec", "taskManager", "podTemplate")],
+}
+
+# KServe predictors are pod-spec-like (containers, volumes, securityContext inline).
+INLINE_POD_PATHS: dict[str, list[tuple[str, ...]]] = {
+    "InferenceService": [("spec", "predictor"), ("spec", "transformer")],
+    "ServingRuntime": [("spec",)],
+}
+
+LONG_RUNNING = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "LeaderWorkerSet"}
+
+
+def _walk(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def pod_specs(kind: str, props: dict) -> Iterator[tuple[str, dict, dict]]:
+    """Yield (where, pod metadata, pod spec) for every pod template in the object."""
+    for path in POD_TEMPLATE_PATHS.get(kind, []):
+        template = _walk(props, path) if path else props
+        if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+            yield ".".join(path + ("spec",)), template.get("metadata") or {}, template["spec"]
+    for path in INLINE_POD_PATHS.get(kind, []):
+        spec = _walk(props, path)
+        if isinstance(spec, dict) and (spec.get("containers") or spec.get("model")):
+            containers = list(spec.get("containers") or [])
+            if isinstance(spec.get("model"), dict):
+                containers.append({"name": "kserve-container", **spec["model"]})
+            yield ".".join(path), {}, {**spec, "containers": containers}
+
+
+def containers(spec: dict, include_init: bool = True) -> Iterator[tuple[str, dict]]:
+    kinds = ("containers", "initContainers", "ephemeralContainers") if include_init else ("containers",)
+    for kind in kinds:
+        for c in spec.get(kind) or []:
+            if isinstance(c, dict):
+                yield f"{kind}[{c.get('name', '?')}]", c
+
+
+def gpu_request(container: dict) -> int:
+    res = container.get("resources") or {}
+    for part in ("limits", "requests"):
+        value = (res.get(part) or {}).get("nvidia.com/gpu")
+        if value not in (None, "", 0, "0"):
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return 1
+    return 0
