@@ -87,8 +87,8 @@ def _cloud_site(name: str, instance_names: list[str], scale: float) -> dict:
 def _datacenter(name: str, index: int, racks_scale: float, max_racks: int | None = None) -> dict:
     juris, country, racks, per_rack, cores, mem, pii_racks, gpu_racks = DATACENTERS[name]
     racks = max(2, round(racks * racks_scale)) if max_racks is None else max_racks
-    pii_racks = min(pii_racks, racks - 1) if max_racks is None else 1
-    gpu_racks = gpu_racks if max_racks is None else 0
+    pii_racks = min(round(pii_racks * racks_scale), racks - 1) if max_racks is None else 1
+    gpu_racks = round(gpu_racks * racks_scale) if max_racks is None else 0
     out = []
     for r in range(racks):
         rack_name = f"r{r + 1:02d}"

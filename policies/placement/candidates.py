@@ -150,6 +150,10 @@ def per_site_minimum(p: Pipeline) -> int:
 
 def cheapest_cloud_rates(site: CloudSite) -> tuple[dict[str, float], float, float]:
     """($/GPU-hour per GPU type, $/vCPU-hour, $/GiB-hour) from the cheapest instance types."""
+    return _memo("rates", site, _cheapest_cloud_rates)
+
+
+def _cheapest_cloud_rates(site: CloudSite) -> tuple[dict[str, float], float, float]:
     gpu_rate: dict[str, float] = {}
     for it in site.instance_types:
         if it.gpu:

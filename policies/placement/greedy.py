@@ -113,8 +113,27 @@ class _DcState:
         return True
 
 
-def greedy_baseline(env: Environment) -> Baseline:
-    el = eligibility(env)
+@dataclass
+class GreedySolution:
+    feasible: bool
+    cost: float
+    unplaced: list[str]
+    replicas: dict[tuple[str, str], int]          # (pipeline, site) -> replicas
+    routing: dict[tuple[str, str], str]           # (pipeline, region) -> site serving all of it
+    nodes: dict[tuple[str, str], int]             # (cloud site, instance type) -> nodes
+    data: set[tuple[str, str]]                    # (data key, site)
+
+
+def greedy_baseline(env: Environment, el=None) -> Baseline:
+    sol = greedy_solution(env, el)
+    if not sol.feasible:
+        return Baseline(name="greedy on-prem first", feasible=False, cost_usd_per_hour=None,
+                        note=f"could not place {len(sol.unplaced)} pipeline(s), e.g. {', '.join(sol.unplaced[:3])}")
+    return Baseline(name="greedy on-prem first", feasible=True, cost_usd_per_hour=round(sol.cost, 4))
+
+
+def greedy_solution(env: Environment, el=None) -> GreedySolution:
+    el = el or eligibility(env)
     states = {s.name: (_CloudState(s) if isinstance(s, CloudSite) else _DcState(s)) for s in env.sites}
     pieces = data_pieces(env)
     placed_data: set[tuple[str, str]] = set()
@@ -155,6 +174,8 @@ def greedy_baseline(env: Environment) -> Baseline:
                 return False
         return True
 
+    all_replicas: dict[tuple[str, str], int] = {}
+    routing: dict[tuple[str, str], str] = {}
     pipelines = sorted(env.pipelines, key=lambda p: (-(p.gpu.count if p.gpu else 0) * sum(el.demand[p.name].values()),
                                                      -sum(el.demand[p.name].values()), p.name))
     for p in pipelines:
@@ -169,6 +190,7 @@ def greedy_baseline(env: Environment) -> Baseline:
                 if take(p, s, new - replicas.get(s, 0)):
                     assigned[s] = assigned.get(s, 0.0) + rps
                     replicas[s] = new
+                    routing[(p.name, region)] = s
                     break
             else:
                 ok = False
@@ -192,9 +214,10 @@ def greedy_baseline(env: Environment) -> Baseline:
             ok = all(place_data(p, s) for s in replicas)
         if not ok:
             unplaced.append(p.name)
+        for s, n in replicas.items():
+            all_replicas[(p.name, s)] = n
 
     cost = sum(st.cost() if isinstance(st, _CloudState) else st.cost for st in states.values())
-    if unplaced:
-        return Baseline(name="greedy on-prem first", feasible=False, cost_usd_per_hour=None,
-                        note=f"could not place {len(unplaced)} pipeline(s), e.g. {', '.join(unplaced[:3])}")
-    return Baseline(name="greedy on-prem first", feasible=True, cost_usd_per_hour=round(cost, 4))
+    nodes = {(name, it): n for name, st in states.items() if isinstance(st, _CloudState) for it, n in st.nodes.items()}
+    return GreedySolution(feasible=not unplaced, cost=cost, unplaced=unplaced, replicas=all_replicas,
+                          routing=routing, nodes=nodes, data=placed_data)

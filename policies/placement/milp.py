@@ -88,8 +88,20 @@ class Model:
     def num_rows(self) -> int:
         return len(self.row_lb)
 
+    def violations(self, values, tol: float = 1e-6) -> int:
+        """How many variable bounds and rows `values` breaks (0 for a feasible point)."""
+        vals = np.asarray(values, dtype=float)
+        bad = int(np.sum(vals < np.asarray(self.lb) - tol) + np.sum(vals > np.asarray(self.ub) + tol))
+        starts = np.asarray(self.row_start, dtype=np.int64)
+        products = np.asarray(self.row_value) * vals[np.asarray(self.row_index, dtype=np.int64)]
+        sums = np.add.reduceat(np.append(products, 0.0), starts[:-1]) if self.num_rows else np.zeros(0)
+        sums[starts[:-1] == starts[1:]] = 0.0
+        bad += int(np.sum(sums < np.asarray(self.row_lb) - tol) + np.sum(sums > np.asarray(self.row_ub) + tol))
+        return bad
+
     def solve(self, *, relax: bool = False, time_limit: float = 60.0, mip_gap: float = 1e-3,
-              integer_only: set[int] | None = None) -> Result:
+              integer_only: set[int] | None = None, start=None) -> Result:
+        """Solve; `start` is a feasible point to begin from (HiGHS then only improves and proves)."""
         h = new_highs()
         # One thread and a fixed seed: the same spec gives the same plan, byte for byte.
         h.setOptionValue("threads", 1)
@@ -115,6 +127,11 @@ class Model:
             lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                                for i in integer]
         h.passModel(lp)
+        if start is not None and not relax:
+            sol = highspy.HighsSolution()
+            sol.col_value = np.asarray(start, dtype=float)
+            sol.value_valid = True
+            h.setSolution(sol)
         h.run()
         status = h.getModelStatus()
         info = h.getInfo()
