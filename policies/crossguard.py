@@ -1,0 +1,60 @@
+"""Adapter from our pure rules to CrossGuard policies. Building the PolicyPack itself blocks,
+so that happens only in policies/pack/__main__.py."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pulumi_policy import (EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy)
+
+from policies.facts import context_for, view
+from policies.rules import ALL_RULES, Enforcement, Rule
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@lru_cache(maxsize=1)
+def _context():
+    from infra.loader import load_environment
+    from policies.placement import solve
+
+    spec = os.environ.get("HYBRIDML_SPEC", str(REPO / "infra" / "environments" / "local.yaml"))
+    env = load_environment(spec)
+    return context_for(env, solve(env))
+
+
+def _level(rule: Rule) -> EnforcementLevel:
+    return EnforcementLevel.MANDATORY if rule.enforcement is Enforcement.mandatory else EnforcementLevel.ADVISORY
+
+
+def _provider_name(args) -> str | None:
+    provider = getattr(args, "provider", None)
+    return getattr(provider, "name", None) if provider is not None else None
+
+
+def _resource_policy(rule: Rule) -> ResourceValidationPolicy:
+    def validate(args, report_violation):
+        ctx = _context()
+        r = view(args.resource_type, args.name, args.props, _provider_name(args), ctx.sites, args.urn)
+        for finding in rule.findings(r, ctx):
+            where = f" on cluster {finding.cluster}" if finding.cluster else ""
+            report_violation(f"{finding.resource}{where}: {finding.message}. Fix: {finding.fix}", args.urn)
+
+    return ResourceValidationPolicy(name=rule.name, description=rule.description,
+                                    enforcement_level=_level(rule), validate=validate)
+
+
+def _stack_policy(rule: Rule) -> StackValidationPolicy:
+    def validate(args, report_violation):
+        ctx = _context()
+        views = [view(r.resource_type, r.name, r.props, _provider_name(r), ctx.sites, r.urn) for r in args.resources]
+        for finding in rule.stack_findings(views, ctx):
+            report_violation(f"{finding.resource}: {finding.message}. Fix: {finding.fix}")
+
+    return StackValidationPolicy(name=rule.name, description=rule.description,
+                                 enforcement_level=_level(rule), validate=validate)
+
+
+def policies() -> list:
+    return [(_resource_policy(r) if r.check else _stack_policy(r)) for r in ALL_RULES]
