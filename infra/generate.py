@@ -80,7 +80,9 @@ def _cloud_site(name: str, instance_names: list[str], scale: float) -> dict:
         "kind": "cloud", "name": name, "provider": "aws", "region": region,
         "zones": [f"{region}{z}" for z in "abc"], "jurisdiction": juris, "kubernetes_version": "1.33",
         "instance_types": types,
-        "vcpu_quotas": {"P": int(p_quota * scale), "G": int(g_quota * scale), "standard": int(std_quota * scale)},
+        # Larger synthetic fleets get 20 % quota headroom: accounts that size negotiate limits above need.
+        "vcpu_quotas": {k: int(q * scale * (1.2 if scale > 1 else 1)) for k, q in
+                        (("P", p_quota), ("G", g_quota), ("standard", std_quota))},
     }
 
 
