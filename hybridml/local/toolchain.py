@@ -1,0 +1,98 @@
+"""Locate the Go-built toolchain produced by ``scripts/toolchain.sh``.
+
+The script installs symlinks to the pinned binaries in ``~/.cache/hybridml/bin/current`` (or
+``$HYBRIDML_CACHE/bin/current``); ``eval "$(scripts/toolchain.sh --env)"`` exports
+``HYBRIDML_TOOLCHAIN_BIN`` and ``HYBRIDML_KWOK_STAGES`` pointing there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+CONTROL_PLANE_BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+)
+
+KWOK_STAGE_FILES = (
+    "node-initialize.yaml",
+    "node-heartbeat.yaml",
+    "pod-create.yaml",
+    "pod-init-container-running.yaml",
+    "pod-init-container-completed.yaml",
+    "pod-ready.yaml",
+    "pod-complete.yaml",
+    "pod-delete.yaml",
+)
+
+
+class ToolchainMissing(RuntimeError):
+    """Raised when a binary of the local toolchain cannot be found."""
+
+    def __init__(self, missing: list[str], searched: list[Path]):
+        self.missing = missing
+        self.searched = searched
+        super().__init__(
+            f"toolchain binaries not found: {', '.join(missing)} "
+            f"(searched {', '.join(str(p) for p in searched)} and PATH); "
+            "build them with `scripts/toolchain.sh` (or `eval \"$(scripts/toolchain.sh --env)\"`)"
+        )
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HYBRIDML_CACHE") or Path.home() / ".cache" / "hybridml")
+
+
+def toolchain_bin_dirs() -> list[Path]:
+    dirs: list[Path] = []
+    env = os.environ.get("HYBRIDML_TOOLCHAIN_BIN")
+    if env:
+        dirs.append(Path(env))
+    dirs.append(cache_dir() / "bin" / "current")
+    return dirs
+
+
+def find_binary(name: str) -> Path | None:
+    for d in toolchain_bin_dirs():
+        p = d / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def find_binaries(names: tuple[str, ...] = CONTROL_PLANE_BINARIES) -> dict[str, Path]:
+    """Return ``{name: path}`` for every binary, or raise :class:`ToolchainMissing`."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for n in names:
+        p = find_binary(n)
+        if p is None:
+            missing.append(n)
+        else:
+            found[n] = p
+    if missing:
+        raise ToolchainMissing(missing, toolchain_bin_dirs())
+    return found
+
+
+def kwok_stage_files() -> list[Path]:
+    """The kwok Stage configs shipped next to the kwok binary by the toolchain script."""
+    candidates: list[Path] = []
+    env = os.environ.get("HYBRIDML_KWOK_STAGES")
+    if env:
+        candidates.append(Path(env))
+    candidates += [d / "kwok-stages" for d in toolchain_bin_dirs()]
+    kwok = find_binary("kwok")
+    if kwok is not None:
+        candidates.append(kwok.resolve().parent / "kwok-stages")
+    for d in candidates:
+        files = [d / f for f in KWOK_STAGE_FILES]
+        if all(f.is_file() for f in files):
+            return files
+    raise ToolchainMissing(["kwok-stages/" + f for f in KWOK_STAGE_FILES[:1]], candidates)

@@ -1,0 +1,202 @@
+"""End to end: two local control planes (kwok fake nodes), a GPU Deployment scheduled onto a
+fake GPU node and marked Running, CRDs Established, then a clean ``down``.
+
+Needs the Go-built toolchain (``scripts/toolchain.sh``). Outside CI the test is skipped, with the
+reason printed, when the toolchain is missing; with CI=true it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from hybridml.local import DEFAULT_CRD_DIR, api_client, down, status, up
+from hybridml.local.toolchain import ToolchainMissing, find_binaries, kwok_stage_files
+
+pytestmark = pytest.mark.e2e
+
+IN_CI = os.environ.get("CI") == "true"
+CRD_DIR = Path(os.environ.get("HYBRIDML_CRD_DIR", DEFAULT_CRD_DIR))
+GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+
+GPU_CLUSTER = {
+    "name": "e2e-gpu",
+    "nodes": [
+        {
+            "name": f"gpu-node-{i}",
+            "labels": {
+                "nvidia.com/gpu.product": GPU_PRODUCT,
+                "node.kubernetes.io/instance-type": "p5.48xlarge",
+            },
+            "taints": ["nvidia.com/gpu=present:NoSchedule"],
+            "capacity": {"cpu": "192", "memory": "2048Gi", "pods": "110", "nvidia.com/gpu": "8"},
+        }
+        for i in range(2)
+    ],
+}
+
+CPU_CLUSTER = {
+    "name": "e2e-cpu",
+    "nodes": [
+        {
+            "name": f"cpu-node-{i}",
+            "labels": {
+                "topology.kubernetes.io/zone": "dc1-zone-a",
+                "hybridml.io/datacenter": "dc1",
+                "hybridml.io/rack": f"r{i}",
+                "hybridml.io/privacy-zone": "restricted",
+            },
+            "capacity": {"cpu": "64", "memory": "512Gi", "pods": "110"},
+        }
+        for i in range(2)
+    ],
+}
+
+
+def _require_toolchain() -> None:
+    try:
+        find_binaries()
+        kwok_stage_files()
+    except ToolchainMissing as e:
+        if IN_CI:
+            pytest.fail(f"CI=true but the local toolchain is missing: {e}", pytrace=False)
+        msg = f"local toolchain missing, skipping e2e test: {e}"
+        print(msg)
+        pytest.skip(msg)
+
+
+def _gpu_deployment() -> dict:
+    labels = {"app": "gpu-probe"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "gpu-probe", "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {"nvidia.com/gpu.product": GPU_PRODUCT},
+                    "tolerations": [
+                        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+                    ],
+                    "containers": [
+                        {
+                            "name": "probe",
+                            "image": "registry.invalid/probe:0",
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _wait(what: str, fn, timeout: float = 120.0, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last={last!r}")
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory):
+    _require_toolchain()
+    if not CRD_DIR.is_dir():
+        if IN_CI:
+            pytest.fail(f"CRD directory {CRD_DIR} missing", pytrace=False)
+        pytest.skip(f"CRD directory {CRD_DIR} missing")
+    sd = tmp_path_factory.mktemp("local-clusters")
+    yield sd
+    down(sd)
+
+
+def test_two_clusters_gpu_pod_runs_and_down_cleans_up(state_dir):
+    t0 = time.monotonic()
+    res = up([GPU_CLUSTER, CPU_CLUSTER], state_dir=state_dir, crd_dir=CRD_DIR, log=print)
+    print(f"up (cold): {time.monotonic() - t0:.1f}s")
+    assert set(res) == {"e2e-gpu", "e2e-cpu"}
+    assert all(s.running for s in res.values()), res
+
+    # warm up is a no-op that keeps the same processes
+    pids = {n: dict(s.components) for n, s in res.items()}
+    t0 = time.monotonic()
+    res2 = up([GPU_CLUSTER, CPU_CLUSTER], state_dir=state_dir, crd_dir=CRD_DIR)
+    print(f"up (warm): {time.monotonic() - t0:.1f}s")
+    assert {n: s.components for n, s in res2.items()} == pids
+
+    merged = (Path(state_dir) / "kubeconfig").read_text()
+    assert "name: e2e-gpu" in merged and "name: e2e-cpu" in merged
+
+    gpu = api_client("e2e-gpu", state_dir)
+    cpu = api_client("e2e-cpu", state_dir)
+
+    # nodes carry the definition
+    nodes = {n["metadata"]["name"]: n for n in gpu.get("/api/v1/nodes")["items"]}
+    assert set(nodes) == {"gpu-node-0", "gpu-node-1"}
+    for n in nodes.values():
+        assert n["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+        assert n["metadata"]["labels"]["type"] == "kwok"
+        assert n["metadata"]["labels"]["node.kubernetes.io/instance-type"] == "p5.48xlarge"
+        assert n["status"]["capacity"]["nvidia.com/gpu"] == "8"
+        assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in n["spec"]["taints"]
+    cpu_nodes = cpu.get("/api/v1/nodes")["items"]
+    assert {n["metadata"]["labels"]["hybridml.io/privacy-zone"] for n in cpu_nodes} == {"restricted"}
+    assert all("nvidia.com/gpu" not in n["status"]["capacity"] for n in cpu_nodes)
+
+    # a GPU Deployment lands on a GPU node and kwok marks its pod Running
+    gpu.post("/apis/apps/v1/namespaces/default/deployments", _gpu_deployment())
+
+    def running_pod():
+        pods = gpu.get("/api/v1/namespaces/default/pods", params={"labelSelector": "app=gpu-probe"})["items"]
+        return next((p for p in pods if p.get("status", {}).get("phase") == "Running"), None)
+
+    pod = _wait("the gpu-probe pod to be Running", running_pod, timeout=180)
+    assert pod["spec"]["nodeName"] in {"gpu-node-0", "gpu-node-1"}
+
+    # the same pod without the toleration cannot schedule on the GPU cluster (taint respected)
+    untolerated = _gpu_deployment()
+    untolerated["metadata"]["name"] = "no-toleration"
+    untolerated["spec"]["selector"]["matchLabels"] = {"app": "no-toleration"}
+    untolerated["spec"]["template"]["metadata"]["labels"] = {"app": "no-toleration"}
+    untolerated["spec"]["template"]["spec"].pop("tolerations")
+    gpu.post("/apis/apps/v1/namespaces/default/deployments", untolerated)
+
+    def unschedulable():
+        pods = gpu.get("/api/v1/namespaces/default/pods", params={"labelSelector": "app=no-toleration"})["items"]
+        for p in pods:
+            for c in p.get("status", {}).get("conditions", []):
+                if c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable":
+                    return p
+        return None
+
+    p = _wait("the untolerated pod to be reported Unschedulable", unschedulable, timeout=120)
+    assert not p["spec"].get("nodeName")
+
+    # a CRD from the CRD directory is Established (and the webhook-converted one was accepted)
+    for name in ("inferenceservices.serving.kserve.io", "llminferenceservices.serving.kserve.io"):
+        crd = cpu.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        conds = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert conds.get("Established") == "True", (name, conds)
+    gpu.close()
+    cpu.close()
+
+    # down stops everything up started
+    stopped = down(state_dir)
+    assert set(stopped) == {"e2e-gpu", "e2e-cpu"}
+    after = status(state_dir)
+    assert all(s.stopped for s in after.values()), after
+    for comps in pids.values():
+        for pid in comps.values():
+            assert pid is not None
+            stat = Path(f"/proc/{pid}/stat")
+            assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"), pid
