@@ -18,7 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Infrastructure as code for ML inference on a hybrid fleet.")
 # Pipes and CI logs get a wide console, so tables stay one row per site.
 console = Console() if Console().is_terminal else Console(width=160)
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True) if Console(stderr=True).is_terminal else \
+    Console(stderr=True, soft_wrap=True, width=160)
 
 SPEC_HELP = "Environment spec: a YAML path, or a shipped environment name (local, dev, prod)."
 
@@ -144,6 +145,112 @@ def _print_explanation(p) -> None:
         shares = ", ".join(f"{s} {x * 100:.0f}%" for s, x in row.items())
         console.print(f"  {region}: {shares}; failover {' > '.join(p.failover.get(region, []))}",
                       markup=False, highlight=False)
+
+
+# --------------------------------------------------------------------------- clusters: preview, preflight
+# (issue 3) Self-contained: the logic lives in hybridml/preview.py and clusters/preflight.py.
+
+
+@app.command()
+def preview(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write every Kubernetes object as YAML: DIR/<site>.yaml."),
+    mode: str = typer.Option("cloud", help="cloud (EKS + on-prem clusters) or local (local control planes)."),
+    sites: Optional[str] = typer.Option(None, "--sites", help="Comma-separated sites (a shard); default all."),
+    plan_file: Optional[Path] = typer.Option(None, "--plan", help="Use this plan JSON instead of solving."),
+) -> None:
+    """Run the Pulumi program offline under Pulumi's mocks: resource counts per type per cluster."""
+    from hybridml.preview import run_preview, write_kubernetes_yaml
+
+    load(spec)  # spec errors: exit 2 with file:line before anything runs
+    if mode not in ("cloud", "local"):
+        fail(SpecError("--mode", [SpecIssue(("--mode",), f"must be cloud or local (got {mode!r})")]))
+    try:
+        with console.status("running the program under mocks..."):
+            result = run_preview(spec, mode=mode, sites=sites.split(",") if sites else None,
+                                 plan_file=str(plan_file) if plan_file else None)
+    except HybridmlError as exc:
+        fail(exc)
+    _print_preview(result)
+    if out:
+        written = write_kubernetes_yaml(result, out)
+        console.print(f"wrote {sum(written.values())} Kubernetes objects to {out}/ "
+                      f"({', '.join(f'{s}.yaml: {n}' for s, n in written.items())})")
+
+
+def _print_preview(result) -> None:
+    counts = result.counts()
+    table = Table(title=f"preview: {result.environment} ({result.count} resources)", title_justify="left")
+    for col in ("cluster", "type", "count"):
+        table.add_column(col, justify="right" if col == "count" else "left")
+    for site in [*result.sites, *sorted(set(counts) - set(result.sites))]:
+        rows = counts.get(site)
+        if not rows:
+            continue
+        for i, (typ, n) in enumerate(sorted(rows.items())):
+            table.add_row(site if i == 0 else "", typ, str(n))
+        table.add_row("", f"[bold]{site} total[/]", f"[bold]{sum(rows.values())}[/]")
+        table.add_section()
+    console.print(table)
+    console.print(f"{result.count} resources built in {result.build_seconds:.2f} s "
+                  f"({result.resources_per_second:,.0f} resources/s; {result.resources_per_cpu_second:,.0f} per CPU second; "
+                  f"plan {result.plan_seconds:.2f} s, "
+                  f"total {result.total_seconds:.2f} s); workloads "
+                  f"{'deployed' if result.workloads_deployed else 'not deployed: ' + result.workloads_note}")
+
+
+@app.command()
+def preflight(spec: str = typer.Argument(..., help=SPEC_HELP),
+              plan_file: Optional[Path] = typer.Option(None, "--plan", help="Use this plan JSON instead of solving.")
+              ) -> None:
+    """Check with AWS (boto3) that the plan's instance types are offered and vCPU quotas cover it."""
+    from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+    from clusters.preflight import run_preflight
+    from hybridml.program import load_plan
+
+    env = load(spec)
+    try:
+        placement = load_plan(env, str(plan_file) if plan_file else None)
+    except HybridmlError as exc:
+        fail(exc)
+    try:
+        report = run_preflight(env, placement)
+    except (NoCredentialsError, BotoCoreError) as exc:
+        err_console.print(f"[bold red]error:[/] AWS: {exc}", highlight=False)
+        err_console.print("  hint: set AWS credentials (AWS_PROFILE or aws sso login); nothing was checked.")
+        raise typer.Exit(2)
+    table = Table(title=f"preflight: {env.name} vCPU quotas", title_justify="left")
+    for col in ("site", "region", "family", "plan needs", "Karpenter limit", "quota", "spec says", "status"):
+        table.add_column(col, justify="left" if col in ("site", "region", "family", "status") else "right")
+    for q in report.quotas:
+        ok = q.quota is not None and q.quota >= q.need
+        table.add_row(q.site, q.region, q.family, str(q.need), str(q.limit),
+                      "?" if q.quota is None else str(q.quota), "-" if q.spec_quota is None else str(q.spec_quota),
+                      "[green]ok[/]" if ok else "[red]SHORT[/]")
+    console.print(table)
+    for f in report.warnings:
+        console.print(f"[yellow]warning[/] {f.region} ({f.site}): {f.detail}", highlight=False)
+    if report.ok:
+        console.print(f"[green]ok[/] every instance type is offered and every quota covers the plan")
+        return
+    shortfalls = Table(title="shortfalls", title_justify="left")
+    for col in ("region", "site", "kind", "what", "detail"):
+        shortfalls.add_column(col, overflow="fold")
+    for f in report.shortfalls:
+        shortfalls.add_row(f.region, f.site, f.kind, f.subject, f.detail)
+    err_console.print(shortfalls)
+    raise typer.Exit(1)
+
+
+def _register_commands() -> None:
+    """Commands whose code lives in hybridml/commands/ (each file one command or group)."""
+    from hybridml.commands.check import check
+
+    app.command()(check)
+
+
+_register_commands()
 
 
 def main() -> None:  # pragma: no cover - console script shim

@@ -79,8 +79,19 @@ def no_public_load_balancer(r: ResourceView, ctx: Context) -> Iterable[str]:
     annotations = r.metadata.get("annotations") or {}
     internal = (annotations.get("service.beta.kubernetes.io/aws-load-balancer-scheme") == "internal"
                 or annotations.get("service.beta.kubernetes.io/aws-load-balancer-internal") in ("true", "0.0.0.0/0"))
-    if ns not in ctx.gateway_namespaces and not internal:
+    ranges = spec.get("loadBalancerSourceRanges") or []
+    private_only = bool(ranges) and all(_private(cidr) for cidr in ranges)
+    if ns not in ctx.gateway_namespaces and not internal and not private_only:
         yield f"LoadBalancer Service in namespace {ns!r} is public; only the gateway may be"
+
+
+def _private(cidr: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_network(cidr, strict=False).is_private
+    except ValueError:
+        return False
 
 
 def recommended_labels(r: ResourceView, ctx: Context) -> Iterable[str]:

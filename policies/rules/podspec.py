@@ -34,12 +34,18 @@ def _walk(obj: Any, path: tuple[str, ...]) -> Any:
     return obj
 
 
+FLINK_MAIN = "flink-main-container"
+
+
 def pod_specs(kind: str, props: dict) -> Iterator[tuple[str, dict, dict]]:
     """Yield (where, pod metadata, pod spec) for every pod template in the object."""
     for path in POD_TEMPLATE_PATHS.get(kind, []):
         template = _walk(props, path) if path else props
         if isinstance(template, dict) and isinstance(template.get("spec"), dict):
-            yield ".".join(path + ("spec",)), template.get("metadata") or {}, template["spec"]
+            spec = template["spec"]
+            if kind == "FlinkDeployment":
+                spec = _flink_effective(props, path, spec)
+            yield ".".join(path + ("spec",)), template.get("metadata") or {}, spec
     for path in INLINE_POD_PATHS.get(kind, []):
         spec = _walk(props, path)
         if isinstance(spec, dict) and (spec.get("containers") or spec.get("model")):
@@ -47,6 +53,23 @@ def pod_specs(kind: str, props: dict) -> Iterator[tuple[str, dict, dict]]:
             if isinstance(spec.get("model"), dict):
                 containers.append({"name": "kserve-container", **spec["model"]})
             yield ".".join(path), {}, {**spec, "containers": containers}
+
+
+def _flink_effective(props: dict, path: tuple[str, ...], spec: dict) -> dict:
+    """The Flink operator fills its main container's image and resources from the FlinkDeployment."""
+    role = path[1] if len(path) > 2 else None  # jobManager / taskManager pod templates
+    resource = (props.get("spec", {}).get(role) or {}).get("resource") if role else None
+    resource = resource or (props.get("spec", {}).get("taskManager") or {}).get("resource") or {}
+    merged = []
+    for c in spec.get("containers") or []:
+        if c.get("name") == FLINK_MAIN:
+            c = dict(c)
+            c.setdefault("image", props.get("spec", {}).get("image"))
+            if resource and not c.get("resources"):
+                amount = {"cpu": str(resource.get("cpu")), "memory": str(resource.get("memory"))}
+                c["resources"] = {"requests": amount, "limits": amount}
+        merged.append(c)
+    return {**spec, "containers": merged}
 
 
 def containers(spec: dict, include_init: bool = True) -> Iterator[tuple[str, dict]]:

@@ -1,0 +1,115 @@
+"""IAM policy documents for the cloud clusters. Pure: dicts in, dicts out, tested for least privilege.
+
+Controllers get credentials through EKS Pod Identity (one role per service account, trusted only
+by `pods.eks.amazonaws.com` and scoped by the association to one namespace/service account), not
+the node role: a pod can never borrow another controller's permissions, and there is no OIDC
+provider to manage. The node roles carry only what kubelet needs.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+AWS_MANAGED = "arn:aws:iam::aws:policy/"
+
+CLUSTER_ROLE_POLICIES = (AWS_MANAGED + "AmazonEKSClusterPolicy",)
+# Nodes pull images and join the cluster; the VPC CNI's permissions go to its own pod identity role.
+NODE_ROLE_POLICIES = (
+    AWS_MANAGED + "AmazonEKSWorkerNodePolicy",
+    AWS_MANAGED + "AmazonEC2ContainerRegistryPullOnly",
+    AWS_MANAGED + "AmazonSSMManagedInstanceCore",   # break-glass shell via SSM instead of SSH/public IPs
+)
+VPC_CNI_POLICIES = (AWS_MANAGED + "AmazonEKS_CNI_Policy",)
+EBS_CSI_POLICIES = (AWS_MANAGED + "service-role/AmazonEBSCSIDriverPolicy",)
+
+
+def assume_role(service: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]})
+
+
+def pod_identity_trust() -> str:
+    """Trust policy of a role used through EKS Pod Identity (TagSession is required by the agent)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
+        "Action": ["sts:AssumeRole", "sts:TagSession"]}]})
+
+
+def karpenter_controller_policy(*, cluster_name: str, region: str, account: str, partition: str = "aws",
+                                node_role_arn: str, queue_arn: str, cluster_arn: str) -> dict[str, Any]:
+    """Karpenter's controller permissions, scoped like upstream's reference policy: it may only
+    launch/terminate instances tagged for this cluster, pass only the node role, read only its
+    interruption queue and describe only its cluster. Read-only EC2 Describe* cannot be scoped by
+    resource (an AWS limitation) and is restricted to the region instead."""
+    tag = f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}"
+    req_tag = f"aws:RequestTag/kubernetes.io/cluster/{cluster_name}"
+    ec2 = f"arn:{partition}:ec2:{region}"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "AllowScopedEC2InstanceAccessActions", "Effect": "Allow",
+         "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+         "Resource": [f"{ec2}::image/*", f"{ec2}::snapshot/*", f"{ec2}:*:security-group/*", f"{ec2}:*:subnet/*",
+                      f"{ec2}:*:capacity-reservation/*"]},
+        {"Sid": "AllowScopedEC2LaunchTemplateAccessActions", "Effect": "Allow",
+         "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+         "Resource": f"{ec2}:*:launch-template/*",
+         "Condition": {"StringEquals": {tag: "owned"}, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}}},
+        {"Sid": "AllowScopedEC2InstanceActionsWithTags", "Effect": "Allow",
+         "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
+         "Resource": [f"{ec2}:*:fleet/*", f"{ec2}:*:instance/*", f"{ec2}:*:volume/*",
+                      f"{ec2}:*:network-interface/*", f"{ec2}:*:launch-template/*", f"{ec2}:*:spot-instances-request/*"],
+         "Condition": {"StringEquals": {req_tag: "owned", "aws:RequestTag/eks:eks-cluster-name": cluster_name},
+                       "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"}}},
+        {"Sid": "AllowScopedResourceCreationTagging", "Effect": "Allow", "Action": "ec2:CreateTags",
+         "Resource": [f"{ec2}:*:fleet/*", f"{ec2}:*:instance/*", f"{ec2}:*:volume/*",
+                      f"{ec2}:*:network-interface/*", f"{ec2}:*:launch-template/*", f"{ec2}:*:spot-instances-request/*"],
+         "Condition": {"StringEquals": {req_tag: "owned", "aws:RequestTag/eks:eks-cluster-name": cluster_name,
+                                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"]},
+                       "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"}}},
+        {"Sid": "AllowScopedResourceTagging", "Effect": "Allow", "Action": "ec2:CreateTags",
+         "Resource": f"{ec2}:*:instance/*",
+         "Condition": {"StringEquals": {tag: "owned"}, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                       "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster_name},
+                       "ForAllValues:StringEquals": {"aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]}}},
+        {"Sid": "AllowScopedDeletion", "Effect": "Allow",
+         "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+         "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
+         "Condition": {"StringEquals": {tag: "owned"}, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}}},
+        {"Sid": "AllowRegionalReadActions", "Effect": "Allow",
+         "Action": ["ec2:DescribeCapacityReservations", "ec2:DescribeImages", "ec2:DescribeInstances",
+                    "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
+                    "ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets"],
+         "Resource": "*", "Condition": {"StringEquals": {"aws:RequestedRegion": region}}},
+        {"Sid": "AllowSSMReadActions", "Effect": "Allow", "Action": "ssm:GetParameter",
+         "Resource": f"arn:{partition}:ssm:{region}::parameter/aws/service/*"},
+        {"Sid": "AllowPricingReadActions", "Effect": "Allow", "Action": "pricing:GetProducts", "Resource": "*"},
+        {"Sid": "AllowInterruptionQueueActions", "Effect": "Allow",
+         "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"], "Resource": queue_arn},
+        {"Sid": "AllowPassingInstanceRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": node_role_arn,
+         "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "ec2.amazonaws.com.cn"]}}},
+        {"Sid": "AllowScopedInstanceProfileCreationActions", "Effect": "Allow",
+         "Action": ["iam:CreateInstanceProfile", "iam:TagInstanceProfile"],
+         "Resource": f"arn:{partition}:iam::{account}:instance-profile/*",
+         "Condition": {"StringEquals": {req_tag: "owned", "aws:RequestTag/eks:eks-cluster-name": cluster_name,
+                                        "aws:RequestTag/topology.kubernetes.io/region": region},
+                       "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"}}},
+        {"Sid": "AllowScopedInstanceProfileActions", "Effect": "Allow",
+         "Action": ["iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile"],
+         "Resource": f"arn:{partition}:iam::{account}:instance-profile/*",
+         "Condition": {"StringEquals": {tag: "owned", "aws:ResourceTag/topology.kubernetes.io/region": region},
+                       "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"}}},
+        {"Sid": "AllowInstanceProfileReadActions", "Effect": "Allow", "Action": "iam:GetInstanceProfile",
+         "Resource": f"arn:{partition}:iam::{account}:instance-profile/*"},
+        {"Sid": "AllowAPIServerEndpointDiscovery", "Effect": "Allow", "Action": "eks:DescribeCluster",
+         "Resource": cluster_arn},
+    ]}
+
+
+def account_of(arn: str) -> str:
+    """The account id field of an ARN (arn:partition:service:region:ACCOUNT:resource)."""
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
+
+
+def partition_of(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[1] if len(parts) > 5 else "aws"

@@ -1,0 +1,83 @@
+"""`hybridml check`: the policy rules applied offline to everything the program would build.
+
+Runs the real program under the mock runtime (hybridml.preview), turns every registered
+resource into a ResourceView with the site of its Kubernetes provider, and evaluates the
+same rules the CrossGuard pack enforces at `pulumi preview`, plus the plan-level rules and a
+scan of the stack config for plaintext secrets. No cloud credentials, no Pulumi CLI.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from infra.loader import load_environment
+from policies.facts import context_for
+from policies.placement.plan import PlacementPlan
+from policies.rules import ALL_RULES, Finding, ResourceView, evaluate
+from policies.rules.secrets import config_plaintext
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CheckReport:
+    environment: str
+    resources: int
+    findings: list[Finding] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def mandatory(self) -> list[Finding]:
+        return [f for f in self.findings if f.mandatory]
+
+    @property
+    def advisory(self) -> list[Finding]:
+        return [f for f in self.findings if not f.mandatory]
+
+
+def stack_files_for(spec_path: Path) -> list[Path]:
+    """Pulumi.<stack>.yaml files whose hybridml:spec names this spec."""
+    out = []
+    for path in sorted(REPO.glob("Pulumi.*.yaml")):
+        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+        named = config.get("hybridml:spec")
+        if named and (REPO / named).resolve() == spec_path.resolve():
+            out.append(path)
+    return out
+
+
+def config_findings(stack_file: Path) -> list[Finding]:
+    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    return [Finding("secrets-not-in-config", f"{stack_file.name} {key}", "secret-looking config value in plaintext",
+                    f"pulumi config set --secret {key.split(':', 1)[-1]} ...", None, True, "critical")
+            for key in config_plaintext(config)]
+
+
+def run_check(spec: str, *, plan: PlacementPlan | None = None, mode: str = "cloud") -> CheckReport:
+    from hybridml.preview import run_preview
+    from infra.loader import resolve_spec_path
+    from policies.placement import solve
+
+    started = time.perf_counter()
+    env = load_environment(spec)
+    plan = plan or solve(env)
+    with tempfile.TemporaryDirectory() as tmp:
+        plan_file = Path(tmp) / "plan.json"
+        plan_file.write_text(plan.model_dump_json())
+        result = run_preview(str(resolve_spec_path(spec)), mode=mode, plan_file=str(plan_file))
+    views = [ResourceView(r.type, r.name, r.props, cluster=result.cluster_of(r), urn=r.urn)
+             for r in result.resources if r.custom and not r.type.startswith("pulumi:providers:")]
+    findings = evaluate(ALL_RULES, views, context_for(env, plan))
+    for stack_file in stack_files_for(resolve_spec_path(spec)):
+        findings.extend(config_findings(stack_file))
+    return CheckReport(environment=env.name, resources=len(views), findings=findings,
+                       seconds=time.perf_counter() - started)
+
+
+def load_plan_file(path: Path) -> PlacementPlan:
+    return PlacementPlan.model_validate(json.loads(path.read_text()))

@@ -1,0 +1,127 @@
+"""The program body: site selection (sharding), stable names, provider wiring, exports, plan files."""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import pytest
+
+from hybridml.program import ProgramSettings, load_plan, select_sites, site_summary
+from infra.errors import SpecError
+from infra.loader import load_environment, parse_environment
+from policies.placement import solve
+from tests.conftest import SMALL_SPEC, dump
+from tests.pulumi_mocks import of_type, preview, where
+
+
+@pytest.fixture(scope="module")
+def dev_env_plan():
+    env = load_environment("dev")
+    return env, solve(env, with_lp_bound=False)
+
+
+def test_default_sites_are_the_ones_the_plan_uses(dev_env_plan):
+    env, plan = dev_env_plan
+    assert select_sites(env, plan, None) == [s.name for s in env.sites if s.name in plan.used_sites()]
+
+
+def test_a_shard_builds_only_its_sites_in_spec_order(dev_env_plan):
+    env, plan = dev_env_plan
+    assert select_sites(env, plan, ("dc-ashburn", "aws-use1")) == ["aws-use1", "dc-ashburn"]
+
+
+def test_unknown_site_names_the_config_key_and_the_known_sites(dev_env_plan):
+    env, plan = dev_env_plan
+    with pytest.raises(SpecError) as info:
+        select_sites(env, plan, ("aws-use9",))
+    (issue,) = info.value.issues
+    assert issue.path == ("hybridml:sites",)
+    assert "aws-use9" in issue.message and "aws-use1" in issue.message
+
+
+def test_plan_file_must_match_the_environment(tmp_path, dev_env_plan):
+    env, plan = dev_env_plan
+    good = tmp_path / "plan.json"
+    good.write_text(plan.model_dump_json())
+    assert load_plan(env, str(good)).decisions() == plan.decisions()
+    other = parse_environment(dump(copy.deepcopy(SMALL_SPEC)))
+    with pytest.raises(SpecError, match="plan is for environment 'dev'"):
+        load_plan(other, str(good))
+
+
+def test_sharded_stack_builds_exactly_the_sites_resources():
+    whole = preview("dev")
+    shard = preview("dev", sites=("dc-ashburn",))
+    assert shard.sites == ["dc-ashburn"]
+    # the cluster component's tree (the serving stack of a shard waits for workloads/ to take a subset)
+    expected = sorted(r.urn for r in whole.resources if whole._component_site.get(r.urn) == "dc-ashburn"
+                      or r.urn.endswith("::dc-ashburn"))
+    got = sorted(r.urn for r in shard.resources if shard._component_site.get(r.urn) == "dc-ashburn"
+                 or r.urn.endswith("::dc-ashburn"))
+    assert got == expected   # same names in a shard: a site moves between stacks without replacement
+    assert {r.urn for r in shard.resources} >= set(got)
+    assert not any(r.type.startswith("aws:") for r in shard.resources)
+
+
+def test_urns_are_unique_and_stable_across_runs():
+    first = preview("dev")
+    second = preview("dev", stack="preview-dev-again")   # a second, uncached run
+    dupes = [u for u, n in Counter(r.urn for r in first.resources).items() if n > 1]
+    assert not dupes, dupes
+    strip = lambda urn: urn.split("::", 2)[2]   # drop urn:pulumi:<stack>::<project>
+    assert sorted(strip(r.urn) for r in first.resources) == sorted(strip(r.urn) for r in second.resources)
+    assert all("::hybridml::" in r.urn for r in first.resources)
+
+
+def test_every_kubernetes_object_goes_to_the_cluster_of_its_site():
+    result = preview("dev")
+    checked = 0
+    for r in result.resources:
+        if not r.type.startswith("kubernetes:") or r.type.startswith("pulumi:providers:"):
+            continue
+        site = result.cluster_of_provider.get(r.provider_urn)
+        assert site is not None, f"{where(r)} uses no cluster provider ({r.provider!r})"
+        owner = result._component_site.get(r.urn)
+        if owner is not None:   # objects of a cluster component: its own provider
+            assert site == owner, where(r)
+        assert r.name.startswith(site + "-") or owner is None, where(r)
+        checked += 1
+    assert checked > 30
+
+
+def test_a_shard_says_why_it_deploys_no_serving_stack():
+    shard = preview("dev", sites=("dc-ashburn",))
+    if not shard.workloads_deployed:
+        assert "shard" in shard.workloads_note or "not found" in shard.workloads_note
+
+
+def test_exports_summarise_what_runs_where(dev_env_plan):
+    env, plan = dev_env_plan
+    result = preview("dev")
+    assert set(result.exports) >= {"environment", "mode", "sites"}
+    for site in result.sites:
+        summary = site_summary(env, plan, site, "cloud")
+        assert summary["pipelines"] == dict(sorted(plan.site(site).pipelines.items()))
+        assert summary["simulated"] is False
+
+
+def test_settings_from_config_defaults():
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    runtime_config.set_all_config({"hybridml:spec": "dev"})
+    s = ProgramSettings.from_config(pulumi.Config("hybridml"))
+    assert (s.mode, s.sites, s.local_kubeconfig, s.plan_file) == ("cloud", None, ".local/kubeconfig", None)
+    runtime_config.set_all_config({"hybridml:spec": "dev", "hybridml:mode": "bogus"})
+    with pytest.raises(SpecError, match="must be local or cloud"):
+        ProgramSettings.from_config(pulumi.Config("hybridml"))
+
+
+def test_without_workloads_the_clusters_still_deploy(monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("workloads.stack") is not None:
+        pytest.skip("workloads.stack exists: the serving stack is deployed")
+    result = preview("dev")
+    assert result.workloads_deployed is False
+    assert "not found" in result.workloads_note
