@@ -58,9 +58,9 @@ class ClusterBaseline(pulumi.ComponentResource):
         for q in args.quotas:
             ns = self.namespaces.get(q.namespace)
             if ns is None:
-                raise pulumi.ResourceError(
-                    f"quota for namespace {q.namespace!r}, which site {args.site} does not create "
-                    f"(its namespaces: {', '.join(self.namespaces)}); the plan placed tier {q.tier} work there", self)
+                raise pulumi.RunError(
+                    f"{name}: quota for namespace {q.namespace!r}, which site {args.site} does not create "
+                    f"(its namespaces: {', '.join(self.namespaces)}); the plan placed tier {q.tier} work there")
             in_ns = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[ns])
             limits.append(k8s.core.v1.ResourceQuota(
                 f"{name}-quota-{q.namespace}",

@@ -179,16 +179,9 @@ def build_clusters(env: Environment, plan: PlacementPlan, sites: list[str], sett
 
 
 def deploy_workloads(env: Environment, plan: PlacementPlan, handles: dict[str, ClusterHandle]) -> tuple[Any, str]:
-    """workloads.stack.deploy_workloads if that room exists yet; clusters alone otherwise.
-    Returns (its result or None, a note saying why nothing was deployed)."""
-    try:
-        from workloads.stack import deploy_workloads as deploy
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("workloads.stack", "workloads"):
-            raise   # a real import error inside the workloads room must not be hidden
-        note = "workloads.stack not found: deploying the clusters only (no serving stack yet)"
-        pulumi.log.warn(note)
-        return None, note
+    """The serving stack on the clusters; (its summary or None, a note saying why nothing was deployed)."""
+    from workloads.stack import deploy_workloads as deploy
+
     missing = [s for s in plan.used_sites() if s not in handles]
     if missing:
         # deploy_workloads takes the whole environment's clusters (it plans cross-site routes); a site

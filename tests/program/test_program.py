@@ -115,13 +115,3 @@ def test_settings_from_config_defaults():
     runtime_config.set_all_config({"hybridml:spec": "dev", "hybridml:mode": "bogus"})
     with pytest.raises(SpecError, match="must be local or cloud"):
         ProgramSettings.from_config(pulumi.Config("hybridml"))
-
-
-def test_without_workloads_the_clusters_still_deploy(monkeypatch):
-    import importlib.util
-
-    if importlib.util.find_spec("workloads.stack") is not None:
-        pytest.skip("workloads.stack exists: the serving stack is deployed")
-    result = preview("dev")
-    assert result.workloads_deployed is False
-    assert "not found" in result.workloads_note

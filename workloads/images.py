@@ -1,0 +1,67 @@
+"""Every container image and Helm chart the serving stack runs, with its version: the one place defaults live.
+
+Override per stack by passing `Images(...)` / `Charts(...)` in `WorkloadOptions` (e.g. to point at a
+registry mirror or to pin digests: any field accepts `repo@sha256:...` as well as `repo:tag`).
+Versions are explicit; `latest` or an untagged image is refused by `check_pinned`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+_PINNED = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+
+
+@dataclass(frozen=True)
+class Images:
+    """Container images by role. Tags follow the upstream release each operator CRD in shared/crds targets."""
+
+    vllm: str = "vllm/vllm-openai:v0.11.0"
+    triton: str = "nvcr.io/nvidia/tritonserver:25.09-py3"
+    redis: str = "redis:7.4.6-alpine"
+    redis_exporter: str = "oliver006/redis_exporter:v1.78.0"
+    qdrant: str = "qdrant/qdrant:v1.15.5"
+    curl: str = "curlimages/curl:8.16.0"
+    feast: str = "quay.io/feastdev/feature-server:0.54.0"
+    flink: str = "flink:1.20.3-scala_2.12-java17"
+    feature_ingest: str = "ghcr.io/hybridml/feature-ingest:0.3.1"
+    """Flink job image holding the streaming feature-ingestion jar (built by the feature team)."""
+
+    def all(self) -> dict[str, str]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class HelmChart:
+    chart: str
+    repo: str
+    version: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class Charts:
+    """Controllers the gateway needs, installed as pinned Helm releases on real (non-simulated) clusters."""
+
+    envoy_gateway: HelmChart = HelmChart("gateway-helm", "oci://docker.io/envoyproxy", "v1.6.1", "envoy-gateway-system")
+    ai_gateway_crds: HelmChart = HelmChart("ai-gateway-crds-helm", "oci://docker.io/envoyproxy", "v0.5.0",
+                                           "envoy-ai-gateway-system")
+    ai_gateway: HelmChart = HelmChart("ai-gateway-helm", "oci://docker.io/envoyproxy", "v0.5.0", "envoy-ai-gateway-system")
+
+
+def is_pinned(image: str) -> bool:
+    """An explicit tag (not `latest`) or a digest."""
+    if not _PINNED.match(image):
+        return False
+    name_tag = image.split("@", 1)[0]
+    has_digest = "@sha256:" in image
+    last = name_tag.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else None
+    if tag == "latest":
+        return False
+    return has_digest or tag is not None
+
+
+def check_pinned(images: Images) -> list[str]:
+    """Names of image roles whose reference is untagged or `latest` (empty when all are pinned)."""
+    return [role for role, ref in images.all().items() if not is_pinned(ref)]

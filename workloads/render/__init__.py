@@ -1,0 +1,1 @@
+"""Pure builders of Kubernetes manifests (plain dicts). No Pulumi imports: tested directly."""

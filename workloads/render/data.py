@@ -1,0 +1,67 @@
+"""Names and client endpoints of the data services (Redis/Feast feature views, Qdrant collections)."""
+from __future__ import annotations
+
+from infra.labels import namespace_for
+from workloads.planning import DataRead
+from workloads.render import meta
+from workloads.render.context import fleet_service_host, service_fqdn
+
+REDIS_PORT = 6379
+QDRANT_HTTP = 6333
+QDRANT_GRPC = 6334
+QDRANT_P2P = 6335
+FEAST_PORT = 80
+
+
+def redis_name(view: str) -> str:
+    return meta.k8s_name("redis", view, limit=50)
+
+
+def feast_name(view: str) -> str:
+    return meta.k8s_name(view, limit=40)
+
+
+def feast_online_service(view: str) -> str:
+    """Service the Feast operator creates for the online feature server of FeatureStore `view`."""
+    return f"feast-{feast_name(view)}-online"
+
+
+def qdrant_name(collection: str) -> str:
+    return meta.k8s_name("qdrant", collection, limit=50)
+
+
+def fleet_name(name: str) -> str:
+    """Internal load-balancer Service through which other sites reach a data service."""
+    return meta.k8s_name(name, "fleet")
+
+
+def env_key(kind: str, name: str) -> str:
+    return ("FEATURES_" if kind == "feature_view" else "COLLECTION_") + name.upper().replace("-", "_")
+
+
+def client_env(reads: list[DataRead], site: str, domain: str) -> list[dict]:
+    """Environment variables telling a pipeline where its data is (same site: cluster DNS; another site:
+    the data site's internal load balancer under `<site>.fleet.<domain>`). Credentials come as files."""
+    out = []
+    for r in reads:
+        ns = namespace_for(r.tier)
+        key = "HYBRIDML_" + env_key(r.kind, r.name)
+        if r.kind == "feature_view":
+            local = r.data_site == site
+            redis = (service_fqdn(redis_name(r.name), ns) if local
+                     else fleet_service_host(fleet_name(redis_name(r.name)), ns, r.data_site, domain))
+            out.append({"name": f"{key}_REDIS", "value": f"{redis}:{REDIS_PORT}"})
+            if local:
+                out.append({"name": f"{key}_FEAST_URL",
+                            "value": f"http://{service_fqdn(feast_online_service(r.name), ns)}:{FEAST_PORT}"})
+        else:
+            host = (service_fqdn(qdrant_name(r.name), ns) if r.data_site == site
+                    else fleet_service_host(fleet_name(qdrant_name(r.name)), ns, r.data_site, domain))
+            out.append({"name": f"{key}_URL", "value": f"http://{host}:{QDRANT_HTTP}"})
+        out.append({"name": f"{key}_SITE", "value": r.data_site})
+    return out
+
+
+def credential_purpose(kind: str, name: str, data_site: str) -> str:
+    """The workloads.secrets purpose of a data service's password/API key (one per data site)."""
+    return f"{'redis' if kind == 'feature_view' else 'qdrant'}/{data_site}/{name}"

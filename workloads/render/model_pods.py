@@ -1,0 +1,44 @@
+"""Scheduling of model-server pods: GPU node selection, privacy zones, tolerations, topology spread."""
+from __future__ import annotations
+
+from infra import labels as L
+from infra.spec import Pipeline, PrivacyTier
+
+
+def placement_affinity(tier: str) -> dict:
+    """Only nodes whose privacy zone may hold `tier` (infra.labels.zones_allowed_for)."""
+    zones = L.zones_allowed_for(PrivacyTier(tier))
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": L.PRIVACY_ZONE, "operator": "In", "values": zones}]}]}}}
+
+
+def tolerations(tier: str, gpu: bool) -> list[dict]:
+    """GPU nodes are tainted `nvidia.com/gpu`; pii/restricted nodes are tainted with their zone. A workload
+    tolerates the zone taints of every zone it may use, and the GPU taint only if it requests GPUs."""
+    out = []
+    if gpu:
+        out.append({"key": L.GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"})
+    for zone in L.zones_allowed_for(PrivacyTier(tier)):
+        if PrivacyTier(zone).is_sensitive:
+            out.append({"key": L.PRIVACY_TAINT_KEY, "operator": "Equal", "value": zone, "effect": "NoSchedule"})
+    return out
+
+
+def node_selector(p: Pipeline) -> dict:
+    return {L.GPU_PRODUCT: L.gpu_product(p.gpu.type)} if p.gpu else {}
+
+
+def spread(site_kind: str, match_labels: dict, max_skew: int, *, hard: bool) -> list[dict]:
+    """Spread replicas over zones (cloud) or racks (datacenter), and over hosts.
+
+    GPU workloads use ScheduleAnyway: a scarce GPU type may exist in one zone only, and an unschedulable
+    replica is worse than two in one zone. CPU services and data stores spread hard over failure domains.
+    """
+    domain = L.ZONE if site_kind == "cloud" else L.RACK
+    when = "DoNotSchedule" if hard else "ScheduleAnyway"
+    return [
+        {"maxSkew": max_skew, "topologyKey": domain, "whenUnsatisfiable": when,
+         "labelSelector": {"matchLabels": dict(match_labels)}},
+        {"maxSkew": 1, "topologyKey": L.HOSTNAME, "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": dict(match_labels)}},
+    ]

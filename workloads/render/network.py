@@ -1,0 +1,139 @@
+"""NetworkPolicies: default deny in every namespace the serving stack runs pods in, then each flow
+allowed explicitly (by pod role `app.kubernetes.io/component`, namespace and port). Pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infra.labels import namespace_for
+from workloads.render import meta
+from workloads.render.context import SiteContext
+from workloads.render.data import FEAST_PORT, QDRANT_GRPC, QDRANT_HTTP, QDRANT_P2P, REDIS_PORT
+
+NS_LABEL = "kubernetes.io/metadata.name"
+KNATIVE_NAMESPACES = ("knative-serving", "kourier-system")
+"""KServe serverless: requests reach Triton predictors through the Knative activator / local gateway."""
+DATA_COMPONENTS = ["online-store", "vector-db", "feature-server"]
+CLIENT_COMPONENTS = ["model-server", "feature-server", "stream-processor", "maintenance"]
+PEER_COMPONENTS = ["online-store", "vector-db", "stream-processor"]
+FEAST_SERVER_PORT = 6566
+ENVOY_PORTS = (10443, 8443, 9443)   # Envoy Gateway maps listener 443 to container port 10443
+ENVOY_METRICS = 19001
+
+
+@dataclass
+class NamespaceFlows:
+    """What runs in one serving namespace of a site, as far as the network is concerned."""
+
+    namespace: str
+    serving_ports: set[int] = field(default_factory=set)
+    metrics_ports: set[int] = field(default_factory=set)
+    has_data: bool = False
+    has_stream: bool = False
+    reader_namespaces: set[str] = field(default_factory=set)   # same-site namespaces whose pods read data here
+    reader_cidrs: set[str] = field(default_factory=set)        # other sites reading data here
+    remote_data_cidrs: set[str] = field(default_factory=set)   # other sites this namespace's pipelines read from
+
+
+def _np(ctx: SiteContext, name: str, ns: str, spec: dict) -> dict:
+    lbls = meta.labels("network-policy", "network-policy", instance=name, site=ctx.site)
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta.metadata(name, ns, lbls),
+            "spec": spec}
+
+
+def _ports(ports, proto: str = "TCP") -> list[dict]:
+    return [{"protocol": proto, "port": p} for p in sorted(ports)]
+
+
+def _ns(*names: str) -> dict:
+    return {"namespaceSelector": {"matchExpressions": [{"key": NS_LABEL, "operator": "In", "values": sorted(names)}]}}
+
+
+def _components(values: list[str]) -> dict:
+    return {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": sorted(values)}]}
+
+
+def common(ctx: SiteContext, ns: str) -> list[dict]:
+    return [
+        _np(ctx, "default-deny", ns, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        _np(ctx, "allow-dns", ns, {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{
+            "to": [{"namespaceSelector": {"matchLabels": {NS_LABEL: "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": _ports([53], "UDP") + _ports([53])}]}),
+    ]
+
+
+def serving_namespace(ctx: SiteContext, f: NamespaceFlows, all_serving: list[str], model_egress: list[str],
+                      stream_egress: list[str]) -> list[dict]:
+    ns = f.namespace
+    out = common(ctx, ns)
+    if f.serving_ports:
+        out.append(_np(ctx, "allow-gateway-to-model-servers", ns, {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "model-server"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [_ns(ctx.gateway_namespace, *KNATIVE_NAMESPACES)], "ports": _ports(f.serving_ports)}]}))
+        out.append(_np(ctx, "allow-model-download", ns, {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "model-server"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": c}} for c in model_egress], "ports": _ports([443])}]}))
+    if f.metrics_ports:
+        out.append(_np(ctx, "allow-metrics-scrape", ns, {
+            "podSelector": {}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [_ns(ctx.monitoring_namespace)], "ports": _ports(f.metrics_ports)}]}))
+    data_ports = [REDIS_PORT, QDRANT_HTTP, QDRANT_GRPC, FEAST_PORT, FEAST_SERVER_PORT]
+    if f.has_data:
+        sources: list[dict] = [{**_ns(*(f.reader_namespaces | {ns})), "podSelector": _components(CLIENT_COMPONENTS)}]
+        sources += [{"ipBlock": {"cidr": c}} for c in sorted(f.reader_cidrs)]
+        out.append(_np(ctx, "allow-data-clients", ns, {
+            "podSelector": _components(DATA_COMPONENTS), "policyTypes": ["Ingress"],
+            "ingress": [{"from": sources, "ports": _ports(data_ports)}]}))
+        out.append(_np(ctx, "allow-data-peers", ns, {
+            "podSelector": _components(PEER_COMPONENTS), "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": _components(PEER_COMPONENTS)}],
+                         "ports": _ports([REDIS_PORT, QDRANT_HTTP, QDRANT_P2P, 6122, 6123, 6124, 8081])}],
+            "egress": [{"to": [{"podSelector": _components(PEER_COMPONENTS)}],
+                        "ports": _ports([REDIS_PORT, QDRANT_HTTP, QDRANT_P2P, 6122, 6123, 6124, 8081])}]}))
+    dests: list[dict] = [{**_ns(*all_serving), "podSelector": _components(DATA_COMPONENTS)}]
+    dests += [{"ipBlock": {"cidr": c}} for c in sorted(f.remote_data_cidrs)]
+    out.append(_np(ctx, "allow-data-access", ns, {
+        "podSelector": _components(CLIENT_COMPONENTS), "policyTypes": ["Egress"],
+        "egress": [{"to": dests, "ports": _ports(data_ports)}]}))
+    if f.has_stream:
+        out.append(_np(ctx, "allow-stream-ingest", ns, {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "stream-processor"}},
+            "policyTypes": ["Egress"],
+            "egress": [
+                # Flink native mode: the JobManager manages its TaskManager pods through the API server;
+                # checkpoints go to object storage (HTTPS).
+                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _ports([443, 6443])},
+                {"to": [{"ipBlock": {"cidr": c}} for c in stream_egress], "ports": _ports([9092, 9093])}]}))
+    return out
+
+
+def gateway_namespace(ctx: SiteContext, serving: list[str], has_ratelimit: bool) -> list[dict]:
+    ns = ctx.gateway_namespace
+    proxy = {"matchLabels": {"app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "proxy"}}
+    out = common(ctx, ns)
+    out.append(_np(ctx, "allow-clients-to-proxies", ns, {
+        "podSelector": proxy, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _ports(ENVOY_PORTS)},
+                    {"from": [_ns(ctx.monitoring_namespace)], "ports": _ports([ENVOY_METRICS])}]}))
+    out.append(_np(ctx, "allow-proxies-to-backends", ns, {
+        "podSelector": proxy, "policyTypes": ["Egress"],
+        "egress": [
+            {"to": [_ns(*serving, *KNATIVE_NAMESPACES)] if serving else [_ns(*KNATIVE_NAMESPACES)]},
+            # Other sites' fleet gateways (internal load balancers on the WAN).
+            {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _ports([8443, 9443])},
+            # xDS from Envoy Gateway, global rate limit service, AI Gateway external processor.
+            {"to": [_ns("envoy-gateway-system", "envoy-ai-gateway-system")]},
+        ]}))
+    if has_ratelimit:
+        out.append(_np(ctx, "allow-ratelimit-redis", ns, {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis",
+                                            "app.kubernetes.io/component": "rate-limit-store"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [_ns("envoy-gateway-system")], "ports": _ports([6379])}]}))
+    return out
+
+
+def tier_namespaces(tiers: list[str]) -> list[str]:
+    return [namespace_for(t) for t in tiers]
