@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pulumi
 import yaml
 
 from infra.loader import load_environment
@@ -66,13 +67,23 @@ def run_check(spec: str, *, plan: PlacementPlan | None = None, mode: str = "clou
     started = time.perf_counter()
     env = load_environment(spec)
     plan = plan or solve(env)
+    ctx = context_for(env, plan)
     with tempfile.TemporaryDirectory() as tmp:
         plan_file = Path(tmp) / "plan.json"
         plan_file.write_text(plan.model_dump_json())
-        result = run_preview(str(resolve_spec_path(spec)), mode=mode, plan_file=str(plan_file))
+        try:
+            result = run_preview(str(resolve_spec_path(spec)), mode=mode, plan_file=str(plan_file))
+        except pulumi.RunError as exc:
+            # A component refused to build (e.g. no namespace for a tier the site may not hold). The plan
+            # rules say why; report both instead of a traceback.
+            findings = evaluate([r for r in ALL_RULES if r.stack_check], [], ctx)
+            findings.append(Finding("program-refused", "pulumi program", str(exc).splitlines()[0],
+                                    "fix the placement or spec the rules above name", None, True, "critical"))
+            return CheckReport(environment=env.name, resources=0, findings=findings,
+                               seconds=time.perf_counter() - started)
     views = [ResourceView(r.type, r.name, r.props, cluster=result.cluster_of(r), urn=r.urn)
              for r in result.resources if r.custom and not r.type.startswith("pulumi:providers:")]
-    findings = evaluate(ALL_RULES, views, context_for(env, plan))
+    findings = evaluate(ALL_RULES, views, ctx)
     for stack_file in stack_files_for(resolve_spec_path(spec)):
         findings.extend(config_findings(stack_file))
     return CheckReport(environment=env.name, resources=len(views), findings=findings,
