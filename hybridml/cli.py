@@ -245,9 +245,11 @@ def preflight(spec: str = typer.Argument(..., help=SPEC_HELP),
 
 def _register_commands() -> None:
     """Commands whose code lives in hybridml/commands/ (each file one command or group)."""
+    from hybridml.commands.bootstrap import bootstrap
     from hybridml.commands.check import check
 
     app.command()(check)
+    app.command("bootstrap")(bootstrap)
 
 
 _register_commands()

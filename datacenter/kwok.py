@@ -1,0 +1,126 @@
+"""Register bootstrapped hosts as kwok nodes of a Kubernetes cluster.
+
+Where a real kubelet cannot run (hybridml's local test hosts: no container images offline), the
+bootstrap installs and configures everything but skips `kubeadm join`. The hosts then join the local
+on-prem cluster as kwok nodes (``kwok.x-k8s.io/node: fake``), with exactly the labels and taints the
+inventory gives the real kubelet, so placement and scheduling see the same datacenter, racks and
+privacy zones as in production.
+
+`node_manifests` is pure; `register_kwok_nodes` applies them with kubectl (server-side apply, so it
+is idempotent and safe to re-run) and needs nothing but a kubeconfig path.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterable
+
+from infra.errors import HybridmlError
+
+from datacenter.inventory import Inventory, InventoryHost
+
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+FIELD_MANAGER = "hybridml-bootstrap"
+DEFAULT_KUBELET_VERSION = "v1.33.4"
+
+
+class KwokRegistrationError(HybridmlError):
+    """kubectl is missing or the API server refused the nodes."""
+
+    exit_code = 1
+
+
+def _taint(text: str) -> dict[str, str]:
+    key_value, _, effect = text.rpartition(":")
+    key, _, value = key_value.partition("=")
+    out = {"key": key, "effect": effect}
+    if value:
+        out["value"] = value
+    return out
+
+
+def _allocatable(host: InventoryHost) -> dict[str, str]:
+    reserved = host.vars.get("kubernetes_node_system_reserved") or {}
+    cpu_m = host.cores * 1000 - int(str(reserved.get("cpu", "0m")).rstrip("m") or 0)
+    mem_mi = int(host.memory_gib * 1024) - int(str(reserved.get("memory", "0Mi")).rstrip("Mi") or 0)
+    return {"cpu": f"{cpu_m}m", "memory": f"{mem_mi}Mi", "pods": str(host.vars.get("kubernetes_node_max_pods", 110))}
+
+
+def node_manifests(inventory: Inventory, hosts: Iterable[str] | None = None) -> list[dict]:
+    """Node objects for the given hosts (default: all), labelled and tainted like their kubelets would be."""
+    names = list(hosts) if hosts is not None else inventory.host_names
+    version = inventory.vars.get("kubernetes_node_version")
+    kubelet_version = f"v{version}" if version else DEFAULT_KUBELET_VERSION
+    out = []
+    for name in names:
+        host = inventory.host(name)
+        labels = dict(host.labels)
+        labels.update({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                       "type": "kwok"})
+        if host.role == "control-plane":
+            labels["node-role.kubernetes.io/control-plane"] = ""
+        machine_id = hashlib.sha256(f"{inventory.datacenter}/{name}".encode()).hexdigest()[:32]
+        out.append({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": dict(sorted(labels.items())),
+                "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0",
+                                "hybridml.io/bootstrapped-by": "ansible (kubeadm join simulated)"},
+            },
+            "spec": {"taints": [_taint(t) for t in host.taints]},
+            "status": {
+                "capacity": {"cpu": str(host.cores), "memory": f"{int(host.memory_gib * 1024)}Mi", "pods": "110"},
+                "allocatable": _allocatable(host),
+                "addresses": [{"type": "InternalIP", "address": host.node_ip}, {"type": "Hostname", "address": name}],
+                "nodeInfo": {"kubeletVersion": kubelet_version, "kubeProxyVersion": kubelet_version,
+                             "operatingSystem": "linux", "architecture": "amd64", "kernelVersion": "simulated",
+                             "machineID": machine_id, "systemUUID": machine_id, "bootID": machine_id,
+                             "containerRuntimeVersion": "containerd://1.6.20", "osImage": "Debian GNU/Linux 12 (bookworm)"},
+            },
+        })
+    return out
+
+
+def find_kubectl(kubectl: str | None = None) -> str:
+    candidates = [kubectl] if kubectl else []
+    if os.environ.get("HYBRIDML_TOOLCHAIN_BIN"):
+        candidates.append(str(Path(os.environ["HYBRIDML_TOOLCHAIN_BIN"]) / "kubectl"))
+    candidates.append(str(Path.home() / ".cache" / "hybridml" / "bin" / "current" / "kubectl"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    raise KwokRegistrationError("kubectl not found (looked at --kubectl, $HYBRIDML_TOOLCHAIN_BIN, "
+                                "~/.cache/hybridml/bin/current and PATH); build it with scripts/toolchain.sh kubernetes")
+
+
+def register_kwok_nodes(kubeconfig: str | Path, inventory: Inventory, hosts: Iterable[str] | None = None, *,
+                        kubectl: str | None = None, timeout: float = 60) -> list[str]:
+    """Create (or update) one kwok Node per host in the cluster of `kubeconfig`; returns the node names."""
+    manifests = node_manifests(inventory, hosts)
+    if not manifests:
+        return []
+    binary = find_kubectl(kubectl)
+    base = [binary, "--kubeconfig", str(kubeconfig)]
+    doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+    # status of an existing Node is a subresource that apply ignores: create first, then apply the rest
+    proc = subprocess.run(base + ["create", "-f", "-", "-o", "name"], input=doc, text=True, capture_output=True,
+                          timeout=timeout)
+    if proc.returncode != 0 and "AlreadyExists" not in proc.stderr:
+        raise KwokRegistrationError(f"kubectl create of {len(manifests)} kwok node(s) failed: {proc.stderr.strip()}")
+    stripped = json.dumps({"apiVersion": "v1", "kind": "List",
+                           "items": [{k: v for k, v in m.items() if k != "status"} for m in manifests]})
+    proc = subprocess.run(base + ["apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
+                                  "-f", "-", "-o", "name"], input=stripped, text=True, capture_output=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise KwokRegistrationError(f"kubectl apply of {len(manifests)} kwok node(s) failed: {proc.stderr.strip()}")
+    return [m["metadata"]["name"] for m in manifests]
