@@ -267,7 +267,7 @@ def namespace_quotas(env: Environment, plan: PlacementPlan, site_name: str) -> l
             continue
         if d.kind == "feature_view":
             fv = next(f for f in env.feature_views if f.name == d.name)
-            cpu, mem, n = fv.online_cpu, fv.online_memory_gib, 1
+            cpu, mem, n = fv.online_cpu, fv.online_memory_gib * 1.25 + 0.25, 2  # = workloads' Redis: 2 replicas
         else:
             c = next(c for c in env.collections if c.name == d.name)
             cpu, mem, n = c.cpu, c.memory_gib, c.replication_factor

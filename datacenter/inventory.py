@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from infra.errors import SpecError, SpecIssue
 from infra.spec import Datacenter, Environment, Host, PrivacyTier
@@ -103,35 +103,10 @@ class InventoryOverrides(_Strict):
 
 def parse_overrides(text: str, file: str = "<overrides>") -> InventoryOverrides:
     """Parse an overrides document. Raises SpecError with field paths and lines."""
-    from infra.loader import _line_for, _line_index, _normalise_loc
+    from infra.loader import line_for, parse_model
 
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(file, [SpecIssue((), f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                                         mark.line + 1 if mark else None)]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise SpecError(file, [SpecIssue((), "an overrides file is a mapping (vars, racks, hosts, add_hosts)", 1)])
-    lines = _line_index(node) if node is not None else {}
-    try:
-        overrides = InventoryOverrides.model_validate(data)
-    except ValidationError as exc:
-        issues = []
-        for err in exc.errors(include_url=False):
-            loc = _normalise_loc(tuple(err["loc"]), data)
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown field {loc[-1]!r}"
-            elif err["type"] == "missing":
-                msg = f"required field {loc[-1]!r} is missing"
-            elif not isinstance(err.get("input"), (dict, list)):
-                msg = f"{msg} (got {err.get('input')!r})"
-            issues.append(SpecIssue(loc, msg, _line_for(lines, loc)))
-        raise SpecError(file, issues) from None
+    overrides, lines = parse_model(text, file, InventoryOverrides,
+                                   "an overrides file (vars, racks, hosts, add_hosts)", empty_ok=True)
     issues = []
     for path, names in [(("vars",), overrides.vars)] + \
             [(("racks", r, "vars"), o.vars) for r, o in overrides.racks.items()] + \
@@ -140,7 +115,7 @@ def parse_overrides(text: str, file: str = "<overrides>") -> InventoryOverrides:
         for name in names:
             if not _VAR_NAME.match(str(name)):
                 issues.append(SpecIssue(path + (name,), f"{name!r} is not a valid Ansible variable name",
-                                        _line_for(lines, path + (name,))))
+                                        line_for(lines, path + (name,))))
     if issues:
         raise SpecError(file, issues)
     overrides._file = file
@@ -368,8 +343,8 @@ def build_inventory(env: Environment, datacenter: str, overrides: InventoryOverr
     issues: list[SpecIssue] = []
 
     def problem(path: tuple, message: str) -> None:
-        from infra.loader import _line_for
-        issues.append(SpecIssue(path, message, _line_for(olines, path) if olines else None))
+        from infra.loader import line_for
+        issues.append(SpecIssue(path, message, line_for(olines, path) if olines else None))
 
     if overrides.datacenter is not None and overrides.datacenter != dc.name:
         problem(("datacenter",), f"the overrides are for datacenter {overrides.datacenter!r}, "

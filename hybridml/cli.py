@@ -232,7 +232,7 @@ def preflight(spec: str = typer.Argument(..., help=SPEC_HELP),
     for f in report.warnings:
         console.print(f"[yellow]warning[/] {f.region} ({f.site}): {f.detail}", highlight=False)
     if report.ok:
-        console.print(f"[green]ok[/] every instance type is offered and every quota covers the plan")
+        console.print("[green]ok[/] every instance type is offered and every quota covers the plan")
         return
     shortfalls = Table(title="shortfalls", title_justify="left")
     for col in ("region", "site", "kind", "what", "detail"):

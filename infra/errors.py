@@ -5,7 +5,7 @@ Library code raises these; only the CLI prints them and picks exit codes
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class HybridmlError(Exception):

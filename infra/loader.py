@@ -6,14 +6,17 @@ PyYAML's node tree keeps the line of every key, so pydantic's error locations
 from __future__ import annotations
 
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+
+from pydantic import BaseModel, ValidationError
 
 from infra.errors import SpecError, SpecIssue
 from infra.references import check_references
 from infra.spec import Environment
+
+M = TypeVar("M", bound=BaseModel)
 
 ENVIRONMENTS_DIR = FsPath(__file__).parent / "environments"
 
@@ -87,7 +90,7 @@ def _is_tag(node: dict, part: str) -> bool:
     return node.get("kind") == part
 
 
-def _line_for(lines: dict[tuple, int], path: tuple) -> int | None:
+def line_for(lines: dict[tuple, int], path: tuple) -> int | None:
     for cut in range(len(path), -1, -1):
         if path[:cut] in lines:
             return lines[path[:cut]]
@@ -105,52 +108,62 @@ def load_environment(spec: str | FsPath) -> Environment:
     return parse_environment(text, file)
 
 
-def parse_environment(text: str, file: str = "<spec>") -> Environment:
+def parse_model(text: str, file: str, model: type[M], what: str, *, empty_ok: bool = False) -> tuple[M, dict]:
+    """Parse YAML into a pydantic model; errors name file, line, field path and reason.
+
+    Returns the model and the line index (key path -> line) for checks that follow.
+    """
     try:
         node, data = _parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         raise SpecError(file, [SpecIssue((), f"not valid YAML: {getattr(exc, 'problem', exc)}", line)]) from None
+    if data is None and empty_ok:
+        data = {}
     if not isinstance(data, dict):
-        raise SpecError(file, [SpecIssue((), "the spec must be a YAML mapping (name, user_regions, sites, ...)", 1)])
+        raise SpecError(file, [SpecIssue((), f"{what} must be a YAML mapping", 1)])
     lines = _line_index(node) if node is not None else {}
     try:
-        env = Environment.model_validate(data)
+        return model.model_validate(data), lines
     except ValidationError as exc:
         issues = []
         for err in exc.errors(include_url=False):
             loc = _normalise_loc(tuple(err["loc"]), data)
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = f"unknown field {loc[-1]!r}" + _suggest_field(exc, err)
+                msg = f"unknown field {loc[-1]!r}" + _suggest_field(model, err)
             elif err["type"] == "missing":
                 msg = f"required field {loc[-1]!r} is missing"
             elif "input" in err and err["type"] not in ("model_type",):
                 msg = f"{msg} (got {err['input']!r})" if not isinstance(err["input"], (dict, list)) else msg
-            issues.append(SpecIssue(loc, msg, _line_for(lines, loc)))
+            issues.append(SpecIssue(loc, msg, line_for(lines, loc)))
         raise SpecError(file, _dedupe(issues)) from None
-    ref_issues = [SpecIssue(i.path, i.message, _line_for(lines, i.path)) for i in check_references(env)]
+
+
+def parse_environment(text: str, file: str = "<spec>") -> Environment:
+    env, lines = parse_model(text, file, Environment, "the spec (name, user_regions, sites, ...)")
+    ref_issues = [SpecIssue(i.path, i.message, line_for(lines, i.path)) for i in check_references(env)]
     if ref_issues:
         raise SpecError(file, ref_issues)
     return env
 
 
-def _known_fields() -> set[str]:
-    from infra import spec as spec_module
-    from pydantic import BaseModel
+def _known_fields(model: type[BaseModel]) -> set[str]:
+    """Field names of every model defined in the module of `model` (where a typo's intended field lives)."""
+    import sys
 
     names: set[str] = set()
-    for obj in vars(spec_module).values():
+    for obj in vars(sys.modules[model.__module__]).values():
         if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel:
             names |= set(obj.model_fields)
     return names
 
 
-def _suggest_field(exc: ValidationError, err: dict) -> str:
+def _suggest_field(model: type[BaseModel], err: dict) -> str:
     import difflib
 
-    close = difflib.get_close_matches(str(err["loc"][-1]), sorted(_known_fields()), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(str(err["loc"][-1]), sorted(_known_fields(model)), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else " (not a field of this section)"
 
 

@@ -442,6 +442,7 @@ def _argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths, ports: 
             "--concurrent-deployment-syncs=5",
             "--concurrent-replicaset-syncs=5",
             "--node-monitor-grace-period=60s",
+            "--enable-hostpath-provisioner",  # PVCs of the serving stack bind (kwok pods never mount them)
         ]
     if component == "kube-scheduler":
         kc = paths.component_kubeconfig("scheduler")
@@ -456,8 +457,8 @@ def _argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths, ports: 
             "--node-ip=10.240.0.1",
             "--node-lease-duration-seconds=40",
         ]
-        for f in kwok_stage_files():
-            argv.append(f"--config={f}")
+        for f in kwok_stage_files() + sorted((Path(__file__).parent / "stages").glob("*.yaml")):
+            argv.append(f"--config={f}")  # upstream stages + ours (stages/: load balancers)
         return argv
     raise ValueError(component)
 

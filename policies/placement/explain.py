@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from infra.spec import CloudSite, Datacenter, Environment
+from infra.spec import CloudSite, Environment
 from policies.placement import candidates as cand
 from policies.placement.plan import (DataPlacement, Explanation, PipelinePlacement, PlacementPlan, SitePlan)
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from infra.spec import CloudSite, Datacenter, Environment
 from policies.placement import candidates as cand
 from policies.placement.plan import Baseline
-from policies.placement.solver import data_pieces, dep_key, eligibility
+from policies.placement.candidates import data_pieces, dep_key
+from policies.placement.solver import eligibility
 
 
 @dataclass

@@ -20,7 +20,7 @@ from infra.errors import InfeasibleReason, PlacementInfeasible
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
 from policies.placement import candidates as cand
 from policies.placement.milp import INF, Model, solver_version
-from policies.placement.candidates import DataPiece, data_pieces, dep_key  # noqa: F401  (re-exported)
+from policies.placement.candidates import data_pieces, dep_key
 from policies.placement.explain import _row_concerns, assemble_plan
 from policies.placement.plan import PlacementPlan
 
