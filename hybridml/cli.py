@@ -247,9 +247,11 @@ def _register_commands() -> None:
     """Commands whose code lives in hybridml/commands/ (each file one command or group)."""
     from hybridml.commands.bootstrap import bootstrap
     from hybridml.commands.check import check
+    from hybridml.commands.local import app as local_app
 
     app.command()(check)
     app.command("bootstrap")(bootstrap)
+    app.add_typer(local_app, name="local")
 
 
 _register_commands()

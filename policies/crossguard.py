@@ -3,10 +3,12 @@ so that happens only in policies/pack/__main__.py."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 from pulumi_policy import (EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy)
+from pulumi_policy.proxy import UnknownValueError
 
 from policies.facts import context_for, view
 from policies.rules import ALL_RULES, Enforcement, Rule
@@ -28,6 +30,28 @@ def _level(rule: Rule) -> EnforcementLevel:
     return EnforcementLevel.MANDATORY if rule.enforcement is Enforcement.mandatory else EnforcementLevel.ADVISORY
 
 
+def _plain(value):
+    """CrossGuard hands properties over as read-only proxies (Mapping/Sequence, not dict/list) that
+    raise on values unknown at preview: the pure rules expect plain data (unknown -> None)."""
+    if isinstance(value, Mapping):
+        out = {}
+        for key in value:
+            try:
+                out[key] = _plain(value[key])
+            except UnknownValueError:
+                out[key] = None
+        return out
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        items = []
+        for i in range(len(value)):
+            try:
+                items.append(_plain(value[i]))
+            except UnknownValueError:
+                items.append(None)
+        return items
+    return value
+
+
 def _provider_name(args) -> str | None:
     provider = getattr(args, "provider", None)
     return getattr(provider, "name", None) if provider is not None else None
@@ -36,7 +60,7 @@ def _provider_name(args) -> str | None:
 def _resource_policy(rule: Rule) -> ResourceValidationPolicy:
     def validate(args, report_violation):
         ctx = _context()
-        r = view(args.resource_type, args.name, args.props, _provider_name(args), ctx.sites, args.urn)
+        r = view(args.resource_type, args.name, _plain(args.props), _provider_name(args), ctx.sites, args.urn)
         for finding in rule.findings(r, ctx):
             where = f" on cluster {finding.cluster}" if finding.cluster else ""
             report_violation(f"{finding.resource}{where}: {finding.message}. Fix: {finding.fix}", args.urn)
@@ -48,7 +72,8 @@ def _resource_policy(rule: Rule) -> ResourceValidationPolicy:
 def _stack_policy(rule: Rule) -> StackValidationPolicy:
     def validate(args, report_violation):
         ctx = _context()
-        views = [view(r.resource_type, r.name, r.props, _provider_name(r), ctx.sites, r.urn) for r in args.resources]
+        views = [view(r.resource_type, r.name, _plain(r.props), _provider_name(r), ctx.sites, r.urn)
+                 for r in args.resources]
         for finding in rule.stack_findings(views, ctx):
             report_violation(f"{finding.resource}: {finding.message}. Fix: {finding.fix}")
 

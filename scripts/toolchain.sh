@@ -47,7 +47,15 @@ tool_version() {
   esac
 }
 tool_dir() { echo "$BIN/$1-$(tool_version "$1")"; }
-stamp_ok() { [[ -f "$(tool_dir "$1")/.complete" ]] && grep -qx "recipe=$TOOLCHAIN_RECIPE" "$(tool_dir "$1")/.complete"; }
+# The recipe a build is stamped with; our own language host's source is part of the pulumi recipe.
+tool_recipe() {
+  if [[ "$1" == pulumi ]]; then
+    echo "$TOOLCHAIN_RECIPE-langhost-$(sha256sum "$HERE/toolchain/langhost/main.go" | cut -c1-12)"
+  else
+    echo "$TOOLCHAIN_RECIPE"
+  fi
+}
+stamp_ok() { [[ -f "$(tool_dir "$1")/.complete" ]] && grep -qx "recipe=$(tool_recipe "$1")" "$(tool_dir "$1")/.complete"; }
 
 print_env() {
   cat <<EOF
@@ -166,7 +174,7 @@ step() { # step NAME CMD...  -- runs CMD, records its wall time
 publish() { # publish TOOL TMPDIR
   local dest; dest="$(tool_dir "$1")"
   {
-    echo "recipe=$TOOLCHAIN_RECIPE"
+    echo "recipe=$(tool_recipe "$1")"
     echo "version=$(tool_version "$1")"
     echo "go=$("$GO_BIN" env GOVERSION)"
     echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"

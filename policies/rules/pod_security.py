@@ -21,7 +21,7 @@ BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KI
 SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
                 "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
                 "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes"}
+                "net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"}  # last two: 1.32+
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                       "projected", "secret"}
 SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
@@ -41,6 +41,11 @@ def _sc(obj: dict) -> dict:
     return obj.get("securityContext") or {}
 
 
+def _linux(spec: dict) -> bool:
+    """Seccomp, capabilities and privilege escalation are Linux-only controls (exempt: spec.os.name=windows)."""
+    return ((spec.get("os") or {}).get("name")) != "windows"
+
+
 def host_namespaces(r: ResourceView, ctx: Context) -> Iterable[str]:
     for where, _, spec in _pods(r):
         for key in ("hostNetwork", "hostPID", "hostIPC"):
@@ -57,10 +62,13 @@ def privileged(r: ResourceView, ctx: Context) -> Iterable[str]:
 
 def capabilities(r: ResourceView, ctx: Context) -> Iterable[str]:
     for where, _, spec in _pods(r):
+        if not _linux(spec):
+            continue
         for cw, c in containers(spec):
             caps = _sc(c).get("capabilities") or {}
-            drop = {str(x).upper() for x in caps.get("drop") or []}
-            add = {str(x).upper() for x in caps.get("add") or []}
+            # Capability names are case-sensitive: `drop: [all]` does not drop ALL.
+            drop = {str(x) for x in caps.get("drop") or []}
+            add = {str(x) for x in caps.get("add") or []}
             if "ALL" not in drop:
                 yield f"{where}.{cw} does not drop ALL capabilities"
             extra = sorted(add - {"NET_BIND_SERVICE"})
@@ -120,6 +128,8 @@ def sysctls(r: ResourceView, ctx: Context) -> Iterable[str]:
 
 def privilege_escalation(r: ResourceView, ctx: Context) -> Iterable[str]:
     for where, _, spec in _pods(r):
+        if not _linux(spec):
+            continue
         for cw, c in containers(spec):
             if _sc(c).get("allowPrivilegeEscalation") is not False:
                 yield f"{where}.{cw} does not set allowPrivilegeEscalation: false"
@@ -148,6 +158,8 @@ def run_as_user(r: ResourceView, ctx: Context) -> Iterable[str]:
 def seccomp(r: ResourceView, ctx: Context) -> Iterable[str]:
     ok = ("RuntimeDefault", "Localhost")
     for where, _, spec in _pods(r):
+        if not _linux(spec):
+            continue
         pod_type = (_sc(spec).get("seccompProfile") or {}).get("type")
         if pod_type is not None and pod_type not in ok:
             yield f"{where} seccompProfile {pod_type}"
@@ -157,6 +169,20 @@ def seccomp(r: ResourceView, ctx: Context) -> Iterable[str]:
                 yield f"{where}.{cw} seccompProfile {t}"
             elif t is None and pod_type is None:
                 yield f"{where}.{cw} has no seccompProfile (RuntimeDefault or Localhost)"
+
+
+def probe_host(r: ResourceView, ctx: Context) -> Iterable[str]:
+    """Host Probes / Lifecycle Hooks (baseline, 1.34+): probes and hooks may not target another host."""
+    for where, _, spec in _pods(r):
+        for cw, c in containers(spec):
+            handlers = [(p, c.get(p)) for p in ("livenessProbe", "readinessProbe", "startupProbe")]
+            lifecycle = c.get("lifecycle") or {}
+            handlers += [(f"lifecycle.{h}", lifecycle.get(h)) for h in ("postStart", "preStop")]
+            for name, handler in handlers:
+                for kind in ("httpGet", "tcpSocket"):
+                    host = ((handler or {}).get(kind) or {}).get("host")
+                    if host not in (None, ""):
+                        yield f"{where}.{cw} {name}.{kind}.host is {host!r}"
 
 
 def _rule(name, description, check, fix, severity=Severity.high) -> Rule:
@@ -177,6 +203,8 @@ RULES = [
           "remove ports[].hostPort; expose through a Service"),
     _rule("pss-apparmor-selinux-procmount", "No custom AppArmor/SELinux types, default /proc mount, no hostProcess.",
           apparmor_selinux_procmount, "remove the custom AppArmor/SELinux/procMount settings", Severity.medium),
+    _rule("pss-probe-host", "Probes and lifecycle hooks do not target another host.", probe_host,
+          "remove httpGet.host / tcpSocket.host from probes and lifecycle hooks", Severity.medium),
     _rule("pss-sysctls", "Only the safe sysctl set.", sysctls, "remove unsafe securityContext.sysctls", Severity.medium),
     _rule("pss-privilege-escalation", "Containers set allowPrivilegeEscalation: false.", privilege_escalation,
           "set securityContext.allowPrivilegeEscalation: false on every container"),

@@ -61,6 +61,8 @@ BAD = [
     ("pss-apparmor-selinux-procmount", lambda p: c0(p)["securityContext"].update(procMount="Unmasked"), "procMount"),
     ("pss-apparmor-selinux-procmount", lambda p: pod(p)["securityContext"].update(seLinuxOptions={"type": "spc_t"}), "spc_t"),
     ("pss-sysctls", lambda p: pod(p)["securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "1"}]), "kernel.msgmax"),
+    ("pss-capabilities", lambda p: c0(p)["securityContext"].update(capabilities={"drop": ["all"]}), "drop ALL"),
+    ("pss-probe-host", lambda p: c0(p)["readinessProbe"]["httpGet"].update(host="10.0.0.1"), "host is '10.0.0.1'"),
     ("pss-privilege-escalation", lambda p: c0(p)["securityContext"].pop("allowPrivilegeEscalation"), "allowPrivilegeEscalation"),
     ("pss-run-as-non-root", lambda p: (pod(p)["securityContext"].pop("runAsNonRoot"), c0(p)["securityContext"].pop("runAsNonRoot")), "root"),
     ("pss-run-as-user", lambda p: pod(p)["securityContext"].update(runAsUser=0), "UID 0"),

@@ -14,7 +14,10 @@
 //
 // The Python interpreter is: runtime option `virtualenv` (relative to the project root), else
 // $PULUMI_PYTHON_CMD, else $VIRTUAL_ENV/bin/python, else python3 (or python) on PATH.
-// Unimplemented: RunPlugin (Python plugins), program generation and templates.
+//   - RunPlugin runs Python plugins: CrossGuard policy packs (`pulumi preview --policy-pack DIR`),
+//     as `python -u DIR` in the pack's virtualenv, streaming its output to the engine.
+//
+// Unimplemented: program generation and templates.
 package main
 
 import (
@@ -252,7 +255,11 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	args = append(args, program)
 	args = append(args, req.GetArgs()...)
 
-	config, err := json.Marshal(req.GetConfig())
+	configMap := req.GetConfig()
+	if configMap == nil { // a stack without config: the exec script expects a JSON object, not null
+		configMap = map[string]string{}
+	}
+	config, err := json.Marshal(configMap)
 	if err != nil {
 		return nil, fmt.Errorf("serializing config: %w", err)
 	}
@@ -517,4 +524,44 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pulumi-language-python: RPC server stopped:", err)
 		os.Exit(1)
 	}
+}
+
+// RunPlugin runs a Python plugin, i.e. a CrossGuard policy pack: the program directory holds
+// PulumiPolicy.yaml and __main__.py, whose PolicyPack prints its gRPC port on stdout. The
+// interpreter is chosen as for programs (the pack's `virtualenv` runtime option first).
+func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer) error {
+	closer, stdout, stderr, err := rpcutil.MakeRunPluginStreams(server, false)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	py, env, err := h.python(req.GetInfo())
+	if err != nil {
+		return err
+	}
+	program := req.GetProgram()
+	if info := req.GetInfo(); info != nil && info.GetProgramDirectory() != "" {
+		entry := info.GetEntryPoint()
+		if entry == "" {
+			entry = "."
+		}
+		program = filepath.Join(info.GetProgramDirectory(), entry)
+	}
+	if program == "" {
+		program = "."
+	}
+	cmd := exec.CommandContext(server.Context(), py, append([]string{"-u", program}, req.GetArgs()...)...)
+	cmd.Dir = req.GetPwd()
+	cmd.Env = append(append(append(os.Environ(), req.GetEnv()...), env...), "PYTHONUNBUFFERED=1")
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			return server.Send(&pulumirpc.RunPluginResponse{
+				Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(exitErr.ExitCode())},
+			})
+		}
+		return err
+	}
+	return nil
 }

@@ -1,0 +1,176 @@
+"""`hybridml local up|down|status [SPEC]`: the local control planes of the `local` stack.
+
+Registered in hybridml/cli.py with::
+
+    from hybridml.commands.local import app as local_app
+    app.add_typer(local_app, name="local")
+
+One local Kubernetes control plane per site of the spec (etcd, kube-apiserver, controller-manager,
+scheduler, kwok) on 127.0.0.1, built by scripts/toolchain.sh. GPUs and racks are SIMULATED: the nodes
+are kwok fake nodes carrying the labels, taints and capacities of the real instances and hosts; no
+container ever runs. `pulumi up --stack local` then deploys onto them (scripts/local_up.sh does both).
+Exit codes: 0 ok, 1 a control plane failed to start, 2 bad input (spec) or toolchain missing.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.errors import HybridmlError, SpecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Local Kubernetes control planes with kwok-simulated GPU nodes and racks (the `local` stack).")
+
+SPEC_HELP = "Environment spec (default: the local environment, infra/environments/local.yaml)."
+SIMULATED_NOTE = ("GPUs and racks are simulated: every node is a kwok fake node with the labels, taints and "
+                  "capacity of the real instance or host; no container runs.")
+
+
+def _consoles() -> tuple[Console, Console]:
+    out = Console() if Console().is_terminal else Console(width=160)
+    return out, Console(stderr=True, soft_wrap=True)
+
+
+def _fail(err: Console, exc: Exception, code: int) -> None:
+    if isinstance(exc, SpecError):
+        err.print(f"[bold red]error:[/] invalid spec {exc.file}", highlight=False)
+        for issue in exc.issues:
+            err.print(f"  {issue.render(exc.file)}", highlight=False, markup=False)
+    else:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
+    raise typer.Exit(code)
+
+
+def _state_dir(state_dir: Optional[Path]):
+    from hybridml.local.controlplane import DEFAULT_STATE_DIR
+
+    return state_dir or DEFAULT_STATE_DIR
+
+
+def _cluster_table(clusters, title: str) -> Table:
+    from infra import labels as L
+
+    table = Table(title=title, title_justify="left")
+    for col in ("cluster (kube context)", "nodes", "GPUs", "CPU cores", "node groups"):
+        table.add_column(col, justify="right" if col in ("nodes", "GPUs", "CPU cores") else "left")
+    for c in clusters:
+        gpus = sum(int(n.capacity.get(L.GPU_RESOURCE, 0)) for n in c.nodes)
+        cores = sum(_cores(n.capacity.get("cpu", "0")) for n in c.nodes)
+        groups: dict[str, int] = {}
+        for n in c.nodes:
+            key = n.labels.get("karpenter.sh/nodepool") or f"rack {n.labels.get(L.RACK, '?')}"
+            key += f" ({n.labels.get(L.INSTANCE_TYPE) or n.labels.get(L.PRIVACY_ZONE, '')})"
+            groups[key] = groups.get(key, 0) + 1
+        table.add_row(c.name, str(len(c.nodes)), str(gpus), f"{cores:g}",
+                      ", ".join(f"{k} x{v}" for k, v in groups.items()))
+    return table
+
+
+def _cores(v: str) -> float:
+    v = str(v)
+    return float(v[:-1]) / 1000 if v.endswith("m") else float(v)
+
+
+@app.command()
+def up(spec: str = typer.Argument("local", help=SPEC_HELP),
+       state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Where clusters live (default .local/)."),
+       crd_dir: Optional[Path] = typer.Option(None, "--crd-dir",
+                                              help="CRD manifests to install (default $HYBRIDML_CRD_DIR or ../shared/crds)."),
+       no_crds: bool = typer.Option(False, "--no-crds", help="Install no CRDs (the serving stack needs them)."),
+       sites: Optional[str] = typer.Option(None, "--sites", help="Comma-separated sites; default every site.")) -> None:
+    """Start (or reconcile) one local control plane per site of SPEC; idempotent."""
+    from hybridml.local.controlplane import DEFAULT_CRD_DIR
+    from hybridml.local.sites import plan_clusters, up_local
+    from hybridml.local.toolchain import ToolchainMissing
+
+    out, err = _consoles()
+    site_list = [s.strip() for s in sites.split(",")] if sites else None
+    try:
+        env, clusters = plan_clusters(spec, site_list)
+    except (HybridmlError, ValueError) as exc:
+        _fail(err, exc, getattr(exc, "exit_code", 2))
+    out.print(f"[bold yellow]note:[/] {SIMULATED_NOTE}", highlight=False)
+    out.print(_cluster_table(clusters, f"local control planes for {env.name}"))
+    crds = None if no_crds else (crd_dir or DEFAULT_CRD_DIR)
+    if crds is not None and not Path(crds).is_dir():
+        _fail(err, FileNotFoundError(f"CRD directory {crds} not found (--crd-dir, $HYBRIDML_CRD_DIR)"), 2)
+    t0 = time.monotonic()
+    try:
+        with out.status("starting control planes (a cold start installs the CRDs: about a minute)...") as status:
+            def log(msg: str) -> None:
+                out.print(f"  {msg}  [dim]({time.monotonic() - t0:.1f}s)[/]", highlight=False)
+                status.update(msg)
+            res = up_local(spec, state_dir, crds, sites=site_list, log=log)
+    except ToolchainMissing as exc:
+        _fail(err, exc, 2)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        _fail(err, exc, 1)
+    _print_status(out, res.status)
+    out.print(f"[green]ok[/] {len(res.clusters)} local clusters up in {res.timings['total']:.1f}s; "
+              f"kubeconfig {res.kubeconfig} (contexts {', '.join(c.name for c in res.clusters)})", highlight=False)
+    out.print("next: pulumi up --stack local (or scripts/local_up.sh, which does both)", highlight=False)
+
+
+@app.command()
+def down(spec: Optional[str] = typer.Argument(None, help="Only the clusters of this spec (default: all)."),
+         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Where clusters live (default .local/).")
+         ) -> None:
+    """Stop what `up` started (only the processes it recorded). Data is kept: `up` resumes it."""
+    from hybridml.local.sites import down_local
+
+    out, err = _consoles()
+    try:
+        stopped = down_local(state_dir, spec)
+    except HybridmlError as exc:
+        _fail(err, exc, exc.exit_code)
+    if not stopped:
+        out.print(f"no local clusters in {_state_dir(state_dir)}")
+    for name, comps in stopped.items():
+        out.print(f"{name}: stopped {', '.join(comps) or 'nothing (was not running)'}", highlight=False)
+
+
+@app.command()
+def status(spec: Optional[str] = typer.Argument(None, help="Only the clusters of this spec (default: all)."),
+           state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Where clusters live (default .local/).")
+           ) -> None:
+    """Which components of which local clusters are running. Exit 1 if any is down."""
+    from hybridml.local.controlplane import status as cp_status
+    from hybridml.local.fromspec import cluster_name
+
+    out, err = _consoles()
+    st = cp_status(state_dir)
+    if spec is not None:
+        from infra.loader import load_environment
+
+        try:
+            env = load_environment(spec)
+        except HybridmlError as exc:
+            _fail(err, exc, exc.exit_code)
+        st = {n: s for n, s in st.items() if n in {cluster_name(x.name) for x in env.sites}}
+    if not st:
+        out.print(f"no local clusters in {_state_dir(state_dir)} (start them: hybridml local up)")
+        raise typer.Exit(1)
+    out.print(f"[yellow]note:[/] {SIMULATED_NOTE}", highlight=False)
+    _print_status(out, st)
+    if not all(s.running for s in st.values()):
+        raise typer.Exit(1)
+
+
+def _print_status(out: Console, st) -> None:
+    table = Table(title="local control planes", title_justify="left")
+    for col in ("cluster", "API server", "etcd", "apiserver", "controller-manager", "scheduler", "kwok"):
+        table.add_column(col)
+    for name, s in st.items():
+        cells = ["[green]up[/]" if s.components.get(c) else "[red]down[/]"
+                 for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")]
+        table.add_row(name, s.server or "-", *cells)
+    out.print(table)
+
+
+if __name__ == "__main__":  # python -m hybridml.commands.local up|down|status (before the CLI registers it)
+    app()

@@ -1,0 +1,112 @@
+"""The local control planes of a spec: plan it, derive the clusters (fromspec), bring them up, add
+what every real cluster of the fleet provides before Pulumi runs (a default StorageClass).
+
+Used by `hybridml local up`, `scripts/local_up.sh` and the end-to-end tests.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hybridml.local.controlplane import (DEFAULT_CRD_DIR, DEFAULT_STATE_DIR, ClusterDef, ClusterStatus, api_client,
+                                         down, status, up)
+from hybridml.local.fromspec import cluster_name, clusters_from_spec
+from hybridml.local.kubeapi import KubeAPI
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SPEC = "infra/environments/local.yaml"
+STORAGE_CLASS = "hybridml-local"
+# The CRDs the serving stack uses on a local cluster (no Karpenter there): every file of the CRD
+# directory except these.
+SKIP_CRD_PATTERNS = ("karpenter.*",)
+
+
+@dataclass
+class LocalUpResult:
+    environment: str
+    clusters: list[ClusterDef]
+    status: dict[str, ClusterStatus]
+    kubeconfig: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def plan_clusters(spec: str | os.PathLike, sites: Sequence[str] | None = None) -> tuple[Any, list[ClusterDef]]:
+    """(environment, cluster definitions) of a spec. Raises SpecError / PlacementInfeasible."""
+    from infra.loader import load_environment
+    from policies.placement import solve
+
+    env = load_environment(str(spec))
+    plan = solve(env, with_lp_bound=False)
+    return env, clusters_from_spec(env, plan, sites)
+
+
+def crd_patterns(crd_dir: Path | None) -> list[str] | None:
+    if crd_dir is None or not Path(crd_dir).is_dir():
+        return None
+    import fnmatch
+
+    return sorted(p.name for p in Path(crd_dir).iterdir()
+                  if p.suffix in (".yaml", ".yml", ".json") and not any(fnmatch.fnmatch(p.name, s)
+                                                                         for s in SKIP_CRD_PATTERNS))
+
+
+def ensure_storage_class(api: KubeAPI) -> None:
+    """A default StorageClass served by kube-controller-manager's host-path provisioner (volumes are
+    never mounted: the pods are kwok's), like the default class every EKS/on-prem cluster has."""
+    obj = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS,
+                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                     "labels": {"hybridml.io/simulated": "true"}},
+        "provisioner": "kubernetes.io/host-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    }
+    path = "/apis/storage.k8s.io/v1/storageclasses"
+    if api.get_or_none(f"{path}/{STORAGE_CLASS}") is None:
+        api.post(path, obj)
+
+
+def up_local(spec: str | os.PathLike = DEFAULT_SPEC, state_dir: str | os.PathLike | None = None,
+             crd_dir: str | os.PathLike | None = DEFAULT_CRD_DIR, *, sites: Sequence[str] | None = None,
+             log: Callable[[str], None] | None = None) -> LocalUpResult:
+    """Start (or reconcile) one local control plane per site of the spec; idempotent."""
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    env, clusters = plan_clusters(spec, sites)
+    timings["plan"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    crds = Path(crd_dir) if crd_dir is not None else None
+    res = up(clusters, state_dir, crds, crd_patterns=crd_patterns(crds), log=log)
+    timings["control planes"] = time.monotonic() - t1
+    for c in clusters:
+        api = api_client(c.name, state_dir)
+        try:
+            ensure_storage_class(api)
+        finally:
+            api.close()
+    sd = Path(state_dir).resolve() if state_dir is not None else DEFAULT_STATE_DIR
+    timings["total"] = time.monotonic() - t0
+    return LocalUpResult(environment=env.name, clusters=clusters, status=res, kubeconfig=sd / "kubeconfig",
+                         timings=timings)
+
+
+def down_local(state_dir: str | os.PathLike | None = None, spec: str | os.PathLike | None = None,
+               sites: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Stop what `up_local` started: every cluster of the state dir, or only those of ``spec``."""
+    names = None
+    if spec is not None:
+        from infra.loader import load_environment
+
+        env = load_environment(str(spec))
+        names = [cluster_name(s.name) for s in env.sites if sites is None or s.name in sites]
+    return down(state_dir, names)
+
+
+__all__ = ["DEFAULT_SPEC", "DEFAULT_STATE_DIR", "LocalUpResult", "STORAGE_CLASS", "down_local",
+           "ensure_storage_class", "plan_clusters", "status", "up_local"]

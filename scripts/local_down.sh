@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Tear down the `local` stack: `pulumi destroy --stack local` (everything the stack created on the
+# local clusters), then stop the local control planes (only the processes `hybridml local up` started).
+#   scripts/local_down.sh            destroy + stop (cluster data kept in .local/: a later up resumes fast)
+#   scripts/local_down.sh --purge    also delete .local/clusters (etcd data, certificates, logs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STACK=local
+PURGE=0
+[ "${1:-}" = "--purge" ] && PURGE=1
+eval "$(scripts/toolchain.sh --env)"
+# shellcheck source=scripts/pulumi_env.sh
+. scripts/pulumi_env.sh
+
+if pulumi stack select "$STACK" >/dev/null 2>&1; then
+  if .venv/bin/python -m hybridml.commands.local status local >/dev/null 2>&1; then
+    recover_pending "$STACK"
+    pulumi destroy --stack "$STACK" --yes --skip-preview
+  else
+    echo "local control planes are not running: start them (hybridml local up) to destroy what the stack" \
+         "created, or they keep it until --purge" >&2
+    # the provider drops objects of unreachable clusters from the state (deleteUnreachable)
+    pulumi destroy --stack "$STACK" --yes --skip-preview
+  fi
+else
+  echo "no stack $STACK in $PULUMI_BACKEND_URL: nothing to destroy"
+fi
+.venv/bin/python -m hybridml.commands.local down
+if [ "$PURGE" = 1 ]; then
+  rm -rf .local/clusters .local/kubeconfig
+  echo "removed .local/clusters"
+fi

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The main command (README): the whole `local` stack on this machine, in one go.
+#   1. set-up: the virtualenv (scripts/test.sh --setup-only)
+#   2. toolchain: Go-built pulumi, kubernetes provider, Kubernetes, etcd, kwok (cached; no-op when warm)
+#   3. local control planes: one per site of the local spec, nodes simulated by kwok (hybridml local up)
+#   4. pulumi up --stack local --yes (stack created if needed; file:// backend in .state/, local passphrase)
+# Idempotent: a second run changes nothing. Prints the time of each phase.
+#
+#   scripts/local_up.sh                 # everything
+#   scripts/local_up.sh -- --diff       # extra arguments after `--` go to `pulumi up`
+# Environment: PULUMI_BACKEND_URL (default file://$PWD/.state), PULUMI_CONFIG_PASSPHRASE (default
+# local-only: the local stack holds no secret), HYBRIDML_CRD_DIR (default ../shared/crds).
+# GPUs and racks are SIMULATED (kwok fake nodes): no container runs, no cloud or rack is touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STACK=local
+PULUMI_ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --) shift; PULUMI_ARGS+=("$@"); break ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (extra pulumi arguments go after --)" >&2; exit 2 ;;
+  esac
+done
+
+t_all=$(date +%s.%N)
+t_phase=$t_all
+declare -a TIMINGS=()
+phase_done() {
+  local now; now=$(date +%s.%N)
+  TIMINGS+=("$(awk -v a="$now" -v b="$t_phase" -v n="$1" 'BEGIN { printf "%-22s %6.1f s", n, a - b }')")
+  t_phase=$now
+}
+phase() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
+
+phase "set-up (virtualenv)"
+scripts/test.sh --setup-only
+phase_done "set-up"
+
+phase "toolchain"
+eval "$(scripts/toolchain.sh --env)"
+phase_done "toolchain"
+
+# shellcheck source=scripts/pulumi_env.sh
+. scripts/pulumi_env.sh
+
+phase "local control planes (simulated GPUs and racks: kwok nodes)"
+.venv/bin/python -m hybridml.commands.local up local
+phase_done "control planes"
+
+phase "pulumi up --stack $STACK"
+pulumi stack select "$STACK" --create >/dev/null
+recover_pending "$STACK"
+pulumi up --stack "$STACK" --yes --skip-preview "${PULUMI_ARGS[@]}"
+phase_done "pulumi up"
+
+phase "pods"
+kubeconfig=.local/kubeconfig
+for ctx in $(kubectl --kubeconfig "$kubeconfig" config get-contexts -o name); do
+  total=$(kubectl --kubeconfig "$kubeconfig" --context "$ctx" get pods -A --no-headers \
+            --field-selector=status.phase!=Succeeded 2>/dev/null | wc -l)
+  running=$(kubectl --kubeconfig "$kubeconfig" --context "$ctx" get pods -A --no-headers \
+              --field-selector=status.phase=Running 2>/dev/null | wc -l)
+  echo "$ctx: $running pods Running (of $total; kwok-simulated nodes)"
+done
+phase_done "pods check"
+
+printf '\n== timings\n'
+printf '%s\n' "${TIMINGS[@]}"
+awk -v a="$(date +%s.%N)" -v b="$t_all" 'BEGIN { printf "%-22s %6.1f s\n", "total", a - b }'
+echo "kubeconfig: $kubeconfig (contexts hybridml-<site>); tear down: scripts/local_down.sh"

@@ -1,0 +1,467 @@
+"""End to end, for real: the `local` stack through the Go-built Pulumi CLI and Kubernetes provider onto
+local control planes whose nodes are simulated by kwok.
+
+One set of local clusters for the whole module (own state dir, own file:// backend, own copy of the
+project whose stack config is Pulumi.local.yaml with only the kubeconfig pointing at those clusters),
+so a developer's `.local/` clusters and `.state/` stacks are never touched. In order:
+
+1. `pulumi up --stack local --yes` deploys namespaces, quotas and the serving stack; every
+   Deployment/StatefulSet becomes ready, pods Running on kwok nodes; GPU pods only on GPU nodes of
+   the GPU cluster, pii/restricted pods only on on-prem nodes of their zones.
+2. A second `pulumi up` and `pulumi preview --expect-no-changes` report no changes.
+3. The CrossGuard pack through the real CLI: `pulumi preview --policy-pack policies/pack` passes on the
+   shipped stack and blocks deliberately broken variants (tests/e2e/fixtures/broken_program).
+4. `pulumi destroy` removes everything; SIGINT during `pulumi up`, then `pulumi up` again converges
+   with no orphans (pending operations cleared as scripts/pulumi_env.sh does); a final destroy
+   leaves the clusters as `hybridml local up` made them.
+
+Needs the toolchain (scripts/toolchain.sh) and the CRDs (../shared/crds or $HYBRIDML_CRD_DIR). Outside CI
+a missing toolchain skips (reason printed); with CI=true it fails. Timings are printed at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hybridml.local.controlplane import DEFAULT_CRD_DIR, api_client, down
+from hybridml.local.fromspec import cluster_name
+from hybridml.local.sites import up_local
+from infra import labels as L
+from tests.conftest import REPO, require
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+LOCAL_SPEC = REPO / "infra" / "environments" / "local.yaml"
+CRD_DIR = Path(os.environ.get("HYBRIDML_CRD_DIR") or DEFAULT_CRD_DIR)
+PACK = REPO / "policies" / "pack"
+BROKEN_PROGRAM = REPO / "tests" / "e2e" / "fixtures" / "broken_program"
+SITES = ("aws-use1", "dc-local")
+PASSPHRASE = "local-only"   # the local stack holds no secret
+UP_TIMEOUT = 900
+TIMINGS: dict[str, float] = {}
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _toolchain_env() -> dict[str, str]:
+    """The environment `eval "$(scripts/toolchain.sh --env)"` gives, without building anything."""
+    check = subprocess.run(["bash", "scripts/toolchain.sh", "--check"], cwd=REPO, capture_output=True, text=True)
+    require(check.returncode == 0, f"the local toolchain is not built (scripts/toolchain.sh --check: "
+                                   f"{(check.stdout + check.stderr).strip()[-300:]})")
+    out = subprocess.run(["bash", "scripts/toolchain.sh", "--env"], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    env = dict(os.environ)
+    for line in out.splitlines():
+        m = re.match(r'export (\w+)="?(.*?)"?$', line.strip())
+        if m:
+            env[m.group(1)] = m.group(2).replace("$PATH", os.environ.get("PATH", ""))
+    if os.environ.get("HYBRIDML_PULUMI_BIN_DIR"):   # another build of the CLI (e.g. a patched language host)
+        env["PATH"] = os.environ["HYBRIDML_PULUMI_BIN_DIR"] + os.pathsep + env["PATH"]
+    return env
+
+
+class Stack:
+    """A Pulumi project copy + stack in a private file:// backend, run with the Go-built CLI."""
+
+    def __init__(self, root: Path, env: dict[str, str], kubeconfig: Path):
+        self.root = root
+        self.kubeconfig = kubeconfig
+        self.project = root / "project"
+        self.backend = root / "backend"
+        self.backend.mkdir(parents=True, exist_ok=True)
+        self.env = {**env, "PULUMI_BACKEND_URL": f"file://{self.backend}", "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+                    "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+                    "PULUMI_SKIP_CONFIRMATIONS": "true"}
+        self.env.pop("PULUMI_ACCESS_TOKEN", None)
+        venv = Path(sys.prefix)
+        self._copy_project(self.project, REPO / "Pulumi.yaml", REPO / "__main__.py", venv)
+        config = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())
+        config["config"]["hybridml:spec"] = str(LOCAL_SPEC)
+        config["config"]["hybridml:localKubeconfig"] = str(kubeconfig)
+        (self.project / "Pulumi.local.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.pulumi("stack", "init", "local", check=True)
+
+    @staticmethod
+    def _copy_project(dst: Path, pulumi_yaml: Path, main: Path, venv: Path) -> None:
+        dst.mkdir(parents=True, exist_ok=True)
+        project = yaml.safe_load(pulumi_yaml.read_text())
+        project.setdefault("runtime", {}).setdefault("options", {})["virtualenv"] = str(venv)
+        (dst / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+        shutil.copy(main, dst / "__main__.py")
+
+    def pulumi(self, *args: str, cwd: Path | None = None, check: bool = False, timeout: float = UP_TIMEOUT,
+               stack: str | None = None) -> subprocess.CompletedProcess:
+        cmd = ["pulumi", *args, "--non-interactive"]
+        if stack:
+            cmd += ["--stack", stack]
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, cwd=cwd or self.project, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        proc.seconds = time.monotonic() - t0  # type: ignore[attr-defined]
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{_tail(proc)}")
+        return proc
+
+    def up(self, *extra: str) -> subprocess.CompletedProcess:
+        return self.pulumi("up", "--yes", "--skip-preview", "--diff=false", *extra, stack="local", check=True)
+
+    def export(self, stack: str = "local") -> dict:
+        return json.loads(self.pulumi("stack", "export", stack=stack, check=True).stdout)
+
+    def state_objects(self) -> set[tuple[str, str, str, str]]:
+        """(cluster, kind, namespace, name) of every Kubernetes object in the stack's state."""
+        deployment = self.export()["deployment"]
+        providers = {}
+        for r in deployment.get("resources") or []:
+            if r["type"] == "pulumi:providers:kubernetes":
+                providers[f"{r['urn']}::{r['id']}"] = (r.get("inputs") or {}).get("context")
+        out = set()
+        for r in deployment.get("resources") or []:
+            if not r["type"].startswith("kubernetes:") or not r.get("custom"):
+                continue
+            meta = (r.get("outputs") or {}).get("metadata") or (r.get("inputs") or {}).get("metadata") or {}
+            kind = r["type"].rsplit(":", 1)[1]
+            out.add((providers.get(r.get("provider"), "?"), kind, meta.get("namespace") or "", meta.get("name") or ""))
+        return out
+
+
+def _tail(proc, n: int = 6000) -> str:
+    return ((proc.stdout or "") + "\n" + (proc.stderr or ""))[-n:]
+
+
+def _changes(output: str) -> dict[str, int]:
+    """The change counts of a `pulumi up/preview` summary (created, updated, deleted, replaced...)."""
+    out = {}
+    for n, what in re.findall(r"^\s*[-+~]*\s*(\d+) (to create|created|to update|updated|to delete|deleted|"
+                              r"to replace|replaced|to import|imported)\b", output, re.M):
+        out[what] = int(n)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory, request):
+    env = _toolchain_env()
+    require(CRD_DIR.is_dir(), f"the CRD directory {CRD_DIR} is missing (set HYBRIDML_CRD_DIR)")
+    root = tmp_path_factory.mktemp("local-stack")
+    state_dir = root / "clusters"
+    t0 = time.monotonic()
+    try:
+        res = up_local(LOCAL_SPEC, state_dir, CRD_DIR)
+    except BaseException:       # a failed or interrupted start stops what it started
+        down(state_dir)
+        raise
+    TIMINGS["control planes (cold, CRDs included)"] = time.monotonic() - t0
+    yield {"env": env, "root": root, "state_dir": state_dir, "kubeconfig": res.kubeconfig, "t0": t0,
+           "clusters": res.clusters}
+    down(state_dir)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        for k, v in TIMINGS.items():
+            reporter.write_line(f"e2e timing: {k}: {v:.1f} s")
+
+
+@pytest.fixture(scope="module")
+def stack(clusters):
+    return Stack(clusters["root"], clusters["env"], clusters["kubeconfig"])
+
+
+@pytest.fixture(scope="module")
+def apis(clusters):
+    clients = {site: api_client(cluster_name(site), clusters["state_dir"]) for site in SITES}
+    yield clients
+    for c in clients.values():
+        c.close()
+
+
+# --------------------------------------------------------------------------- cluster checks
+
+
+def _items(api, path: str) -> list[dict]:
+    return api.get(path)["items"]
+
+
+def _wait(what: str, done, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(1)
+
+
+def _workloads_ready(apis) -> list[str]:
+    """Deployments/StatefulSets not (yet) ready, as readable strings (empty: all ready)."""
+    bad = []
+    for site, api in apis.items():
+        for kind, path in (("Deployment", "/apis/apps/v1/deployments"), ("StatefulSet", "/apis/apps/v1/statefulsets")):
+            for o in _items(api, path):
+                want = o["spec"].get("replicas", 1)
+                st = o.get("status") or {}
+                if st.get("readyReplicas", 0) != want or st.get("observedGeneration") != o["metadata"]["generation"]:
+                    bad.append(f"{site} {kind} {o['metadata']['namespace']}/{o['metadata']['name']}: "
+                               f"{st.get('readyReplicas', 0)}/{want} ready")
+    return bad
+
+
+def _pods(apis) -> dict[str, list[dict]]:
+    return {site: [p for p in _items(api, "/api/v1/pods") if p["metadata"]["namespace"] != "kube-system"]
+            for site, api in apis.items()}
+
+
+def _nodes(apis) -> dict[str, dict[str, dict]]:
+    return {site: {n["metadata"]["name"]: n for n in _items(api, "/api/v1/nodes")} for site, api in apis.items()}
+
+
+def _gpu_request(pod: dict) -> int:
+    total = 0
+    for c in pod["spec"].get("containers") or []:
+        res = c.get("resources") or {}
+        total += int((res.get("limits") or res.get("requests") or {}).get(L.GPU_RESOURCE, 0) or 0)
+    return total
+
+
+def _pulumi_managed(apis, kinds: set[str]) -> set[tuple[str, str, str, str]]:
+    """Objects in the clusters written by Pulumi (a pulumi-kubernetes field manager), for the given kinds."""
+    out = set()
+    for site, api in apis.items():
+        resources = _discovery(api)
+        for kind in sorted(kinds):
+            path = resources.get(kind)
+            if path is None:
+                continue
+            for o in api.get(path)["items"]:
+                managers = {m.get("manager", "") for m in o["metadata"].get("managedFields") or []}
+                if any(m.startswith("pulumi") for m in managers):
+                    out.add((cluster_name(site), kind, o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+    return out
+
+
+def _discovery(api) -> dict[str, str]:
+    """kind -> list path of every listable resource (core, apps, ... and CRDs)."""
+    paths: dict[str, str] = {}
+    core = api.get("/api/v1")
+    for r in core["resources"]:
+        if "/" not in r["name"] and "list" in r.get("verbs", []):
+            paths.setdefault(r["kind"], f"/api/v1/{r['name']}")
+    for g in api.get("/apis")["groups"]:
+        gv = g["preferredVersion"]["groupVersion"]
+        for r in api.get(f"/apis/{gv}")["resources"]:
+            if "/" not in r["name"] and "list" in r.get("verbs", []):
+                paths.setdefault(r["kind"], f"/apis/{gv}/{r['name']}")
+    return paths
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_up_deploys_the_serving_stack_and_every_workload_becomes_ready(clusters, stack, apis):
+    proc = stack.up()
+    TIMINGS["pulumi up (first)"] = proc.seconds
+    changes = _changes(proc.stdout)
+    assert changes.get("created", 0) > 100, _tail(proc)
+    # Pulumi waited for readiness; the clusters agree
+    _wait("every Deployment/StatefulSet ready", lambda: not _workloads_ready(apis), timeout=60)
+    TIMINGS["warm toolchain -> all pods Running"] = time.monotonic() - clusters["t0"]
+    state = stack.state_objects()
+    kinds = {k for _, k, _, _ in state}
+    assert {"Namespace", "ResourceQuota", "Deployment", "StatefulSet", "Service", "NetworkPolicy"} <= kinds
+    for site in SITES:
+        ctx = cluster_name(site)
+        namespaces = {n for c, k, _, n in state if c == ctx and k == "Namespace"}
+        quotas = {ns for c, k, ns, _ in state if c == ctx and k == "ResourceQuota"}
+        assert {"hybridml-gateway", "ml-internal"} <= namespaces, (site, namespaces)
+        assert quotas and quotas <= namespaces
+    pods = _pods(apis)
+    nodes = _nodes(apis)
+    assert sum(len(p) for p in pods.values()) >= 15
+    for site, site_pods in pods.items():
+        for p in site_pods:
+            if (p.get("status") or {}).get("phase") == "Succeeded":     # Job pods (kwok completes them)
+                continue
+            node = nodes[site].get(p["spec"].get("nodeName"))
+            assert node is not None, f"{site} pod {p['metadata']['name']} not scheduled"
+            assert node["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake"
+            assert node["metadata"]["labels"].get(L.SIMULATED) == "true"
+            assert p["status"]["phase"] == "Running", (site, p["metadata"]["name"], p["status"].get("phase"))
+
+
+def test_gpu_pods_only_on_gpu_nodes_and_sensitive_pods_only_in_their_zones(clusters, apis):
+    pods, nodes = _pods(apis), _nodes(apis)
+    gpu_pods = [(s, p) for s, ps in pods.items() for p in ps if _gpu_request(p)]
+    assert gpu_pods, "the local spec runs GPU pipelines"
+    for site, p in gpu_pods:
+        node = nodes[site][p["spec"]["nodeName"]]
+        assert site == "aws-use1", f"GPU pod {p['metadata']['name']} on {site}"
+        assert int(node["status"]["capacity"].get(L.GPU_RESOURCE, 0)) >= _gpu_request(p)
+        wanted = (p["spec"].get("nodeSelector") or {}).get(L.GPU_PRODUCT)
+        assert wanted is None or node["metadata"]["labels"][L.GPU_PRODUCT] == wanted
+    sensitive = 0
+    for site, ps in pods.items():
+        for p in ps:
+            tier = (p["metadata"].get("labels") or {}).get(L.PRIVACY_TIER) or \
+                p["metadata"]["namespace"].removeprefix("ml-")
+            if tier not in ("pii", "restricted"):
+                continue
+            sensitive += 1
+            node = nodes[site][p["spec"]["nodeName"]]
+            labels = node["metadata"]["labels"]
+            assert labels[L.SITE_KIND] == "datacenter", f"{tier} pod {p['metadata']['name']} on {site}"
+            assert labels[L.PRIVACY_ZONE] in L.zones_allowed_for(tier), (p["metadata"]["name"], labels)
+    assert sensitive >= 2, "the local spec places pii pipelines and feature views on premises"
+
+
+def test_second_up_and_preview_report_no_changes(stack):
+    proc = stack.up()
+    TIMINGS["pulumi up (no-op)"] = proc.seconds
+    changes = _changes(proc.stdout)
+    assert not changes, f"a second `pulumi up` changed {changes}:\n{_tail(proc)}"
+    assert re.search(r"\d+ unchanged", proc.stdout), _tail(proc)
+    preview = stack.pulumi("preview", "--expect-no-changes", "--diff=false", stack="local")
+    TIMINGS["pulumi preview --expect-no-changes"] = preview.seconds
+    assert preview.returncode == 0, _tail(preview)
+
+
+def _require_policy_runtime(proc) -> None:
+    if "RunPlugin not implemented" in proc.stdout + proc.stderr:
+        pytest.fail("the Go-built Python language host cannot run policy packs (RunPlugin not implemented): "
+                    "apply out/patches/langhost-runplugin.patch to scripts/toolchain/langhost/main.go and rebuild "
+                    "(scripts/toolchain.sh)", pytrace=False)
+
+
+def test_crossguard_pack_passes_on_the_shipped_stack(stack):
+    proc = stack.pulumi("preview", "--policy-pack", str(PACK), "--diff=false", stack="local")
+    TIMINGS["pulumi preview --policy-pack (shipped stack)"] = proc.seconds
+    _require_policy_runtime(proc)
+    assert proc.returncode == 0, _tail(proc)
+    assert "hybridml@" in proc.stdout and "[mandatory]" not in proc.stdout, _tail(proc)
+
+
+@pytest.fixture(scope="module")
+def broken(stack, clusters):
+    """The broken-variant program: a project copy with its own stack in the same private backend."""
+    project = clusters["root"] / "broken-program"
+    Stack._copy_project(project, BROKEN_PROGRAM / "Pulumi.yaml", BROKEN_PROGRAM / "__main__.py", Path(sys.prefix))
+    stack.pulumi("stack", "init", "broken", cwd=project, check=True)
+    stack.pulumi("config", "set", "kubeconfig", str(clusters["kubeconfig"]), cwd=project, check=True,
+                 stack="broken")
+    return project
+
+
+@pytest.mark.parametrize("variant,rule", [
+    ("privileged", "pss-privileged"),
+    ("unpinned", "k8s-pinned-images"),
+    ("pii-on-cloud", "privacy-tier-on-allowed-cluster"),
+    ("gpu-untolerated", "gpu-pod-scheduling"),
+])
+def test_crossguard_pack_blocks_a_broken_variant(stack, broken, variant, rule):
+    stack.pulumi("config", "set", "variant", variant, cwd=broken, check=True, stack="broken")
+    proc = stack.pulumi("preview", "--policy-pack", str(PACK), "--diff=false", cwd=broken, stack="broken")
+    _require_policy_runtime(proc)
+    assert proc.returncode != 0, f"the pack let the {variant} variant through:\n{_tail(proc)}"
+    assert re.search(rf"\[mandatory\]\s+{re.escape(rule)}\b", proc.stdout), _tail(proc)
+
+
+def test_crossguard_pack_lets_the_unbroken_control_through(stack, broken):
+    stack.pulumi("config", "set", "variant", "none", cwd=broken, check=True, stack="broken")
+    proc = stack.pulumi("preview", "--policy-pack", str(PACK), "--diff=false", cwd=broken, stack="broken")
+    _require_policy_runtime(proc)
+    assert proc.returncode == 0, _tail(proc)
+
+
+def _assert_clean(apis, stack_objects_before: set) -> None:
+    """Nothing Pulumi wrote is left in the clusters."""
+    kinds = {k for _, k, _, _ in stack_objects_before}
+    left = _pulumi_managed(apis, kinds)
+    assert not left, f"left behind after destroy: {sorted(left)[:20]}"
+    for site, api in apis.items():
+        names = {n["metadata"]["name"] for n in _items(api, "/api/v1/namespaces")}
+        assert names <= {"default", "kube-system", "kube-public", "kube-node-lease"}, (site, names)
+        assert not _items(api, "/api/v1/persistentvolumes"), f"{site}: volumes left behind"
+
+
+def test_destroy_removes_everything_it_created(stack, apis):
+    before = stack.state_objects()
+    proc = stack.pulumi("destroy", "--yes", "--skip-preview", stack="local", check=True)
+    TIMINGS["pulumi destroy"] = proc.seconds
+    assert _changes(proc.stdout).get("deleted", 0) >= len(before), _tail(proc)
+    assert not stack.state_objects()
+    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    _assert_clean(apis, before)
+
+
+def _gone(apis) -> bool:
+    for api in apis.values():
+        if {n["metadata"]["name"] for n in _items(api, "/api/v1/namespaces")} - \
+                {"default", "kube-system", "kube-public", "kube-node-lease"}:
+            return False
+        if _items(api, "/api/v1/persistentvolumes"):
+            return False
+    return True
+
+
+def _recover_pending(stack: Stack) -> int:
+    """What scripts/pulumi_env.sh recover_pending does; returns the number of pending operations."""
+    pending = stack.export()["deployment"].get("pending_operations") or []
+    if pending:
+        stack.pulumi("refresh", "--yes", "--skip-preview", "--clear-pending-creates", stack="local", check=True)
+    return len(pending)
+
+
+def test_interrupted_up_converges_without_orphans(stack, apis):
+    """SIGINT while `pulumi up` creates the stack, then up again: converged, nothing orphaned."""
+    cmd = ["pulumi", "up", "--yes", "--skip-preview", "--diff=false", "--non-interactive", "--stack", "local"]
+    proc = subprocess.Popen(cmd, cwd=stack.project, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        created = 0
+        lines = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:                 # interrupt once a good part is created
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if re.search(r"\bcreated \(", line):
+                created += 1
+            if created >= 40:
+                proc.send_signal(signal.SIGINT)
+                break
+        assert created >= 40, "".join(lines[-50:])
+        try:
+            rest, _ = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:               # a second SIGINT stops it at once (pending operations)
+            proc.send_signal(signal.SIGINT)
+            rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode != 0, "the interrupted update reported success"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    pending = _recover_pending(stack)
+    print(f"interrupted after {created} creates; {pending} pending operations cleared")
+    stack.up()
+    assert not _workloads_ready(apis)
+    preview = stack.pulumi("preview", "--expect-no-changes", "--diff=false", stack="local")
+    assert preview.returncode == 0, _tail(preview)
+    state = stack.state_objects()
+    managed = _pulumi_managed(apis, {k for _, k, _, _ in state})
+    orphans = managed - state
+    assert not orphans, f"objects in the clusters that the stack does not know: {sorted(orphans)[:20]}"
+
+
+def test_final_destroy_leaves_the_clusters_as_local_up_made_them(stack, apis):
+    before = stack.state_objects()
+    stack.pulumi("destroy", "--yes", "--skip-preview", stack="local", check=True)
+    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    _assert_clean(apis, before)
