@@ -100,7 +100,7 @@ class Model:
         return bad
 
     def solve(self, *, relax: bool = False, time_limit: float = 60.0, mip_gap: float = 1e-3,
-              integer_only: set[int] | None = None, start=None) -> Result:
+              start=None) -> Result:
         """Solve; `start` is a feasible point to begin from (HiGHS then only improves and proves)."""
         h = new_highs()
         # One thread and a fixed seed: the same spec gives the same plan, byte for byte.
@@ -124,7 +124,7 @@ class Model:
         lp.a_matrix_.value_ = np.asarray(self.row_value, dtype=float)
         lp.a_matrix_.num_col_ = self.num_vars
         lp.a_matrix_.num_row_ = self.num_rows
-        integer = self.integer if integer_only is None else [i in integer_only for i in range(self.num_vars)]
+        integer = self.integer
         if not relax and any(integer):
             lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                                for i in integer]
