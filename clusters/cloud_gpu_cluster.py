@@ -293,7 +293,8 @@ class CloudGpuCluster(pulumi.ComponentResource):
         gate = readiness_gate(name, parent=self, provider=self.provider, depends_on=ready,
                               facts=cluster_facts(site.name, "cloud", False, tiers, gpu_types))
         self.handle = ClusterHandle(site=site.name, kind="cloud", provider=self.provider, simulated=False,
-                                    gpu_types=gpu_types, privacy_tiers=tiers, ready=[gate], endpoint=self.endpoint)
+                                    gpu_types=gpu_types, privacy_tiers=tiers, ready=[gate], endpoint=self.endpoint,
+                                    kubeconfig=self.kubeconfig)
         self.register_outputs({"cluster_name": cluster_name, "endpoint": self.endpoint,
                                "node_pools": [p.name for p in args.node_pools]})
 

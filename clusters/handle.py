@@ -25,3 +25,7 @@ class ClusterHandle:
     privacy_tiers: list[str] = field(default_factory=list)  # tiers the site may hold
     ready: list[pulumi.Resource] = field(default_factory=list)  # namespaces, CRDs, controllers
     endpoint: pulumi.Output[str] | str | None = None
+    # How another stack reaches this cluster (the fleet stack of a sharded environment, issue 8):
+    # a kubeconfig (its contents as a secret, or a file path for local clusters) and its context.
+    kubeconfig: pulumi.Input[str] | None = None
+    context: str | None = None

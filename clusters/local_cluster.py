@@ -57,5 +57,6 @@ class LocalCluster(pulumi.ComponentResource):
                               facts=cluster_facts(site.name, kind, True, tiers, sorted(args.gpu_types)))
         self.handle = ClusterHandle(
             site=site.name, kind=kind, provider=self.provider, simulated=True, gpu_types=sorted(args.gpu_types),
-            privacy_tiers=tiers, ready=[gate], endpoint=f"kubeconfig {args.kubeconfig_path} context {context}")
+            privacy_tiers=tiers, ready=[gate], endpoint=f"kubeconfig {args.kubeconfig_path} context {context}",
+            kubeconfig=args.kubeconfig_path, context=context)
         self.register_outputs({"context": context, "simulated": True})

@@ -64,5 +64,6 @@ class OnPremCluster(pulumi.ComponentResource):
                               facts=cluster_facts(site.name, "datacenter", False, tiers, gpu_types))
         self.handle = ClusterHandle(site=site.name, kind="datacenter", provider=self.provider, simulated=False,
                                     gpu_types=gpu_types, privacy_tiers=tiers, ready=[gate],
-                                    endpoint=site.kubernetes_api)
+                                    endpoint=site.kubernetes_api,
+                                    kubeconfig=pulumi.Output.secret(args.kubeconfig), context=args.context)
         self.register_outputs({"endpoint": site.kubernetes_api or "", "gpu_types": gpu_types})

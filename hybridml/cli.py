@@ -158,10 +158,23 @@ def preview(
     mode: str = typer.Option("cloud", help="cloud (EKS + on-prem clusters) or local (local control planes)."),
     sites: Optional[str] = typer.Option(None, "--sites", help="Comma-separated sites (a shard); default all."),
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="Use this plan JSON instead of solving."),
+    engine: bool = typer.Option(False, "--engine", help="Preview through the real Pulumi engine instead: SPEC is "
+                                "then an environment (Pulumi.<env>.yaml) and every site stack and the fleet stack "
+                                "run `pulumi preview` (Automation API), like `hybridml up`."),
+    parallel: int = typer.Option(4, "--parallel", help="--engine: how many stacks run at once."),
+    expect_no_changes: bool = typer.Option(False, "--expect-no-changes", help="--engine: fail on any change."),
+    monolithic: bool = typer.Option(False, "--monolithic", help="--engine: the whole-environment stack (<env>)."),
 ) -> None:
-    """Run the Pulumi program offline under Pulumi's mocks: resource counts per type per cluster."""
+    """Preview the Pulumi program: offline under Pulumi's mocks (default: resource counts per type per
+    cluster, no credentials needed), or with --engine through the engine on the environment's stacks."""
     from hybridml.preview import run_preview, write_kubernetes_yaml
 
+    if engine:
+        from hybridml.commands.rollout import run_rollout
+
+        run_rollout(spec, "preview", sites=sites, parallel=parallel, plan_file=plan_file,
+                    expect_no_changes=expect_no_changes, monolithic=monolithic)
+        return
     load(spec)  # spec errors: exit 2 with file:line before anything runs
     if mode not in ("cloud", "local"):
         fail(SpecError("--mode", [SpecIssue(("--mode",), f"must be cloud or local (got {mode!r})")]))
@@ -195,8 +208,7 @@ def _print_preview(result) -> None:
     console.print(f"{result.count} resources built in {result.build_seconds:.2f} s "
                   f"({result.resources_per_second:,.0f} resources/s; {result.resources_per_cpu_second:,.0f} per CPU second; "
                   f"plan {result.plan_seconds:.2f} s, "
-                  f"total {result.total_seconds:.2f} s); workloads "
-                  f"{'deployed' if result.workloads_deployed else 'not deployed: ' + result.workloads_note}")
+                  f"total {result.total_seconds:.2f} s)")
 
 
 @app.command()
@@ -248,9 +260,15 @@ def _register_commands() -> None:
     from hybridml.commands.bootstrap import bootstrap
     from hybridml.commands.check import check
     from hybridml.commands.local import app as local_app
+    from hybridml.commands.rollout import destroy as rollout_destroy
+    from hybridml.commands.rollout import up as rollout_up
+    from hybridml.commands.status import status
 
     app.command()(check)
     app.command("bootstrap")(bootstrap)
+    app.command("up")(rollout_up)
+    app.command("destroy")(rollout_destroy)
+    app.command("status")(status)
     app.add_typer(local_app, name="local")
 
 

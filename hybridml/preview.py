@@ -215,7 +215,6 @@ class PreviewResult:
     total_seconds: float
     plan_seconds: float
     workloads_deployed: bool
-    workloads_note: str = ""
     build_cpu_seconds: float = 0.0            # the same phase in CPU time: independent of other load
     exports: dict[str, Any] = field(default_factory=dict)
 
@@ -391,7 +390,6 @@ def run_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = Non
         cluster_of_provider=cluster_of_provider,
         build_seconds=t_end - timings.get("build_start", t0), total_seconds=t_end - t0,
         plan_seconds=timings.get("plan", 0.0), workloads_deployed=result.workloads is not None,
-        workloads_note=result.workloads_note,
         build_cpu_seconds=cpu_end - timings.get("build_cpu_start", cpu_end),
         exports={k: v for k, v in exports.items()})
 

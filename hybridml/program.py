@@ -6,8 +6,10 @@
 Stack config (namespace `hybridml`, see Pulumi.<stack>.yaml):
     spec                     spec path or shipped name (required)
     mode                     cloud (EKS + on-prem clusters) | local (local control planes, kwok nodes)
-    sites                    optional list: build only these sites (a shard, issue 8); default every
-                             site the plan uses
+    sites                    optional list: build only these sites and their share of the serving
+                             stack (a site stack, issue 8); default every site the plan uses
+    role                     optional `fleet`: the fleet stack of a sharded environment (hybridml/shards.py)
+    siteStacks               fleet role: {site: site stack name} (default <env>-<site>)
     plan                     optional path to a plan JSON (`hybridml plan SPEC --json`): shards of one
                              environment then share one solved plan instead of each solving again
     localKubeconfig          local mode: kubeconfig path (default .local/kubeconfig)
@@ -46,6 +48,8 @@ class ProgramSettings:
     spec: str
     mode: Mode = "cloud"
     sites: tuple[str, ...] | None = None
+    role: Literal["environment", "fleet"] = "environment"
+    site_stacks: dict[str, str] = field(default_factory=dict)
     plan_file: str | None = None
     local_kubeconfig: str = DEFAULT_KUBECONFIG
     local_contexts: dict[str, str] = field(default_factory=dict)
@@ -63,9 +67,18 @@ class ProgramSettings:
         if sites is not None and (not isinstance(sites, list) or not all(isinstance(s, str) for s in sites)):
             raise SpecError("stack config", [SpecIssue((f"{CONFIG_NS}:sites",),
                                                        f"must be a list of site names (got {sites!r})")])
+        role = cfg.get("role") or "environment"
+        if role not in ("environment", "fleet"):
+            raise SpecError("stack config", [SpecIssue((f"{CONFIG_NS}:role",),
+                                                       f"must be environment or fleet (got {role!r})")])
+        site_stacks = cfg.get_object("siteStacks") or {}
+        if not isinstance(site_stacks, dict):
+            raise SpecError("stack config", [SpecIssue((f"{CONFIG_NS}:siteStacks",),
+                                                       f"must map site names to stack names (got {site_stacks!r})")])
         return cls(
             spec=cfg.require("spec"), mode=mode,  # type: ignore[arg-type]
-            sites=tuple(sites) if sites else None,
+            sites=tuple(sites) if sites else None, role=role,  # type: ignore[arg-type]
+            site_stacks={str(k): str(v) for k, v in site_stacks.items()},
             plan_file=cfg.get("plan"),
             local_kubeconfig=cfg.get("localKubeconfig") or DEFAULT_KUBECONFIG,
             local_contexts=dict(cfg.get_object("localContexts") or {}),
@@ -142,7 +155,6 @@ class ProgramResult:
     clusters: dict[str, pulumi.ComponentResource]
     handles: dict[str, ClusterHandle]
     workloads: Any = None
-    workloads_note: str = ""
 
 
 def build_clusters(env: Environment, plan: PlacementPlan, sites: list[str], settings: ProgramSettings,
@@ -178,19 +190,59 @@ def build_clusters(env: Environment, plan: PlacementPlan, sites: list[str], sett
     return out
 
 
-def deploy_workloads(env: Environment, plan: PlacementPlan, handles: dict[str, ClusterHandle]) -> tuple[Any, str]:
-    """The serving stack on the clusters; (its summary or None, a note saying why nothing was deployed)."""
+def deploy_workloads(env: Environment, plan: PlacementPlan, handles: dict[str, ClusterHandle],
+                     shard: bool) -> Any:
+    """The serving stack on the clusters: the whole environment's, or a site shard's share of it."""
     from workloads.stack import deploy_workloads as deploy
 
-    missing = [s for s in plan.used_sites() if s not in handles]
-    if missing:
-        # deploy_workloads takes the whole environment's clusters (it plans cross-site routes); a site
-        # shard (hybridml:sites) deploys its clusters only until it accepts a subset (issue 8).
-        note = (f"site shard without {', '.join(missing)}: workloads.stack deploys whole environments only; "
-                "this stack deploys its clusters and no serving stack")
-        pulumi.log.warn(note)
-        return None, note
-    return deploy(env, plan, handles, parent=None), ""
+    return deploy(env, plan, handles, parent=None, sites=sorted(handles) if shard else None)
+
+
+def fleet_members(env: Environment, plan: PlacementPlan, handles: dict[str, ClusterHandle],
+                  workloads: dict | None) -> dict[str, Any]:
+    """What each site of this stack tells the fleet (exported as `fleet_members`, read by the fleet stack)."""
+    from workloads.render import fleet
+
+    sites = (workloads or {}).get("sites", {})
+    return {name: fleet.member(name, h.kind, plan.digest(), sites.get(name), kubeconfig=h.kubeconfig,
+                               context=h.context)
+            for name, h in handles.items()}
+
+
+def build_fleet_directory(env: Environment, plan: PlacementPlan, members: dict[str, Any],
+                          providers: dict[str, pulumi.ProviderResource],
+                          depends_on: dict[str, list[pulumi.Resource]] | None = None) -> Any:
+    from workloads.fleet_directory import FleetDirectory, FleetDirectoryArgs
+
+    return FleetDirectory(f"{env.name}-fleet-directory", FleetDirectoryArgs(
+        environment=env.name, plan_digest=plan.digest(), members=members, providers=providers,
+        depends_on=depends_on or {}))
+
+
+def run_fleet(settings: ProgramSettings, env: Environment, plan: PlacementPlan) -> ProgramResult:
+    """The fleet stack of a sharded environment: every site stack's outputs by stack reference, the
+    plan-consistency check, the fleet directory on every cluster."""
+    from clusters.referenced_cluster import ReferencedCluster, ReferencedClusterArgs
+
+    used = plan.used_sites()
+    prefix = f"{pulumi.get_organization()}/{pulumi.get_project()}"
+    members: dict[str, Any] = {}
+    providers: dict[str, pulumi.ProviderResource] = {}
+    refs: dict[str, str] = {}
+    for site in used:
+        stack = settings.site_stacks.get(site) or f"{env.name}-{site}"
+        refs[site] = stack
+        ref = pulumi.StackReference(f"{prefix}/{stack}")
+        members[site] = ref.get_output("fleet_members").apply(lambda m, site=site: (m or {}).get(site))
+        providers[site] = ReferencedCluster(f"{site}-referenced", ReferencedClusterArgs(site, members[site])).provider
+    directory = build_fleet_directory(env, plan, members, providers)
+    pulumi.export("environment", env.name)
+    pulumi.export("mode", settings.mode)
+    pulumi.export("role", "fleet")
+    pulumi.export("plan_digest", plan.digest())
+    pulumi.export("site_stacks", refs)
+    pulumi.export("fleet", directory.content)
+    return ProgramResult(env=env, plan=plan, sites=used, clusters={}, handles={}, workloads=None)
 
 
 def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramResult:
@@ -200,10 +252,18 @@ def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramR
     cfg = cfg or pulumi.Config(CONFIG_NS)
     env = load_environment(settings.spec)
     plan = load_plan(env, settings.plan_file)
+    if settings.role == "fleet":
+        return run_fleet(settings, env, plan)
     sites = select_sites(env, plan, settings.sites)
+    shard = settings.sites is not None
     clusters = build_clusters(env, plan, sites, settings, secret=cfg.require_secret, get=cfg.get)
     handles = {name: c.handle for name, c in clusters.items()}  # type: ignore[attr-defined]
-    workloads, note = deploy_workloads(env, plan, handles)
+    workloads = deploy_workloads(env, plan, handles, shard)
+    members = fleet_members(env, plan, handles, workloads)
+    if not shard:
+        # The whole-environment stack publishes the directory itself; shards leave it to the fleet stack.
+        build_fleet_directory(env, plan, members, {n: h.provider for n, h in handles.items() if n in plan.used_sites()},
+                              {n: list(h.ready) for n, h in handles.items()})
 
     summary = {}
     for name in sites:
@@ -215,11 +275,13 @@ def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramR
         summary[name] = row
     pulumi.export("environment", env.name)
     pulumi.export("mode", settings.mode)
+    pulumi.export("role", "site" if shard else "environment")
+    pulumi.export("plan_digest", plan.digest())
     pulumi.export("sites", summary)
     pulumi.export("plan_cost_usd_per_hour", round(plan.cost_usd_per_hour, 2))
-    pulumi.export("workloads", workloads if workloads is not None else {"deployed": False, "why": note})
-    return ProgramResult(env=env, plan=plan, sites=sites, clusters=clusters, handles=handles, workloads=workloads,
-                         workloads_note=note)
+    pulumi.export("workloads", workloads)
+    pulumi.export("fleet_members", members)
+    return ProgramResult(env=env, plan=plan, sites=sites, clusters=clusters, handles=handles, workloads=workloads)
 
 
 def main() -> ProgramResult:

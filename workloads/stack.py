@@ -59,17 +59,25 @@ def _seed(options: WorkloadOptions, clusters: dict[str, ClusterHandle]):
 
 
 def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, ClusterHandle],
-                     parent: pulumi.Resource | None = None, options: WorkloadOptions | None = None) -> dict:
-    """Create the serving stack; return per site what runs there and its endpoints (plain data)."""
+                     parent: pulumi.Resource | None = None, options: WorkloadOptions | None = None,
+                     sites: list[str] | None = None) -> dict:
+    """Create the serving stack; return per site what runs there and its endpoints (plain data).
+
+    `sites`: deploy only these sites' share (a site shard, issue 8). Everything that crosses sites
+    (entry sites, region routes, token budgets, shadow mirrors, peer CIDRs and hostnames) is derived
+    from the whole plan, never from other shards' resources, so every shard renders exactly the
+    objects the whole-environment stack renders for its sites. Default: every site the plan uses.
+    """
     options = options or WorkloadOptions()
-    missing = [s for s in plan.used_sites() if s not in clusters]
+    used = plan.used_sites()
+    wanted = used if sites is None else [s for s in used if s in set(sites)]
+    missing = [s for s in wanted if s not in clusters]
     if missing:
         raise WorkloadsError(f"the plan places work on {', '.join(missing)} but no cluster was given for "
                              f"{'it' if len(missing) == 1 else 'them'}: pass a ClusterHandle per used site")
     secrets = SecretSource(_seed(options, clusters))
     domain = options.zone(env.name)
-    sites = [s for s in plan.used_sites()]
-    entries = planning.entry_sites(env, sites)
+    entries = planning.entry_sites(env, used)
     routes = planning.region_routes(env, plan, entries)
     budgets = planning.tenant_budgets(env, entries)
     mirrors = planning.shadow_mirrors(env, plan, entries)
@@ -77,7 +85,7 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
     base = pulumi.ResourceOptions(parent=parent)
     summary: dict = {"domain": domain, "entries": {r: dict(c) for r, c in entries.items()}, "sites": {}}
 
-    for site in sites:
+    for site in wanted:
         cluster = clusters[site]
         kind = planning.site_kind(env, site)
         ctx = SiteContext(env_name=env.name, site=site, site_kind=kind, domain=domain, images=options.images,

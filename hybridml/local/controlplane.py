@@ -48,6 +48,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = Path(os.environ.get("HYBRIDML_LOCAL_STATE_DIR") or REPO_ROOT / ".local")
 DEFAULT_CRD_DIR = Path(os.environ.get("HYBRIDML_CRD_DIR") or REPO_ROOT.parent / "shared" / "crds")
 
+
+def state_dir_for(environment: str) -> Path:
+    """Where an environment's local control planes live: `.local` for the embedded `local` stack,
+    `.local/envs/<env>` for any other (e.g. the `sim` fleet), so their clusters never collide
+    (both may have a site called aws-use1). The merged kubeconfig is `<state dir>/kubeconfig`."""
+    return DEFAULT_STATE_DIR if environment == "local" else DEFAULT_STATE_DIR / "envs" / environment
+
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 MANAGED_BY_LABEL = "hybridml.io/local-managed-by"

@@ -94,3 +94,12 @@ class PlacementPlan(_Plain):
         """The decision itself, without timings: equal for equal inputs."""
         data = self.model_dump(exclude={"solve_seconds", "baselines"})
         return data
+
+    def digest(self) -> str:
+        """A short fingerprint of the decision: the stacks of a sharded environment export it, and the
+        fleet stack refuses to publish a directory whose sites were deployed from different plans."""
+        import hashlib
+        import json
+
+        blob = json.dumps(self.decisions(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -14,6 +14,11 @@ so a developer's `.local/` clusters and `.state/` stacks are never touched. In o
 4. `pulumi destroy` removes everything; SIGINT during `pulumi up`, then `pulumi up` again converges
    with no orphans (pending operations cleared as scripts/pulumi_env.sh does); a final destroy
    leaves the clusters as `hybridml local up` made them.
+5. The sharded rollout (issue 8) on the same clusters: `hybridml up local` drives the site stacks
+   and the fleet stack through the Automation API and deploys exactly the objects the single stack
+   did plus nothing else; `hybridml preview local --engine --expect-no-changes` passes;
+   `hybridml destroy local` leaves the clusters clean; a site whose cluster is down fails alone (the
+   other site still rolls out, the fleet stack is skipped and says why).
 
 Needs the toolchain (scripts/toolchain.sh) and the CRDs (../shared/crds or $HYBRIDML_CRD_DIR). Outside CI
 a missing toolchain skips (reason printed); with CI=true it fails. Timings are printed at the end.
@@ -49,6 +54,7 @@ SITES = ("aws-use1", "dc-local")
 PASSPHRASE = "local-only"   # the local stack holds no secret
 UP_TIMEOUT = 900
 TIMINGS: dict[str, float] = {}
+MONOLITH: dict[str, set] = {}     # what the whole-environment stack deployed (the sharded rollout must match)
 
 
 # --------------------------------------------------------------------------- environment
@@ -119,9 +125,9 @@ class Stack:
     def export(self, stack: str = "local") -> dict:
         return json.loads(self.pulumi("stack", "export", stack=stack, check=True).stdout)
 
-    def state_objects(self) -> set[tuple[str, str, str, str]]:
+    def state_objects(self, stack: str = "local") -> set[tuple[str, str, str, str]]:
         """(cluster, kind, namespace, name) of every Kubernetes object in the stack's state."""
-        deployment = self.export()["deployment"]
+        deployment = self.export(stack)["deployment"]
         providers = {}
         for r in deployment.get("resources") or []:
             if r["type"] == "pulumi:providers:kubernetes":
@@ -282,6 +288,7 @@ def test_up_deploys_the_serving_stack_and_every_workload_becomes_ready(clusters,
         quotas = {ns for c, k, ns, _ in state if c == ctx and k == "ResourceQuota"}
         assert {"hybridml-gateway", "ml-internal"} <= namespaces, (site, namespaces)
         assert quotas and quotas <= namespaces
+    MONOLITH["objects"] = state
     pods = _pods(apis)
     nodes = _nodes(apis)
     assert sum(len(p) for p in pods.values()) >= 15
@@ -330,6 +337,14 @@ def test_second_up_and_preview_report_no_changes(stack):
     preview = stack.pulumi("preview", "--expect-no-changes", "--diff=false", stack="local")
     TIMINGS["pulumi preview --expect-no-changes"] = preview.seconds
     assert preview.returncode == 0, _tail(preview)
+
+
+def test_fleet_status_reports_the_deployed_stack_healthy(clusters, tmp_path):
+    """`hybridml status local --json` against the deployed clusters: exit 0, every planned pipeline ready
+    (Triton pipelines are "declared": no KServe controller runs on simulated clusters, see hybridml/status.py)."""
+    from tests.status.e2e import check_fleet_status
+
+    TIMINGS["hybridml status local"] = check_fleet_status(clusters["kubeconfig"], tmp_path)
 
 
 def _require_policy_runtime(proc) -> None:
@@ -463,5 +478,95 @@ def test_interrupted_up_converges_without_orphans(stack, apis):
 def test_final_destroy_leaves_the_clusters_as_local_up_made_them(stack, apis):
     before = stack.state_objects()
     stack.pulumi("destroy", "--yes", "--skip-preview", stack="local", check=True)
+    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    _assert_clean(apis, before)
+
+
+# --------------------------------------------------------------------------- sharded rollout (issue 8)
+
+
+def _hybridml(stack: Stack, *args: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess:
+    env = {**stack.env, "HYBRIDML_PROJECT_DIR": str(stack.project), "COLUMNS": "200"}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "hybridml.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    proc.seconds = time.monotonic() - t0  # type: ignore[attr-defined]
+    return proc
+
+
+def _rollout_json(proc) -> dict:
+    start = proc.stdout.index("{")
+    return json.loads(proc.stdout[start:])
+
+
+SHARDS = tuple(f"local-{s}" for s in SITES)
+
+
+def test_sharded_up_deploys_the_same_objects_as_the_single_stack(stack, apis):
+    proc = _hybridml(stack, "up", "local", "--parallel", "2", "--json")
+    TIMINGS["hybridml up local (sharded, from empty)"] = proc.seconds
+    assert proc.returncode == 0, _tail(proc)
+    result = _rollout_json(proc)
+    assert [s["name"] for s in result["stacks"]] == [*SHARDS, "local-fleet"], result
+    assert all(s["state"] == "ok" for s in result["stacks"]), result
+    _wait("every Deployment/StatefulSet ready", lambda: not _workloads_ready(apis), timeout=60)
+    sharded = set().union(*(stack.state_objects(s) for s in (*SHARDS, "local-fleet")))
+    # the shards' objects are disjoint, and together they are exactly what the single stack made
+    per_stack = [stack.state_objects(s) for s in (*SHARDS, "local-fleet")]
+    assert sum(len(o) for o in per_stack) == len(sharded)
+    if MONOLITH.get("objects"):
+        assert sharded == MONOLITH["objects"]
+    # the fleet stack read the site stacks' outputs and published the directory on every cluster
+    for site, api in apis.items():
+        cm = api.get("/api/v1/namespaces/hybridml-gateway/configmaps/hybridml-fleet-directory")
+        directory = json.loads(cm["data"]["fleet.json"])
+        assert set(directory["sites"]) == set(SITES), directory
+        assert all(m["fleet_hostname"] for m in directory["sites"].values())
+    digests = {stack.export(s)["deployment"]["resources"][0]["outputs"].get("plan_digest") for s in SHARDS}
+    assert len(digests) == 1 and None not in digests
+
+
+def test_sharded_noop_preview_and_one_site_up_by_hand(stack):
+    proc = _hybridml(stack, "preview", "local", "--engine", "--expect-no-changes")
+    TIMINGS["hybridml preview local --engine (no-op)"] = proc.seconds
+    assert proc.returncode == 0, _tail(proc)
+    # a site stack is an ordinary stack: `pulumi up --stack local-aws-use1` works and changes nothing
+    proc = stack.pulumi("up", "--yes", "--skip-preview", "--diff=false", stack="local-aws-use1", check=True)
+    assert not _changes(proc.stdout), _tail(proc)
+
+
+def test_sharded_destroy_leaves_the_clusters_clean(stack, apis):
+    before = set().union(*(stack.state_objects(s) for s in (*SHARDS, "local-fleet")))
+    proc = _hybridml(stack, "destroy", "local", "--json")
+    TIMINGS["hybridml destroy local (sharded)"] = proc.seconds
+    assert proc.returncode == 0, _tail(proc)
+    states = [s["name"] for s in _rollout_json(proc)["stacks"]]
+    assert states[0] == "local-fleet"
+    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    _assert_clean(apis, before)
+
+
+def test_a_failing_site_does_not_stop_the_others(clusters, stack, apis):
+    """From empty, with dc-local's API server down: aws-use1 still rolls out, dc-local fails with its
+    error, the fleet stack is skipped naming it; once the cluster is back, destroy cleans up."""
+    from hybridml.local.controlplane import ClusterPaths, _stop, up as cp_up
+
+    dc = [c for c in clusters["clusters"] if c.name == cluster_name("dc-local")]
+    paths = ClusterPaths(clusters["state_dir"] / "clusters" / cluster_name("dc-local"))
+    assert _stop(paths, "kube-apiserver")
+    try:
+        proc = _hybridml(stack, "up", "local", "--json", timeout=600)
+        assert proc.returncode == 1, _tail(proc)
+        states = {s["name"]: s for s in _rollout_json(proc)["stacks"]}
+        assert states["local-aws-use1"]["state"] == "ok", states
+        assert states["local-dc-local"]["state"] == "failed" and states["local-dc-local"]["error"], states
+        assert states["local-fleet"]["state"] == "skipped", states
+        assert "local-dc-local" in states["local-fleet"]["error"]
+    finally:
+        cp_up(dc, clusters["state_dir"], CRD_DIR)
+    before = stack.state_objects("local-aws-use1")
+    assert before
+    proc = _hybridml(stack, "destroy", "local", "--json")
+    assert proc.returncode == 0, _tail(proc)
     _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
     _assert_clean(apis, before)

@@ -224,7 +224,7 @@ def rendered_pods():
     from hybridml.preview import run_preview
 
     result = run_preview(LOCAL_SPEC, mode="local")
-    assert result.workloads_deployed, result.workloads_note
+    assert result.workloads_deployed
     pods = []
     for site, objs in result.kubernetes_objects().items():
         for r in objs:

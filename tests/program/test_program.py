@@ -49,20 +49,6 @@ def test_plan_file_must_match_the_environment(tmp_path, dev_env_plan):
         load_plan(other, str(good))
 
 
-def test_sharded_stack_builds_exactly_the_sites_resources():
-    whole = preview("dev")
-    shard = preview("dev", sites=("dc-ashburn",))
-    assert shard.sites == ["dc-ashburn"]
-    # the cluster component's tree (the serving stack of a shard waits for workloads/ to take a subset)
-    expected = sorted(r.urn for r in whole.resources if whole._component_site.get(r.urn) == "dc-ashburn"
-                      or r.urn.endswith("::dc-ashburn"))
-    got = sorted(r.urn for r in shard.resources if shard._component_site.get(r.urn) == "dc-ashburn"
-                 or r.urn.endswith("::dc-ashburn"))
-    assert got == expected   # same names in a shard: a site moves between stacks without replacement
-    assert {r.urn for r in shard.resources} >= set(got)
-    assert not any(r.type.startswith("aws:") for r in shard.resources)
-
-
 def test_urns_are_unique_and_stable_across_runs():
     first = preview("dev")
     second = preview("dev", stack="preview-dev-again")   # a second, uncached run
@@ -89,10 +75,33 @@ def test_every_kubernetes_object_goes_to_the_cluster_of_its_site():
     assert checked > 30
 
 
-def test_a_shard_says_why_it_deploys_no_serving_stack():
+def test_a_site_shard_builds_exactly_the_whole_stacks_objects_of_its_site():
+    whole = preview("dev")
     shard = preview("dev", sites=("dc-ashburn",))
-    if not shard.workloads_deployed:
-        assert "shard" in shard.workloads_note or "not found" in shard.workloads_note
+    assert shard.workloads_deployed and shard.sites == ["dc-ashburn"]
+
+    def objects(result, site):
+        return {r.urn: r.props for r in result.resources
+                if r.type.startswith("kubernetes:") and result.cluster_of_provider.get(r.provider_urn) == site}
+
+    mine = objects(shard, "dc-ashburn")
+    theirs = objects(whole, "dc-ashburn")
+    # The whole stack also writes the fleet directory (the fleet stack does that for shards).
+    directory = {k for k in theirs if k.endswith("-fleet-directory")}
+    assert len(directory) == 1
+    assert set(mine) == set(theirs) - directory
+    assert all(mine[k] == theirs[k] for k in mine)
+    assert len(mine) > 50
+    # the cluster component's tree too: same URNs in a shard, so a site moves between stacks without replacement
+    cluster_tree = sorted(r.urn for r in whole.resources if whole._component_site.get(r.urn) == "dc-ashburn")
+    assert cluster_tree and cluster_tree == sorted(r.urn for r in shard.resources
+                                                   if shard._component_site.get(r.urn) == "dc-ashburn")
+    assert not any(r.type.startswith("aws:") for r in shard.resources)
+    assert not objects(shard, "aws-use1")
+    assert shard.exports["role"] == "site" and whole.exports["role"] == "environment"
+    assert shard.exports["plan_digest"] == whole.exports["plan_digest"]
+    member = shard.exports["fleet_members"]["dc-ashburn"]
+    assert member["kind"] == "datacenter" and member["pipelines"] > 0 and member["fleet_hostname"]
 
 
 def test_exports_summarise_what_runs_where(dev_env_plan):

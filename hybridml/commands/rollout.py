@@ -1,0 +1,117 @@
+"""`hybridml up ENV`, `hybridml destroy ENV` and `hybridml preview ENV --engine`: the environment's
+site stacks and fleet stack through the Pulumi Automation API (hybridml/rollout.py), in parallel and
+in dependency order, with live per-stack progress and a summary.
+
+Exit codes: 0 every stack succeeded, 1 a stack failed (the others still ran; its error is shown),
+2 bad input (unknown environment or site, unreadable plan, missing stack config).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+ENV_HELP = "Environment: the name of its stack config Pulumi.<env>.yaml (local, sim, dev, prod)."
+SITES_HELP = "Comma-separated sites: roll out only their stacks (then the fleet stack); default every used site."
+PARALLEL_HELP = "How many stacks run at once."
+STATE_STYLE = {"waiting": "dim", "running": "yellow", "ok": "green", "failed": "bold red", "skipped": "magenta"}
+
+
+def _table(runs, action: str, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("stack", "role", "state", "steps" if action != "preview" else "planned", "changes", "time", "detail"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("steps", "planned", "time") else "left")
+    for r in runs:
+        changes = ", ".join(f"{k} {v}" for k, v in sorted(r.changes.items())) or "-"
+        detail = r.error if r.error else (r.last if r.state == "running" else "")
+        table.add_row(r.name, r.role, f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", str(r.steps), changes,
+                      f"{r.seconds:.0f} s" if r.seconds else "", detail)
+    return table
+
+
+def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel: int, plan_file: Optional[Path],
+                expect_no_changes: bool = False, remove: bool = False, monolithic: bool = False,
+                json_out: bool = False) -> None:
+    from hybridml.cli import console, err_console, fail
+    from hybridml.rollout import RolloutError, rollout
+    from hybridml.shards import ShardError
+    from infra.errors import HybridmlError, SpecError, SpecIssue
+
+    if parallel < 1:
+        fail(SpecError("--parallel", [SpecIssue(("--parallel",), f"must be at least 1 (got {parallel})")]))
+    if plan_file is not None and not plan_file.is_file():
+        fail(SpecError(str(plan_file), [SpecIssue(("--plan",), "no such plan file")]))
+    title = f"hybridml {action} {environment}" + (" (monolithic stack)" if monolithic else " (site stacks, then fleet)")
+    from hybridml.rollout import LOG_DIR, project_dir
+
+    log_dir = project_dir() / LOG_DIR / f"{environment}-{action}"
+    live = Live(_table([], action, title), console=console, refresh_per_second=4, transient=False,
+                auto_refresh=False) if not json_out else None
+
+    def on_tick(runs) -> None:
+        if live is not None:
+            live.update(_table(runs, action, title), refresh=True)
+
+    try:
+        if live is not None:
+            live.start()
+        result = rollout(environment, action, sites=sites.split(",") if sites else None,  # type: ignore[arg-type]
+                         parallel=parallel, plan_file=str(plan_file) if plan_file else None,
+                         expect_no_changes=expect_no_changes, remove=remove, monolithic=monolithic,
+                         on_tick=on_tick, log_dir=log_dir)
+    except HybridmlError as exc:
+        if live is not None:
+            live.stop()
+        fail(exc)
+    except (RolloutError, ShardError, ValueError, OSError) as exc:
+        if live is not None:
+            live.stop()
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2)
+    finally:
+        if live is not None and live.is_started:
+            live.stop()
+    if json_out:
+        console.print_json(json.dumps(result.to_json()))
+    else:
+        ok = sum(1 for s in result.stacks if s.ok)
+        steps = sum(s.steps for s in result.stacks)
+        console.print(f"{action} {environment}: {ok}/{len(result.stacks)} stacks ok in {result.seconds:.1f} s "
+                      f"({steps} resource steps, {steps / max(result.seconds, 1e-9):.0f}/s); plan {result.plan_path}; "
+                      f"engine logs in {log_dir}/")
+        for s in result.stacks:
+            if not s.ok:
+                err_console.print(f"[bold red]{s.name}[/] {s.state}: {s.error} (log: {log_dir}/{s.name}.log)",
+                                  highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def up(
+    environment: str = typer.Argument(..., help=ENV_HELP),
+    sites: Optional[str] = typer.Option(None, "--sites", help=SITES_HELP),
+    parallel: int = typer.Option(4, "--parallel", help=PARALLEL_HELP),
+    plan_file: Optional[Path] = typer.Option(None, "--plan", help="Deploy this plan JSON instead of solving."),
+    monolithic: bool = typer.Option(False, "--monolithic", help="One stack for the whole environment (<env>)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (no live table)."),
+) -> None:
+    """Deploy the environment: every site stack in parallel, then the fleet stack."""
+    run_rollout(environment, "up", sites=sites, parallel=parallel, plan_file=plan_file, monolithic=monolithic,
+                json_out=json_out)
+
+
+def destroy(
+    environment: str = typer.Argument(..., help=ENV_HELP),
+    sites: Optional[str] = typer.Option(None, "--sites", help=SITES_HELP),
+    parallel: int = typer.Option(4, "--parallel", help=PARALLEL_HELP),
+    remove: bool = typer.Option(False, "--remove", help="Also remove the emptied stacks."),
+    monolithic: bool = typer.Option(False, "--monolithic", help="Destroy the whole-environment stack (<env>)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (no live table)."),
+) -> None:
+    """Destroy the environment: the fleet stack first, then the site stacks in parallel."""
+    run_rollout(environment, "destroy", sites=sites, parallel=parallel, plan_file=None, remove=remove,
+                monolithic=monolithic, json_out=json_out)

@@ -1,0 +1,309 @@
+"""Sharded rollout through the Pulumi Automation API (issue 8): `hybridml up|preview --engine|destroy ENV`.
+
+Solves the environment's placement once and writes it to ``.local/plans/<env>.json``; derives the
+site stacks and the fleet stack (hybridml/shards.py) with their config from the environment's stack
+(``Pulumi.<env>.yaml``, secrets decrypted through the engine and re-encrypted per stack); runs them
+wave by wave (site stacks in parallel, then the fleet stack; the reverse for destroy), each through
+the same Pulumi program and CLI a user runs with ``pulumi up --stack <env>-<site>``. One failing stack
+does not stop the others; the stacks that depend on it are skipped and say why.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hybridml.shards import (Action, ConfigEntry, StackSpec, blocked_by, parse_stack_config_yaml, stack_specs, waves,
+                             whole_stack_spec)
+from hybridml.shards import select as select_sites
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PLAN_DIR = Path(".local") / "plans"       # relative to the project directory (the programs' cwd)
+LOG_DIR = Path(".local") / "rollout-logs"
+LOCAL_PASSPHRASE = "local-only"   # as scripts/pulumi_env.sh: simulated environments hold no secret
+
+
+@dataclass
+class StackRun:
+    """What happened to one stack: live counters (progress) and the result."""
+
+    name: str
+    role: str
+    state: str = "waiting"             # waiting | running | ok | failed | skipped
+    steps: int = 0                     # resource steps finished (or planned, for preview)
+    changes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str = ""
+    resources: int = 0                 # resources in the stack after the run
+    last: str = ""                     # the last resource touched (progress line)
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
+@dataclass
+class RolloutResult:
+    environment: str
+    action: Action
+    plan_path: str | None
+    stacks: list[StackRun]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.stacks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"environment": self.environment, "action": self.action, "plan": self.plan_path, "ok": self.ok,
+                "seconds": round(self.seconds, 2),
+                "stacks": [{"name": s.name, "role": s.role, "state": s.state, "seconds": round(s.seconds, 2),
+                            "changes": s.changes, "resources": s.resources, "error": s.error} for s in self.stacks]}
+
+
+class RolloutError(Exception):
+    """The rollout cannot start (bad environment config, no toolchain); exit 2."""
+
+
+# --------------------------------------------------------------------------- environment of the CLI
+
+
+def project_dir() -> Path:
+    """The Pulumi project the stacks run (Pulumi.yaml, Pulumi.<stack>.yaml): this repository, or
+    $HYBRIDML_PROJECT_DIR (a copy of Pulumi.yaml + __main__.py elsewhere, as the end-to-end tests use)."""
+    return Path(os.environ.get("HYBRIDML_PROJECT_DIR") or REPO_ROOT).resolve()
+
+
+def pulumi_environment(mode: str) -> dict[str, str]:
+    """Env vars for the Pulumi CLI, as scripts/pulumi_env.sh sets them for the local stack; a passphrase
+    default only for simulated (local-mode) environments."""
+    env = {"PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
+    if not os.environ.get("PULUMI_BACKEND_URL"):
+        state = project_dir() / ".state"
+        state.mkdir(exist_ok=True)
+        env["PULUMI_BACKEND_URL"] = f"file://{state}"
+    if mode == "local" and not os.environ.get("PULUMI_CONFIG_PASSPHRASE") \
+            and not os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+        env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
+    from hybridml.local.toolchain import toolchain_bin_dirs
+
+    path = os.pathsep.join([*(str(d) for d in toolchain_bin_dirs() if d.is_dir()), os.environ.get("PATH", "")])
+    env["PATH"] = path
+    return env
+
+
+def base_config(environment: str, workspace) -> dict[str, ConfigEntry]:
+    """The environment stack's config (Pulumi.<env>.yaml); secret values decrypted through the engine."""
+    path = project_dir() / f"Pulumi.{environment}.yaml"
+    if not path.exists():
+        raise RolloutError(f"{path.name}: no such stack config; every environment has one "
+                           f"(hybridml:spec, hybridml:mode, ...)")
+    try:
+        entries = parse_stack_config_yaml(yaml.safe_load(path.read_text()), path.name)
+    except yaml.YAMLError as exc:
+        raise RolloutError(f"{path.name}: not YAML: {exc}") from None
+    if any(e.secret for e in entries.values()):
+        from pulumi import automation as auto
+
+        stack = auto.Stack.create_or_select(environment, workspace)
+        decrypted = stack.get_all_config()
+        entries = {k: ConfigEntry(decrypted[k].value, True) if e.secret else e for k, e in entries.items()}
+    if "hybridml:spec" not in entries:
+        raise RolloutError(f"{path.name}: config: hybridml:spec is required")
+    return entries
+
+
+# --------------------------------------------------------------------------- running one stack
+
+
+def _short_error(exc: Exception, diagnostics: list[str]) -> str:
+    if diagnostics:
+        return " | ".join(d.strip().splitlines()[0][:300] for d in diagnostics[-3:])
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "error" in ln.lower()]
+    return (lines[-1] if lines else text.strip().splitlines()[-1] if text.strip() else repr(exc))[:500]
+
+
+def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expect_no_changes: bool = False,
+              parallel: int | None = None, remove: bool = False, log_dir: Path | None = None) -> None:
+    from pulumi import automation as auto
+
+    run.state = "running"
+    t0 = time.monotonic()
+    diagnostics: list[str] = []
+    log = open(log_dir / f"{spec.name}.log", "w") if log_dir else None
+
+    def on_event(ev) -> None:
+        if ev.res_outputs_event is not None and action != "preview":
+            run.steps += 1
+            run.last = ev.res_outputs_event.metadata.urn.rsplit("::", 1)[-1]
+        elif ev.resource_pre_event is not None and action == "preview":
+            run.steps += 1
+            run.last = ev.resource_pre_event.metadata.urn.rsplit("::", 1)[-1]
+        elif ev.diagnostic_event is not None and ev.diagnostic_event.severity == "error":
+            diagnostics.append(ev.diagnostic_event.message)
+        elif ev.summary_event is not None:
+            run.changes = {str(k): int(v) for k, v in (ev.summary_event.resource_changes or {}).items()}
+
+    def on_output(line: str) -> None:
+        if log:
+            log.write(line if line.endswith("\n") else line + "\n")
+
+    try:
+        if action == "destroy":
+            try:
+                stack = auto.Stack.select(spec.name, workspace)
+            except auto.StackNotFoundError:
+                run.state, run.error = "ok", "no such stack (nothing to destroy)"
+                return
+            stack.destroy(on_event=on_event, on_output=on_output, parallel=parallel)
+            if remove:
+                workspace.remove_stack(spec.name)
+        else:
+            stack = auto.Stack.create_or_select(spec.name, workspace)
+            if spec.config:
+                stale = [k for k in stack.get_all_config() if k not in spec.config]
+                if stale:
+                    stack.remove_all_config(stale)
+                stack.set_all_config({k: auto.ConfigValue(v.value, secret=v.secret) for k, v in spec.config.items()})
+            _recover_pending(stack, on_output)
+            if action == "up":
+                stack.up(on_event=on_event, on_output=on_output, parallel=parallel)
+            else:
+                stack.preview(on_event=on_event, on_output=on_output, parallel=parallel,
+                              expect_no_changes=expect_no_changes)
+        if action != "destroy" or not remove:
+            run.resources = _resource_count(spec.name, workspace)
+        run.state = "ok"
+    except Exception as exc:  # noqa: BLE001 - one stack's failure is reported, the others go on
+        run.state = "failed"
+        run.error = _short_error(exc, diagnostics)
+    finally:
+        run.seconds = time.monotonic() - t0
+        if log:
+            log.close()
+
+
+def _recover_pending(stack, on_output: Callable[[str], None]) -> None:
+    """An update killed mid-way leaves pending operations; clear them (server-side apply adopts the
+    objects on the next up) as scripts/pulumi_env.sh's recover_pending does for the local stack."""
+    try:
+        deployment = stack.export_stack().deployment or {}
+    except Exception:  # noqa: BLE001 - a brand-new stack has nothing to export
+        return
+    if deployment.get("pending_operations"):
+        on_output(f"stack {stack.name}: clearing pending operations of an interrupted update\n")
+        stack.refresh(clear_pending_creates=True, on_output=on_output)
+
+
+def _resource_count(name: str, workspace) -> int:
+    try:
+        return next((r.resource_count or 0 for r in workspace.list_stacks() if r.name == name), 0)
+    except Exception:  # noqa: BLE001 - a count is informative only
+        return 0
+
+
+# --------------------------------------------------------------------------- the rollout
+
+
+def prepare(environment: str, action: Action, sites: list[str] | None, plan_file: str | None,
+            with_fleet: bool = True, monolithic: bool = False) -> tuple[list[StackSpec], str | None, dict[str, str], Any]:
+    """(stacks, plan path, CLI env vars, workspace). Solves and writes the plan for up/preview."""
+    from pulumi import automation as auto
+
+    from infra.loader import load_environment
+    from policies.placement.plan import PlacementPlan
+
+    root = project_dir()
+    config_file = root / f"Pulumi.{environment}.yaml"
+    if not config_file.exists():
+        raise RolloutError(f"{config_file}: no such stack config; an environment is a Pulumi.<env>.yaml "
+                           f"(hybridml:spec, hybridml:mode, ...) in {root}")
+    raw = parse_stack_config_yaml(yaml.safe_load(config_file.read_text()), config_file.name)
+    mode = raw.get("hybridml:mode", ConfigEntry("cloud")).value
+    env_vars = pulumi_environment(mode)
+    os.environ.update(env_vars)   # the Automation API runs the CLI with this process's environment
+    workspace = auto.LocalWorkspace(work_dir=str(root), env_vars=env_vars)
+    config = base_config(environment, workspace)
+    spec_path = config["hybridml:spec"].value
+    if not Path(spec_path).is_absolute() and (root / spec_path).exists():
+        spec_path = str(root / spec_path)   # stack config paths are relative to the project
+    env = load_environment(spec_path)
+    if plan_file is not None:
+        plan_path = Path(plan_file).resolve()
+        plan = PlacementPlan.model_validate_json(plan_path.read_text())
+    else:
+        plan_path = PLAN_DIR / f"{environment}.json"
+        if action == "destroy" and (root / plan_path).exists():
+            plan = PlacementPlan.model_validate_json((root / plan_path).read_text())
+        else:
+            from policies.placement import solve
+
+            plan = solve(env, with_lp_bound=False)
+            (root / plan_path).parent.mkdir(parents=True, exist_ok=True)
+            (root / plan_path).write_text(plan.model_dump_json(indent=1))
+    used = plan.used_sites()
+    selected = select_sites(used, [s.name for s in env.sites], sites)
+    if monolithic:
+        if sites:
+            raise RolloutError("--monolithic deploys the whole environment: it takes no --sites")
+        specs = [whole_stack_spec(environment)]
+    else:
+        specs = stack_specs(environment, used, selected, str(plan_path), config, with_fleet=with_fleet)
+    return specs, str(plan_path), env_vars, workspace
+
+
+def rollout(environment: str, action: Action, *, sites: list[str] | None = None, parallel: int = 4,
+            plan_file: str | None = None, expect_no_changes: bool = False, remove: bool = False,
+            with_fleet: bool = True, monolithic: bool = False, resource_parallel: int | None = None,
+            stacks: Callable[[list[StackSpec]], list[StackSpec]] | None = None,
+            on_tick: Callable[[list[StackRun]], None] | None = None, log_dir: Path | None = None) -> RolloutResult:
+    t0 = time.monotonic()
+    # Destroying some sites leaves the fleet stack alone: it still lists the others (the next up refreshes it).
+    with_fleet = with_fleet and not (action == "destroy" and sites)
+    specs, plan_path, _, workspace = prepare(environment, action, sites, plan_file, with_fleet, monolithic)
+    if stacks is not None:          # a caller-built layout over the same plan (scripts/bench_rollout.py)
+        specs = stacks(specs)
+    runs = {s.name: StackRun(s.name, s.role) for s in specs}
+    ordered = [runs[s.name] for wave in waves(specs, action) for s in wave]
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def ticker() -> None:
+        while not stop.wait(0.25):
+            if on_tick:
+                on_tick(ordered)
+
+    tick = threading.Thread(target=ticker, daemon=True)
+    tick.start()
+    failed: set[str] = set()
+    try:
+        for wave in waves(specs, action):
+            runnable = []
+            for spec in wave:
+                # destroy: a site stack goes even if the fleet stack failed (its references only read)
+                blockers = blocked_by(spec, failed) if action != "destroy" else []
+                if blockers:
+                    runs[spec.name].state = "skipped"
+                    runs[spec.name].error = f"skipped: depends on failed {', '.join(blockers)}"
+                else:
+                    runnable.append(spec)
+            with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+                list(pool.map(lambda sp: run_stack(sp, action, workspace, runs[sp.name],
+                                                   expect_no_changes=expect_no_changes, parallel=resource_parallel,
+                                                   remove=remove, log_dir=log_dir), runnable))
+            failed |= {s.name for s in wave if runs[s.name].state in ("failed", "skipped")}
+    finally:
+        stop.set()
+        tick.join()
+        if on_tick:
+            on_tick(ordered)
+    return RolloutResult(environment, action, plan_path, ordered, time.monotonic() - t0)

@@ -1,0 +1,154 @@
+"""How an environment splits into Pulumi stacks (issue 8). Pure: no Pulumi, no I/O.
+
+One monolithic stack of prod is thousands of objects over seven clusters, and the Pulumi engine's
+cost grows faster than linearly with a stack's size (every step rewrites the whole checkpoint). So an
+environment deploys as:
+
+* one **site stack** per site the plan uses, ``<env>-<site>``: that site's cluster and its share of
+  the serving stack (the program with ``hybridml:sites: [<site>]``). Site stacks do not depend on one
+  another: everything crossing sites (routes, peer hostnames, CIDRs) derives from the shared plan.
+* one **fleet stack**, ``<env>-fleet`` (``hybridml:role: fleet``): reads every site stack's outputs by
+  stack reference, checks they were all deployed from the same plan, and publishes the fleet
+  directory (every site's gateway hostnames) onto every cluster. It runs after the site stacks and
+  is destroyed before them.
+
+Every stack's config derives from the environment's own stack config (``Pulumi.<env>.yaml``),
+secrets included, plus the shard keys below; the solved plan is one file all shards read
+(``hybridml:plan``), so no shard solves again and all agree.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CONFIG_NS = "hybridml"
+FLEET = "fleet"
+Action = Literal["up", "preview", "destroy"]
+_STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    value: str
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """One stack of a sharded environment: its name, what it builds and its own config keys."""
+
+    name: str
+    role: Literal["site", "fleet", "environment"]
+    sites: tuple[str, ...]
+    config: dict[str, ConfigEntry] = field(default_factory=dict)
+    after: tuple[str, ...] = ()       # stacks that must be up before this one (stack references)
+
+
+def site_stack_name(environment: str, site: str) -> str:
+    return f"{environment}-{site}"
+
+
+def fleet_stack_name(environment: str) -> str:
+    return f"{environment}-{FLEET}"
+
+
+class ShardError(ValueError):
+    """A sharding request that cannot be honoured (unknown site, bad stack name)."""
+
+
+def select(used_sites: list[str], all_sites: list[str], requested: list[str] | None) -> list[str]:
+    """Site stacks to act on: the requested ones (must be sites of the environment), else every used site."""
+    if not requested:
+        return list(used_sites)
+    unknown = [s for s in requested if s not in all_sites]
+    if unknown:
+        raise ShardError(f"--sites: no site {', '.join(repr(s) for s in unknown)} in the environment "
+                         f"(sites: {', '.join(all_sites)})")
+    return [s for s in all_sites if s in set(requested)]
+
+
+def stack_specs(environment: str, used_sites: list[str], selected: list[str], plan_path: str,
+                base_config: dict[str, ConfigEntry], *, with_fleet: bool = True) -> list[StackSpec]:
+    """The stacks of a rollout, in dependency order: the selected site stacks, then the fleet stack.
+
+    The fleet stack references every *used* site's stack (not only the selected ones): a partial
+    rollout (`--sites`) refreshes the directory from what the other sites last deployed.
+    """
+    for s in [*used_sites, *selected]:
+        if not _STACK_NAME.match(site_stack_name(environment, s)):
+            raise ShardError(f"site {s!r}: {site_stack_name(environment, s)!r} is not a valid Pulumi stack name")
+    if FLEET in used_sites:
+        raise ShardError(f"a site may not be called {FLEET!r}: the fleet stack is named {fleet_stack_name(environment)}")
+    shard_keys = {f"{CONFIG_NS}:sites", f"{CONFIG_NS}:plan", f"{CONFIG_NS}:role", f"{CONFIG_NS}:siteStacks"}
+    base = {k: v for k, v in base_config.items() if k not in shard_keys}
+    plan = {f"{CONFIG_NS}:plan": ConfigEntry(plan_path)}
+    specs = [StackSpec(name=site_stack_name(environment, s), role="site", sites=(s,),
+                       config={**base, **plan, f"{CONFIG_NS}:sites": ConfigEntry(_json([s]))})
+             for s in selected]
+    if with_fleet:
+        refs = {s: site_stack_name(environment, s) for s in used_sites}
+        specs.append(StackSpec(
+            name=fleet_stack_name(environment), role="fleet", sites=tuple(used_sites),
+            config={**base, **plan, f"{CONFIG_NS}:role": ConfigEntry(FLEET),
+                    f"{CONFIG_NS}:siteStacks": ConfigEntry(_json(refs))},
+            after=tuple(refs[s] for s in used_sites)))
+    return specs
+
+
+def whole_stack_spec(environment: str) -> StackSpec:
+    """The environment's own stack (``<env>``, Pulumi.<env>.yaml) holding every site: the monolithic
+    layout, for small environments and for measuring what sharding buys. Its config is the user's
+    file, left untouched (no config to set: the program solves the same deterministic plan itself)."""
+    return StackSpec(name=environment, role="environment", sites=(), config={})
+
+
+def waves(specs: list[StackSpec], action: Action) -> list[list[StackSpec]]:
+    """Groups of stacks that may run in parallel, in order. up/preview: dependencies first;
+    destroy: dependents first (the fleet stack goes before the site stacks it references)."""
+    names = {s.name for s in specs}
+    remaining = list(specs)
+    done: set[str] = set()
+    out: list[list[StackSpec]] = []
+    while remaining:
+        ready = [s for s in remaining if all(a in done or a not in names for a in s.after)]
+        if not ready:
+            raise ShardError("stack dependencies form a cycle: " + ", ".join(s.name for s in remaining))
+        out.append(ready)
+        done.update(s.name for s in ready)
+        remaining = [s for s in remaining if s.name not in done]
+    return list(reversed(out)) if action == "destroy" else out
+
+
+def blocked_by(spec: StackSpec, failed: set[str]) -> list[str]:
+    """The failed stacks this one depends on (it is skipped, with them named, rather than run)."""
+    return [a for a in spec.after if a in failed]
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def parse_stack_config_yaml(doc: Any, path: str) -> dict[str, ConfigEntry]:
+    """The `config:` block of a Pulumi.<stack>.yaml as entries; `secure:` values are marked secret
+    with no value (the caller decrypts them through the engine). Objects/lists become JSON with
+    their paths kept (Pulumi's structured config)."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ShardError(f"{path}: not a mapping")
+    config = doc.get("config") or {}
+    if not isinstance(config, dict):
+        raise ShardError(f"{path}: config: not a mapping")
+    out: dict[str, ConfigEntry] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            out[str(key)] = ConfigEntry("", secret=True)
+        elif isinstance(value, (dict, list)):
+            out[str(key)] = ConfigEntry(_json(value))
+        else:
+            out[str(key)] = ConfigEntry("" if value is None else str(value).lower() if isinstance(value, bool)
+                                        else str(value))
+    return out
