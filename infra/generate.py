@@ -108,8 +108,15 @@ def _datacenter(name: str, index: int, racks_scale: float, max_racks: int | None
     }
 
 
-def generate(profile: str = "prod", scale: int = 1, seed: int = 7) -> dict:
-    """Build an environment dict. profile: 'dev' (1 region + 1 datacenter) or 'prod'; scale multiplies the catalog."""
+SIM_DESCRIPTION = ("Simulated fleet: the prod catalog and sites on local control planes whose nodes are kwok fake "
+                   "nodes; the GPUs and racks are simulated, not real (`hybridml local up sim`).")
+
+
+def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str | None = None,
+             description: str | None = None) -> dict:
+    """Build an environment dict. profile: 'dev' (1 region + 1 datacenter) or 'prod'; scale multiplies the catalog.
+    name/description override the defaults (the `sim` environment is prod's catalog and sites under another name)."""
+    env_name, env_description = name, description  # `name` is reused by the loops below
     rng = random.Random(seed)
     if profile == "dev":
         clouds, dcs, regions = ["aws-use1"], ["dc-ashburn"], ["us-east", "us-west"]
@@ -213,9 +220,9 @@ def generate(profile: str = "prod", scale: int = 1, seed: int = 7) -> dict:
             {"pipeline": name, "tokens_per_minute": rng.choice([100_000, 250_000, 500_000, 1_000_000])} for name in picks]})
 
     return {
-        "name": profile if scale == 1 else f"{profile}-x{scale}",
-        "description": ("One AWS region and one datacenter for integration." if profile == "dev" else
-                        "Reference scale: 4 AWS regions, 3 own datacenters, ~250 pipelines."),
+        "name": env_name or (profile if scale == 1 else f"{profile}-x{scale}"),
+        "description": env_description or ("One AWS region and one datacenter for integration." if profile == "dev" else
+                                       "Reference scale: 4 AWS regions, 3 own datacenters, ~250 pipelines."),
         "user_regions": [{"name": r, "jurisdiction": USER_REGIONS[r]} for r in regions],
         "sites": sites,
         "network": {"user_rtt_ms": user_rtt, "site_rtt_ms": site_rtt},

@@ -1,4 +1,5 @@
-"""`hybridml local up|down|status [SPEC]`: the local control planes of the `local` stack.
+"""`hybridml local up|down|status [SPEC]`: the local control planes of the `local` stack (or of another
+environment, e.g. `sim`: the prod catalog on a kwok fleet at reference scale).
 
 Registered in hybridml/cli.py with::
 
@@ -9,6 +10,8 @@ One local Kubernetes control plane per site of the spec (etcd, kube-apiserver, c
 scheduler, kwok) on 127.0.0.1, built by scripts/toolchain.sh. GPUs and racks are SIMULATED: the nodes
 are kwok fake nodes carrying the labels, taints and capacities of the real instances and hosts; no
 container ever runs. `pulumi up --stack local` then deploys onto them (scripts/local_up.sh does both).
+SPEC is a shipped environment name (local, sim, ...) or a path. Each environment has its own state dir
+(`state_dir_for(env)`: `.local` for `local`, `.local/envs/<env>` otherwise; kubeconfig `<state dir>/kubeconfig`).
 Exit codes: 0 ok, 1 a control plane failed to start, 2 bad input (spec) or toolchain missing.
 """
 from __future__ import annotations
@@ -26,7 +29,9 @@ from infra.errors import HybridmlError, SpecError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Local Kubernetes control planes with kwok-simulated GPU nodes and racks (the `local` stack).")
 
-SPEC_HELP = "Environment spec (default: the local environment, infra/environments/local.yaml)."
+SPEC_HELP = ("Environment: a shipped name (local, sim, ...) or a spec file (default: local). "
+             "`sim` is the prod catalog on a kwok fleet at reference scale (~1,600 nodes, 1,000+ GPUs).")
+STATE_DIR_HELP = "Where clusters live (default: the environment's, .local/ for local, .local/envs/<env>/ otherwise)."
 SIMULATED_NOTE = ("GPUs and racks are simulated: every node is a kwok fake node with the labels, taints and "
                   "capacity of the real instance or host; no container runs.")
 
@@ -46,10 +51,12 @@ def _fail(err: Console, exc: Exception, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _state_dir(state_dir: Optional[Path]):
-    from hybridml.local.controlplane import DEFAULT_STATE_DIR
+def _state_dir(state_dir: Optional[Path], env_name: Optional[str] = None):
+    from hybridml.local.controlplane import DEFAULT_STATE_DIR, state_dir_for
 
-    return state_dir or DEFAULT_STATE_DIR
+    if state_dir is not None:
+        return state_dir
+    return state_dir_for(env_name) if env_name else DEFAULT_STATE_DIR
 
 
 def _cluster_table(clusters, title: str) -> Table:
@@ -78,7 +85,7 @@ def _cores(v: str) -> float:
 
 @app.command()
 def up(spec: str = typer.Argument("local", help=SPEC_HELP),
-       state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Where clusters live (default .local/)."),
+       state_dir: Optional[Path] = typer.Option(None, "--state-dir", help=STATE_DIR_HELP),
        crd_dir: Optional[Path] = typer.Option(None, "--crd-dir",
                                               help="CRD manifests to install (default $HYBRIDML_CRD_DIR or ../shared/crds)."),
        no_crds: bool = typer.Option(False, "--no-crds", help="Install no CRDs (the serving stack needs them)."),
@@ -105,7 +112,7 @@ def up(spec: str = typer.Argument("local", help=SPEC_HELP),
             def log(msg: str) -> None:
                 out.print(f"  {msg}  [dim]({time.monotonic() - t0:.1f}s)[/]", highlight=False)
                 status.update(msg)
-            res = up_local(spec, state_dir, crds, sites=site_list, log=log)
+            res = up_local(spec, _state_dir(state_dir, env.name), crds, sites=site_list, log=log)
     except ToolchainMissing as exc:
         _fail(err, exc, 2)
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -113,37 +120,42 @@ def up(spec: str = typer.Argument("local", help=SPEC_HELP),
     _print_status(out, res.status)
     out.print(f"[green]ok[/] {len(res.clusters)} local clusters up in {res.timings['total']:.1f}s; "
               f"kubeconfig {res.kubeconfig} (contexts {', '.join(c.name for c in res.clusters)})", highlight=False)
-    out.print("next: pulumi up --stack local (or scripts/local_up.sh, which does both)", highlight=False)
+    if env.name == "local":
+        out.print("next: pulumi up --stack local (or scripts/local_up.sh, which does both)", highlight=False)
+    else:
+        out.print(f"next: deploy with kubeconfig {res.kubeconfig} (hybridml:localKubeconfig); "
+                  f"stop with `hybridml local down {spec}`", highlight=False)
 
 
 @app.command()
-def down(spec: Optional[str] = typer.Argument(None, help="Only the clusters of this spec (default: all)."),
-         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Where clusters live (default .local/).")
+def down(spec: Optional[str] = typer.Argument(None, help="Only the clusters of this environment (default: all of .local/)."),
+         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help=STATE_DIR_HELP)
          ) -> None:
     """Stop what `up` started (only the processes it recorded). Data is kept: `up` resumes it."""
-    from hybridml.local.sites import down_local
+    from hybridml.local.sites import down_local, state_dir_of
 
     out, err = _consoles()
     try:
-        stopped = down_local(state_dir, spec)
+        sd = state_dir_of(spec, state_dir)
+        stopped = down_local(sd, spec)
     except HybridmlError as exc:
         _fail(err, exc, exc.exit_code)
     if not stopped:
-        out.print(f"no local clusters in {_state_dir(state_dir)}")
+        out.print(f"no local clusters in {sd}")
     for name, comps in stopped.items():
         out.print(f"{name}: stopped {', '.join(comps) or 'nothing (was not running)'}", highlight=False)
 
 
 @app.command()
-def status(spec: Optional[str] = typer.Argument(None, help="Only the clusters of this spec (default: all)."),
-           state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Where clusters live (default .local/).")
+def status(spec: Optional[str] = typer.Argument(None, help="Only the clusters of this environment (default: all of .local/)."),
+           state_dir: Optional[Path] = typer.Option(None, "--state-dir", help=STATE_DIR_HELP)
            ) -> None:
     """Which components of which local clusters are running. Exit 1 if any is down."""
     from hybridml.local.controlplane import status as cp_status
     from hybridml.local.fromspec import cluster_name
 
     out, err = _consoles()
-    st = cp_status(state_dir)
+    env = None
     if spec is not None:
         from infra.loader import load_environment
 
@@ -151,9 +163,12 @@ def status(spec: Optional[str] = typer.Argument(None, help="Only the clusters of
             env = load_environment(spec)
         except HybridmlError as exc:
             _fail(err, exc, exc.exit_code)
+    sd = _state_dir(state_dir, env.name if env is not None else None)
+    st = cp_status(sd)
+    if env is not None:
         st = {n: s for n, s in st.items() if n in {cluster_name(x.name) for x in env.sites}}
     if not st:
-        out.print(f"no local clusters in {_state_dir(state_dir)} (start them: hybridml local up)")
+        out.print(f"no local clusters in {sd} (start them: hybridml local up {spec or ''})".rstrip(), highlight=False)
         raise typer.Exit(1)
     out.print(f"[yellow]note:[/] {SIMULATED_NOTE}", highlight=False)
     _print_status(out, st)

@@ -27,6 +27,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,36 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 
 DEFAULT_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"}
+
+# --- sizing --------------------------------------------------------------------------------------
+# One set of settings serves both the small `local` env (a handful of nodes) and the `sim` fleet
+# (1,590 kwok nodes over 7 control planes, thousands of pods) on a 2-core, 24 GiB machine
+# (measurements: scripts/sim_pod_throughput.py and the notes of issue 8):
+# * controller-manager and scheduler call the apiserver at a bounded rate (CLIENT_QPS): on 2 cores
+#   shared by 7 control planes, higher rates only queue requests in the apiservers (p99 of pod
+#   creates 5-9 s at 50-200 qps) without starting pods sooner;
+# * the apiserver admits that many requests in flight (priority & fairness stays off: one tenant);
+# * kwok nodes heartbeat like a real kubelet with node leases, only slower: a Lease renewal every
+#   quarter of NODE_LEASE_SECONDS, a full node status every 4-5 min (stages/node-heartbeat.yaml;
+#   upstream kwok rewrites every node's status every 20-25 s, the bulk of the idle load at 1,600 nodes);
+#   `up` deletes the node Leases before it (re)starts kwok (see _release_node_leases);
+# * nodes are created and updated by parallel requests (NODE_SYNC_WORKERS connections).
+# The apiserver's live heap is 450-700 MiB, almost all of it the 30 CRDs' schemas (OpenAPI, CEL), so
+# every apiserver holds ~0.8-1.3 GiB whatever the fleet; COMPONENT_ENV could trade memory for GC CPU
+# (GOGC=50: ~300 MiB less each, measurably more GC under load; left at Go's default).
+CLIENT_QPS = {"kube-controller-manager": (15, 30), "kube-scheduler": (30, 60)}  # (qps, burst)
+MAX_REQUESTS_INFLIGHT, MAX_MUTATING_REQUESTS_INFLIGHT = 800, 400
+CONCURRENT_SYNCS = {"deployment": 10, "replicaset": 10, "statefulset": 10, "service-endpoint": 10,
+                    "ephemeralvolume": 10, "job": 10}
+# kwok renews a node's Lease every quarter of its duration: 360 s -> every 90 s, ~18 Lease writes/s for
+# the sim's 1,590 nodes (at the kubelet's 40 s, 160/s: measured 44 % of all writes while pods start).
+NODE_LEASE_SECONDS = 360
+NODE_MONITOR_GRACE = "300s"  # NotReady after this long without a renewal (> 3 renewals: slack for a busy machine)
+COMPONENT_ENV: dict[str, dict[str, str]] = {}
+ETCD_QUOTA_BYTES = 2 * 1024 ** 3
+KWOK_OPTIONS = {"nodeLeaseParallelism": 8, "nodePlayStageParallelism": 8, "podPlayStageParallelism": 16}
+NODE_SYNC_WORKERS = 8
+MAX_PARALLEL_CLUSTERS = 8
 
 
 # --- definitions ---------------------------------------------------------------------------------
@@ -171,6 +203,10 @@ class ClusterPaths:
     @property
     def crd_cache(self) -> Path:
         return self.root / "crds.json"
+
+    @property
+    def kwok_config(self) -> Path:
+        return self.root / "kwok.yaml"
 
     def component_kubeconfig(self, component: str) -> Path:
         return self.root / "kubeconfigs" / f"{component}.kubeconfig"
@@ -283,7 +319,7 @@ def _running_pid(paths: ClusterPaths, component: str) -> int | None:
     return pid
 
 
-def _start(paths: ClusterPaths, component: str, argv: list[str]) -> int:
+def _start(paths: ClusterPaths, component: str, argv: list[str], env: Mapping[str, str] | None = None) -> int:
     paths.logs.mkdir(parents=True, exist_ok=True)
     paths.run.mkdir(parents=True, exist_ok=True)
     with open(paths.logfile(component), "ab") as log:
@@ -297,6 +333,7 @@ def _start(paths: ClusterPaths, component: str, argv: list[str]) -> int:
             cwd=paths.root,
             start_new_session=True,
             close_fds=True,
+            env={**os.environ, **env} if env else None,
         )
     _CHILDREN[proc.pid] = proc
     start = None
@@ -397,7 +434,7 @@ def _argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths, ports: 
             f"--listen-peer-urls=http://127.0.0.1:{ep}",
             f"--initial-advertise-peer-urls=http://127.0.0.1:{ep}",
             f"--initial-cluster=default=http://127.0.0.1:{ep}",
-            "--quota-backend-bytes=1073741824",
+            f"--quota-backend-bytes={ETCD_QUOTA_BYTES}",
             "--max-request-bytes=10485760",
             "--snapshot-count=5000",
             "--auto-compaction-mode=periodic",
@@ -425,6 +462,8 @@ def _argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths, ports: 
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
             "--enable-priority-and-fairness=false",
+            f"--max-requests-inflight={MAX_REQUESTS_INFLIGHT}",
+            f"--max-mutating-requests-inflight={MAX_MUTATING_REQUESTS_INFLIGHT}",
             "--profiling=false",
             "--event-ttl=15m",
             "--default-watch-cache-size=10",
@@ -434,6 +473,8 @@ def _argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths, ports: 
         "--profiling=false",
         "--secure-port=0",
     ]
+    if component in CLIENT_QPS:
+        common += [f"--kube-api-qps={CLIENT_QPS[component][0]}", f"--kube-api-burst={CLIENT_QPS[component][1]}"]
     if component == "kube-controller-manager":
         kc = paths.component_kubeconfig("controller-manager")
         return [
@@ -446,9 +487,8 @@ def _argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths, ports: 
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--concurrent-deployment-syncs=5",
-            "--concurrent-replicaset-syncs=5",
-            "--node-monitor-grace-period=60s",
+            *(f"--concurrent-{k}-syncs={v}" for k, v in CONCURRENT_SYNCS.items()),
+            f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
             "--enable-hostpath-provisioner",  # PVCs of the serving stack bind (kwok pods never mount them)
         ]
     if component == "kube-scheduler":
@@ -462,10 +502,12 @@ def _argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths, ports: 
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             f"--cidr={POD_CIDR}",
             "--node-ip=10.240.0.1",
-            "--node-lease-duration-seconds=40",
+            f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+            f"--config={paths.kwok_config}",
         ]
-        for f in kwok_stage_files() + sorted((Path(__file__).parent / "stages").glob("*.yaml")):
-            argv.append(f"--config={f}")  # upstream stages + ours (stages/: load balancers)
+        ours = sorted((Path(__file__).parent / "stages").glob("*.yaml"))
+        for f in [u for u in kwok_stage_files() if u.name not in {o.name for o in ours}] + ours:
+            argv.append(f"--config={f}")  # upstream stages + ours (stages/: load balancers; ours replace upstream's)
         return argv
     raise ValueError(component)
 
@@ -625,47 +667,140 @@ def _node_object(n: NodeDef) -> dict[str, Any]:
     }
 
 
-def sync_nodes(api: KubeAPI, nodes: Sequence[NodeDef]) -> None:
-    """Create/update the kwok nodes of a cluster and delete the managed ones no longer defined."""
+_QTY_SUFFIX = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
+               "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10 ** 3, "M": 10 ** 6,
+               "G": 10 ** 9, "T": 10 ** 12, "P": 10 ** 15, "E": 10 ** 18}
+
+
+_QTY = re.compile(r"^([+-]?[0-9]*\.?[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+
+
+def quantity(v: Any) -> Decimal | None:
+    """A Kubernetes resource quantity as a number ("63000m" == "63", "1179648Mi" == "1152Gi"); None if unparsable."""
+    m = _QTY.match(str(v).strip())
+    if not m:
+        return None
+    number, suffix = Decimal(m.group(1)), m.group(2)
+    if not suffix:
+        return number
+    if suffix in _QTY_SUFFIX:
+        return number * _QTY_SUFFIX[suffix]
+    return number * Decimal(10) ** int(suffix[1:])
+
+
+def _same_quantity(a: Any, b: Any) -> bool:
+    qa, qb = quantity(a), quantity(b)
+    return a == b if qa is None or qb is None else qa == qb
+
+
+# Annotations set at creation only: kube-controller-manager's TTL controller owns
+# node.alpha.kubernetes.io/ttl afterwards (it raises it on clusters of 100+ nodes).
+_CREATE_ONLY_ANNOTATIONS = frozenset({"node.alpha.kubernetes.io/ttl"})
+
+
+def _node_ops(obj: dict[str, Any], live: dict[str, Any] | None) -> list[tuple[str, str, Any]]:
+    """The requests that make a live node match ``obj``: (method, path, body)."""
+    name = obj["metadata"]["name"]
+    if live is None:
+        return [("POST", "/api/v1/nodes", obj)]
+    ops: list[tuple[str, str, Any]] = []
+    meta_patch: dict[str, Any] = {}
+    live_labels = live["metadata"].get("labels") or {}
+    if any(live_labels.get(k) != v for k, v in obj["metadata"]["labels"].items()):
+        meta_patch["labels"] = obj["metadata"]["labels"]
+    live_ann = live["metadata"].get("annotations") or {}
+    want_ann = {k: v for k, v in obj["metadata"]["annotations"].items() if k not in _CREATE_ONLY_ANNOTATIONS}
+    if any(live_ann.get(k) != v for k, v in want_ann.items()):
+        meta_patch["annotations"] = want_ann
+    patch: dict[str, Any] = {}
+    if meta_patch:
+        patch["metadata"] = meta_patch
+    # keep taints added by Kubernetes itself (node.kubernetes.io/*), replace ours
+    live_taints = live.get("spec", {}).get("taints") or []
+    system = [t for t in live_taints if t.get("key", "").startswith("node.kubernetes.io/")]
+    want_taints = obj["spec"]["taints"]
+    mine = [
+        {k: t[k] for k in ("key", "value", "effect") if k in t}
+        for t in live_taints
+        if not t.get("key", "").startswith("node.kubernetes.io/")
+    ]
+    def canon(ts: list[dict[str, Any]]) -> list[str]:
+        return sorted(json.dumps({k: v for k, v in t.items() if v != ""}, sort_keys=True) for t in ts)
+
+    if canon(mine) != canon(want_taints):
+        patch["spec"] = {"taints": system + want_taints}
+    if patch:
+        ops.append(("PATCH", f"/api/v1/nodes/{name}", patch))
+    cap = obj["status"]["capacity"]
+    live_cap = live.get("status", {}).get("capacity") or {}
+    if any(k not in live_cap or not _same_quantity(live_cap[k], v) for k, v in cap.items()):
+        ops.append(("PATCH", f"/api/v1/nodes/{name}/status", {"status": {"capacity": cap, "allocatable": cap}}))
+    return ops
+
+
+def _run_parallel(api: KubeAPI, ops: Sequence[tuple[str, str, Any]], workers: int) -> None:
+    """Send the requests over up to ``workers`` connections (each thread its own client)."""
+    if not ops:
+        return
+    local = threading.local()
+    clients: list[KubeAPI] = []
+    lock = threading.Lock()
+
+    def client() -> KubeAPI:
+        c = getattr(local, "api", None)
+        if c is None:
+            c = local.api = KubeAPI(api.host, api.port, api.ca_file, api.cert_file, api.key_file, api.timeout)
+            with lock:
+                clients.append(c)
+        return c
+
+    def run(op: tuple[str, str, Any]) -> None:
+        method, path, body = op
+        c = client()
+        if method == "POST":
+            c.post(path, body)
+        elif method == "DELETE":
+            c.delete(path)
+        else:
+            c.merge_patch(path, body)
+
+    try:
+        n = max(1, min(workers, len(ops)))
+        if n == 1:
+            for op in ops:
+                run(op)
+        else:
+            with ThreadPoolExecutor(max_workers=n) as pool:
+                for f in [pool.submit(run, op) for op in ops]:
+                    f.result()
+    finally:
+        for c in clients:
+            c.close()
+
+
+def sync_nodes(api: KubeAPI, nodes: Sequence[NodeDef], workers: int = NODE_SYNC_WORKERS) -> dict[str, int]:
+    """Create/update the kwok nodes of a cluster and delete the managed ones no longer defined.
+
+    One list of the managed nodes, then the creates, patches and deletes in parallel over
+    ``workers`` connections (1,600 nodes: seconds, not minutes). Returns counts per action."""
     wanted = {n.name: _node_object(n) for n in nodes}
-    current = {
-        m["metadata"]["name"]: m
-        for m in api.list_metadata("/api/v1/nodes", {"labelSelector": f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"})
-    }
-    for name in sorted(set(current) - set(wanted)):
-        api.delete(f"/api/v1/nodes/{name}")
+    res = api.get("/api/v1/nodes", params={"labelSelector": f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"})
+    current = {m["metadata"]["name"]: m for m in (res or {}).get("items") or []}
+    deletes = [("DELETE", f"/api/v1/nodes/{name}", None) for name in sorted(set(current) - set(wanted))]
+    # a wanted node present without our label (created by hand?): adopt it, i.e. update it
+    missing = [name for name in wanted if name not in current]
+    if missing:
+        present = {m["metadata"]["name"] for m in api.list_metadata("/api/v1/nodes")}
+        for name in missing:
+            if name in present and (live := api.get_or_none(f"/api/v1/nodes/{name}")) is not None:
+                current[name] = live
+    creates: list[tuple[str, str, Any]] = []
+    updates: list[tuple[str, str, Any]] = []
     for name, obj in wanted.items():
-        live = api.get_or_none(f"/api/v1/nodes/{name}")
-        if live is None:
-            api.post("/api/v1/nodes", obj)
-            continue
-        meta_patch: dict[str, Any] = {}
-        live_labels = live["metadata"].get("labels") or {}
-        if any(live_labels.get(k) != v for k, v in obj["metadata"]["labels"].items()):
-            meta_patch["labels"] = obj["metadata"]["labels"]
-        live_ann = live["metadata"].get("annotations") or {}
-        if any(live_ann.get(k) != v for k, v in obj["metadata"]["annotations"].items()):
-            meta_patch["annotations"] = obj["metadata"]["annotations"]
-        patch: dict[str, Any] = {}
-        if meta_patch:
-            patch["metadata"] = meta_patch
-        # keep taints added by Kubernetes itself (node.kubernetes.io/*), replace ours
-        live_taints = live.get("spec", {}).get("taints") or []
-        system = [t for t in live_taints if t.get("key", "").startswith("node.kubernetes.io/")]
-        want_taints = obj["spec"]["taints"]
-        mine = [
-            {k: t[k] for k in ("key", "value", "effect") if k in t}
-            for t in live_taints
-            if not t.get("key", "").startswith("node.kubernetes.io/")
-        ]
-        if sorted(map(json.dumps, mine)) != sorted(map(json.dumps, want_taints)):
-            patch["spec"] = {"taints": system + want_taints}
-        if patch:
-            api.merge_patch(f"/api/v1/nodes/{name}", patch)
-        cap = obj["status"]["capacity"]
-        live_cap = live.get("status", {}).get("capacity") or {}
-        if any(live_cap.get(k) != v for k, v in cap.items()):
-            api.merge_patch(f"/api/v1/nodes/{name}/status", {"status": {"capacity": cap, "allocatable": cap}})
+        live = current.get(name)
+        (creates if live is None else updates).extend(_node_ops(obj, live))
+    _run_parallel(api, deletes + creates + updates, workers)
+    return {"created": len(creates), "updated": len(updates), "deleted": len(deletes), "total": len(wanted)}
 
 
 # --- public API ----------------------------------------------------------------------------------
@@ -704,6 +839,13 @@ def _wait_etcd(port: int, timeout: float, alive: Any) -> None:
             raise RuntimeError("etcd exited during startup")
         time.sleep(0.1)
     raise TimeoutError(f"etcd on port {port} not healthy after {timeout:.0f}s")
+
+
+def _release_node_leases(api: KubeAPI) -> None:
+    """Delete the node Leases before (re)starting kwok: those of a previous kwok would stay held by
+    it until they expire (NODE_LEASE_SECONDS), and kwok leaves the pods of nodes whose Lease it does
+    not hold Pending. Every node of these clusters is a kwok node."""
+    api.request("DELETE", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", ok=(200, 404))
 
 
 def _log_tail(paths: ClusterPaths, component: str, n: int = 30) -> str:
@@ -754,12 +896,14 @@ def up_cluster(
     _write_yaml(paths.kubeconfig, _kubeconfig(c.name, server, paths.pki, "admin"))
     for comp in ("controller-manager", "scheduler", "kwok"):
         _write_yaml(paths.component_kubeconfig(comp), _kubeconfig(c.name, server, paths.pki, comp))
+    _write_yaml(paths.kwok_config, {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
+                                    "options": dict(KWOK_OPTIONS)}, mode=0o644)
 
     def ensure(component: str) -> bool:
         if _running_pid(paths, component) is not None:
             return False
         say(f"[{c.name}] starting {component}")
-        _start(paths, component, _argv(component, bins, paths, ports))
+        _start(paths, component, _argv(component, bins, paths, ports), COMPONENT_ENV.get(component))
         return True
 
     def alive(component: str):
@@ -773,8 +917,11 @@ def up_cluster(
         api = _api_for(paths, ports["apiserver"])
         ensure("kube-apiserver")
         api.wait_healthy(timeout, alive=alive("kube-apiserver"))
-        for comp in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        for comp in ("kube-controller-manager", "kube-scheduler"):
             ensure(comp)
+        if _running_pid(paths, "kwok") is None:
+            _release_node_leases(api)
+        ensure("kwok")
     except (RuntimeError, TimeoutError) as e:
         tails = "\n".join(
             f"--- {comp} log tail ---\n{_log_tail(paths, comp)}" for comp in COMPONENTS if paths.logfile(comp).exists()
@@ -785,7 +932,10 @@ def up_cluster(
         t0 = time.monotonic()
         names = install_crds(api, Path(crd_dir), paths.crd_cache, timeout=timeout, patterns=crd_patterns)
         say(f"[{c.name}] {len(names)} CRDs in place ({time.monotonic() - t0:.1f}s)")
-    sync_nodes(api, c.nodes)
+    t0 = time.monotonic()
+    counts = sync_nodes(api, c.nodes)
+    say(f"[{c.name}] {counts['total']} kwok nodes in place ({counts['created']} created, {counts['updated']} "
+        f"updated, {counts['deleted']} deleted; {time.monotonic() - t0:.1f}s)")
     api.close()
 
     # components that die right after starting (bad flag, port clash) are reported now
@@ -821,8 +971,8 @@ def up(
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate cluster names: {names}")
     # Clusters come up concurrently: each apiserver spends most of its start-up (CRDs above all)
-    # on its own, so two overlap well even on two cores.
-    with ThreadPoolExecutor(max_workers=max(1, min(len(defs), 4))) as pool:
+    # on its own, so they overlap well even on two cores.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(defs), MAX_PARALLEL_CLUSTERS))) as pool:
         futures = {
             d.name: pool.submit(
                 up_cluster, d, state_dir, crd_dir, crd_patterns=crd_patterns, timeout=timeout, log=log

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridml.local.controlplane import (DEFAULT_CRD_DIR, DEFAULT_STATE_DIR, ClusterDef, ClusterStatus, api_client,
-                                         down, status, up)
+                                         down, state_dir_for, status, up)
 from hybridml.local.fromspec import cluster_name, clusters_from_spec
 from hybridml.local.kubeapi import KubeAPI
 
@@ -75,11 +75,15 @@ def ensure_storage_class(api: KubeAPI) -> None:
 def up_local(spec: str | os.PathLike = DEFAULT_SPEC, state_dir: str | os.PathLike | None = None,
              crd_dir: str | os.PathLike | None = DEFAULT_CRD_DIR, *, sites: Sequence[str] | None = None,
              log: Callable[[str], None] | None = None) -> LocalUpResult:
-    """Start (or reconcile) one local control plane per site of the spec; idempotent."""
+    """Start (or reconcile) one local control plane per site of the spec; idempotent.
+    ``state_dir`` defaults to the environment's own (`state_dir_for(env.name)`: `.local` for `local`,
+    `.local/envs/<env>` for others such as `sim`)."""
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     env, clusters = plan_clusters(spec, sites)
     timings["plan"] = time.monotonic() - t0
+    if state_dir is None:
+        state_dir = state_dir_for(env.name)
     t1 = time.monotonic()
     crds = Path(crd_dir) if crd_dir is not None else None
     res = up(clusters, state_dir, crds, crd_patterns=crd_patterns(crds), log=log)
@@ -90,7 +94,7 @@ def up_local(spec: str | os.PathLike = DEFAULT_SPEC, state_dir: str | os.PathLik
             ensure_storage_class(api)
         finally:
             api.close()
-    sd = Path(state_dir).resolve() if state_dir is not None else DEFAULT_STATE_DIR
+    sd = Path(state_dir).resolve()
     timings["total"] = time.monotonic() - t0
     return LocalUpResult(environment=env.name, clusters=clusters, status=res, kubeconfig=sd / "kubeconfig",
                          timings=timings)
@@ -98,15 +102,30 @@ def up_local(spec: str | os.PathLike = DEFAULT_SPEC, state_dir: str | os.PathLik
 
 def down_local(state_dir: str | os.PathLike | None = None, spec: str | os.PathLike | None = None,
                sites: Sequence[str] | None = None) -> dict[str, list[str]]:
-    """Stop what `up_local` started: every cluster of the state dir, or only those of ``spec``."""
+    """Stop what `up_local` started: every cluster of the state dir, or only those of ``spec``
+    (whose state dir is then the default, `state_dir_for(env.name)`, when ``state_dir`` is None)."""
     names = None
     if spec is not None:
         from infra.loader import load_environment
 
         env = load_environment(str(spec))
         names = [cluster_name(s.name) for s in env.sites if sites is None or s.name in sites]
+        if state_dir is None:
+            state_dir = state_dir_for(env.name)
     return down(state_dir, names)
 
 
+def state_dir_of(spec: str | os.PathLike | None, state_dir: str | os.PathLike | None = None) -> Path:
+    """The state dir of a spec's local control planes: ``state_dir`` if given, else the environment's
+    (`state_dir_for(env.name)`); no spec: the `local` environment's `.local`."""
+    if state_dir is not None:
+        return Path(state_dir).resolve()
+    if spec is None:
+        return DEFAULT_STATE_DIR
+    from infra.loader import load_environment
+
+    return state_dir_for(load_environment(str(spec)).name)
+
+
 __all__ = ["DEFAULT_SPEC", "DEFAULT_STATE_DIR", "LocalUpResult", "STORAGE_CLASS", "down_local",
-           "ensure_storage_class", "plan_clusters", "status", "up_local"]
+           "ensure_storage_class", "plan_clusters", "state_dir_of", "status", "up_local"]

@@ -121,3 +121,15 @@ def test_sites_deployed_from_another_plan_block_the_directory():
         fleet.directory("prod", "d1", {"a": _member("a", "d1"), "b": _member("b", "d0")})
     with pytest.raises(fleet.FleetMismatch, match="no plan"):
         fleet.directory("prod", "d1", {"a": {"site": "a"}})
+
+
+def test_the_plan_digest_names_the_decision_not_the_run():
+    from infra.loader import load_environment
+    from policies.placement import solve
+
+    env = load_environment("local")
+    first, second = solve(env, with_lp_bound=False), solve(env, with_lp_bound=False)
+    assert first.digest() == second.digest()                # timings differ, the decision does not
+    moved = first.model_copy(deep=True)
+    moved.pipelines[0].replicas = {k: v + 1 for k, v in moved.pipelines[0].replicas.items()}
+    assert moved.digest() != first.digest()
