@@ -92,10 +92,29 @@ def pulumi_environment(mode: str) -> dict[str, str]:
     if mode == "local" and not os.environ.get("PULUMI_CONFIG_PASSPHRASE") \
             and not os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
         env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
-    from hybridml.local.toolchain import toolchain_bin_dirs
+    env.update(toolchain_environment())
+    return env
 
-    path = os.pathsep.join([*(str(d) for d in toolchain_bin_dirs() if d.is_dir()), os.environ.get("PATH", "")])
-    env["PATH"] = path
+
+def toolchain_environment() -> dict[str, str]:
+    """PATH and PULUMI_HOME of the Go-built toolchain (scripts/toolchain.sh --env: the CLI, the language
+    host and the Kubernetes provider plugin), when it is built; else the user's own `pulumi` on PATH."""
+    import re
+    import shutil
+    import subprocess
+
+    script = REPO_ROOT / "scripts" / "toolchain.sh"
+    check = subprocess.run(["bash", str(script), "--check"], capture_output=True, text=True)
+    if check.returncode != 0:
+        if shutil.which("pulumi") is None:
+            raise RolloutError("no Pulumi CLI: build the toolchain with scripts/toolchain.sh (or put `pulumi` on PATH)")
+        return {}
+    out = subprocess.run(["bash", str(script), "--env"], capture_output=True, text=True, check=True).stdout
+    env: dict[str, str] = {}
+    for line in out.splitlines():
+        m = re.match(r'export (\w+)="?(.*?)"?$', line.strip())
+        if m and not (m.group(1) == "PULUMI_HOME" and os.environ.get("PULUMI_HOME")):
+            env[m.group(1)] = m.group(2).replace("$PATH", os.environ.get("PATH", ""))
     return env
 
 

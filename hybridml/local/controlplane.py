@@ -167,6 +167,28 @@ def coerce_cluster(c: Any) -> ClusterDef:
     return ClusterDef(name=str(_get(c, "name")), nodes=[coerce_node(n) for n in (_get(c, "nodes", []) or [])])
 
 
+def scheduler_configuration(kubeconfig: Path) -> dict[str, Any]:
+    """kube-scheduler's configuration: bin-pack (MostAllocated), GPUs weighted highest.
+
+    The default scoring (LeastAllocated) spreads pods, so single-GPU pods scatter over every GPU node
+    and a 2-GPU replica finds no node with 2 free GPUs although the pool has them (fragmentation).
+    GPU clusters bin-pack; the placement's node counts assume it.
+    """
+    qps, burst = CLIENT_QPS["kube-scheduler"]
+    return {
+        "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig), "qps": qps, "burst": burst},
+        "leaderElection": {"leaderElect": False},
+        "profiles": [{
+            "schedulerName": "default-scheduler",
+            "pluginConfig": [{"name": "NodeResourcesFit", "args": {"scoringStrategy": {
+                "type": "MostAllocated",
+                "resources": [{"name": "nvidia.com/gpu", "weight": 10}, {"name": "cpu", "weight": 1},
+                              {"name": "memory", "weight": 1}]}}}],
+        }],
+    }
+
+
 # --- paths / state -------------------------------------------------------------------------------
 @dataclass
 class ClusterPaths:
@@ -207,6 +229,10 @@ class ClusterPaths:
     @property
     def kwok_config(self) -> Path:
         return self.root / "kwok.yaml"
+
+    @property
+    def scheduler_config(self) -> Path:
+        return self.root / "scheduler.yaml"
 
     def component_kubeconfig(self, component: str) -> Path:
         return self.root / "kubeconfigs" / f"{component}.kubeconfig"
@@ -492,8 +518,9 @@ def _argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths, ports: 
             "--enable-hostpath-provisioner",  # PVCs of the serving stack bind (kwok pods never mount them)
         ]
     if component == "kube-scheduler":
-        kc = paths.component_kubeconfig("scheduler")
-        return [str(bins["kube-scheduler"]), f"--kubeconfig={kc}", *common]
+        # --config replaces the deprecated client flags: qps/burst and leader election are in the file
+        return [str(bins["kube-scheduler"]), f"--config={paths.scheduler_config}", "--profiling=false",
+                "--secure-port=0"]
     if component == "kwok":
         argv = [
             str(bins["kwok"]),
@@ -898,6 +925,7 @@ def up_cluster(
         _write_yaml(paths.component_kubeconfig(comp), _kubeconfig(c.name, server, paths.pki, comp))
     _write_yaml(paths.kwok_config, {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
                                     "options": dict(KWOK_OPTIONS)}, mode=0o644)
+    _write_yaml(paths.scheduler_config, scheduler_configuration(paths.component_kubeconfig("scheduler")), mode=0o644)
 
     def ensure(component: str) -> bool:
         if _running_pid(paths, component) is not None:

@@ -80,6 +80,29 @@ def effective_demand(env: Environment) -> dict[str, dict[str, float]]:
     return demand
 
 
+def replica_nodes(p: Pipeline, site: CloudSite) -> int:
+    """Nodes one replica spans at a cloud site: 1 when its GPUs fit the largest node of its GPU type,
+    else (vLLM only) ceil(GPUs / GPUs of that node), one pod per node (workloads/planning.py renders
+    exactly this: a Deployment, or a LeaderWorkerSet group)."""
+    assert p.gpu
+    largest = max((it.gpu.count for it in site.instance_types if it.gpu and it.gpu.type == p.gpu.type), default=0)
+    if largest == 0 or p.gpu.count <= largest or p.engine.kind != "vllm":
+        return 1
+    return math.ceil(p.gpu.count / largest)
+
+
+def fitting_types(p: Pipeline, site: CloudSite) -> list:
+    """The instance types of `site` one pod of a replica of GPU pipeline `p` fits on: enough GPUs of its
+    type, and its share of CPU and memory within the node's allocatable part. The solver ties a
+    pipeline's GPUs to these types only (a 2-GPU, 64 GiB replica never lands on 1-GPU, 16 GiB nodes)."""
+    assert p.gpu
+    k = replica_nodes(p, site)
+    gpus, cpu, mem = math.ceil(p.gpu.count / k), p.resources.cpu / k, p.resources.memory_gib / k
+    return [it for it in site.instance_types
+            if it.gpu and it.gpu.type == p.gpu.type and it.gpu.count >= gpus
+            and it.vcpus * CLOUD_ALLOCATABLE >= cpu - 1e-9 and it.memory_gib * CLOUD_ALLOCATABLE >= mem - 1e-9]
+
+
 def gpu_label(count: int, gtype: str) -> str:
     return f"{count}x{gtype}"
 
@@ -108,9 +131,11 @@ def site_rejection(env: Environment, p: Pipeline, site) -> str | None:
                 return f"offers no {p.gpu.type} (has {', '.join(sorted(site.gpu_types)) or 'no GPUs'})"
             if p.engine.kind != "vllm" and not any(it.gpu.count >= p.gpu.count for it in types):
                 return f"no instance type with {gpu_label(p.gpu.count, p.gpu.type)} on one node"
-            if p.engine.kind == "vllm" and not any(
-                    it.gpu.count >= p.gpu.count or p.gpu.count % it.gpu.count == 0 for it in types):
-                return f"{p.gpu.count} GPUs neither fit one node nor split evenly over nodes"
+            if not fitting_types(p, site):
+                k = replica_nodes(p, site)
+                return (f"no {p.gpu.type} instance type fits a replica's pod ({gpu_label(math.ceil(p.gpu.count / k), p.gpu.type)}, "
+                        f"{p.resources.cpu / k:g} cores, {p.resources.memory_gib / k:g} GiB"
+                        f"{f' on each of {k} nodes' if k > 1 else ''})")
         else:
             cpu_types = [it for it in site.instance_types if not it.gpu]
             if not any(it.vcpus * CLOUD_ALLOCATABLE >= p.resources.cpu and it.memory_gib * CLOUD_ALLOCATABLE >= p.resources.memory_gib
@@ -175,7 +200,8 @@ def replica_cost(p: Pipeline, site) -> float:
         return cost
     gpu_rate, cpu_rate, mem_rate = cheapest_cloud_rates(site)
     if p.gpu:
-        return p.gpu.count * gpu_rate.get(p.gpu.type, math.inf)
+        fits = fitting_types(p, site)
+        return p.gpu.count * min((it.hourly_usd / it.gpu.count for it in fits), default=math.inf)
     return max(p.resources.cpu * cpu_rate, p.resources.memory_gib * mem_rate)
 
 

@@ -216,7 +216,9 @@ def _row_concerns(env: Environment, row: str, p) -> bool:
         if p.privacy_tier.rank < level:
             return False
     if kind == "gpu":
-        return bool(p.gpu) and p.gpu.type == what
+        return bool(p.gpu) and p.gpu.type == what.split("@")[0]
+    if kind in ("cpu", "memory") and what.endswith("-nodes"):       # the nodes of one GPU type
+        return bool(p.gpu) and p.gpu.type == what.removesuffix("-nodes")
     if kind in ("cpu", "memory"):
         return not p.gpu or what != "nodes"
     site = env.site(_site)
@@ -233,8 +235,13 @@ def _row_label(row: str) -> str:
     kind, _site, what, *rest = row.split("|")
     label = {"gpu": f"{what} GPUs", "cpu": "CPU cores", "memory": "memory", "quota": f"{what} vCPU quota",
              "max_nodes": f"max_nodes of {what}"}[kind]
+    if kind == "gpu" and "@" in what:
+        gtype, types = what.split("@", 1)
+        label = f"{gtype} GPUs on {types.replace('+', ', ')}"
     if kind in ("cpu", "memory") and what == "nodes":
         label = f"{kind} of CPU nodes"
+    elif kind in ("cpu", "memory") and what.endswith("-nodes"):
+        label = f"{kind} of {what.removesuffix('-nodes')} nodes"
     elif kind in ("cpu", "memory"):
         label += f" (zone >= {what})"
     if rest:

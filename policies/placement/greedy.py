@@ -19,7 +19,9 @@ from policies.placement.solver import eligibility
 class _CloudState:
     site: CloudSite
     nodes: dict[str, int] = field(default_factory=dict)
-    free_gpus: dict[str, float] = field(default_factory=dict)
+    free_gpus: dict[str, float] = field(default_factory=dict)   # instance type -> GPUs not yet taken
+    pool_cpu: dict[str, float] = field(default_factory=dict)    # GPU type -> allocatable cores left on its nodes
+    pool_mem: dict[str, float] = field(default_factory=dict)
     free_cpu: float = 0.0
     free_mem: float = 0.0
 
@@ -48,19 +50,38 @@ class _CloudState:
                 left -= take * per_node(it)
         return plan if left <= 1e-9 else None
 
-    def take(self, cpu: float, mem: float, gpu_type: str | None, gpus: float) -> bool:
+    def _add_gpu_nodes(self, gpu_type: str, opened: dict[str, int]) -> None:
+        for name, k in opened.items():
+            it = next(i for i in self.site.instance_types if i.name == name)
+            self.nodes[name] = self.nodes.get(name, 0) + k
+            self.free_gpus[name] = self.free_gpus.get(name, 0.0) + k * it.gpu.count
+            self.pool_cpu[gpu_type] = self.pool_cpu.get(gpu_type, 0.0) + k * it.vcpus * cand.CLOUD_ALLOCATABLE
+            self.pool_mem[gpu_type] = self.pool_mem.get(gpu_type, 0.0) + k * it.memory_gib * cand.CLOUD_ALLOCATABLE
+
+    def take(self, cpu: float, mem: float, gpu_type: str | None, gpus: float, fits: list | None = None) -> bool:
         if gpu_type:
-            need = gpus - self.free_gpus.get(gpu_type, 0.0)
+            # GPUs only from the instance types the replica's pods fit on (as the solver's rows say)
+            types = list(fits or [])
+            if not types:
+                return False
+            need = gpus - sum(self.free_gpus.get(it.name, 0.0) for it in types)
             if need > 1e-9:
-                types = [it for it in self.site.instance_types if it.gpu and it.gpu.type == gpu_type]
                 opened = self._open(types, need, lambda i: i.gpu.count)
                 if opened is None:
                     return False
-                for name, k in opened.items():
-                    it = next(i for i in types if i.name == name)
-                    self.nodes[name] = self.nodes.get(name, 0) + k
-                    self.free_gpus[gpu_type] = self.free_gpus.get(gpu_type, 0.0) + k * it.gpu.count
-            self.free_gpus[gpu_type] -= gpus
+                self._add_gpu_nodes(gpu_type, opened)
+            while self.pool_cpu.get(gpu_type, 0.0) < cpu - 1e-9 or self.pool_mem.get(gpu_type, 0.0) < mem - 1e-9:
+                opened = self._open(types, 1, lambda i: 1)
+                if opened is None:
+                    return False
+                self._add_gpu_nodes(gpu_type, opened)
+            left = gpus
+            for it in types:
+                use = min(left, self.free_gpus.get(it.name, 0.0))
+                self.free_gpus[it.name] = self.free_gpus.get(it.name, 0.0) - use
+                left -= use
+            self.pool_cpu[gpu_type] -= cpu
+            self.pool_mem[gpu_type] -= mem
             return True
         types = [it for it in self.site.instance_types if not it.gpu]
         need = max((cpu - self.free_cpu) / cand.CLOUD_ALLOCATABLE, 0.0)
@@ -149,7 +170,8 @@ def greedy_solution(env: Environment, el=None) -> GreedySolution:
         if isinstance(st, _DcState):
             return st.take(p.privacy_tier.rank, p.resources.cpu * n, p.resources.memory_gib * n, gtype, gpus,
                            cand.replica_cost(p, st.site) * n)
-        return st.take(p.resources.cpu * n, p.resources.memory_gib * n, gtype, gpus)
+        return st.take(p.resources.cpu * n, p.resources.memory_gib * n, gtype, gpus,
+                       cand.fitting_types(p, st.site) if p.gpu else None)
 
     def order(p, sites: list[str]) -> list[str]:
         return sorted(sites, key=lambda s: (0 if isinstance(env.site(s), Datacenter) else 1,

@@ -208,10 +208,26 @@ def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[
                 users = [p for p in here if p.gpu and p.gpu.type == gtype]
                 if not users:
                     continue
-                terms = [(v.x[(p.name, site.name)], float(p.gpu.count)) for p in users]
-                terms += [(v.n[(site.name, it.name)], -float(it.gpu.count)) for it in site.instance_types
-                          if it.gpu and it.gpu.type == gtype]
-                cap_row(f"gpu|{site.name}|{gtype}", terms, 0)
+                pool = [it for it in site.instance_types if it.gpu and it.gpu.type == gtype]
+                fits = {p.name: frozenset(it.name for it in cand.fitting_types(p, site)) for p in users}
+                # GPUs: every set of pipelines needs at least its GPUs on the types that fit its pods
+                # (Hall's condition over each pipeline's fitting set; exact when the sets nest, as
+                # bigger nodes fit everything smaller ones fit).
+                for fset in sorted({*fits.values(), frozenset(it.name for it in pool)}, key=lambda f: (len(f), sorted(f))):
+                    terms = [(v.x[(p.name, site.name)], float(p.gpu.count)) for p in users if fits[p.name] <= fset]
+                    if not terms:
+                        continue
+                    terms += [(v.n[(site.name, it.name)], -float(it.gpu.count)) for it in pool if it.name in fset]
+                    full = len(fset) == len(pool)
+                    cap_row(f"gpu|{site.name}|{gtype}" if full else f"gpu|{site.name}|{gtype}@{'+'.join(sorted(fset))}",
+                            terms, 0)
+                # ... and the replicas' CPU and memory fit the allocatable part of those GPU nodes
+                for dim in ("cpu", "memory"):
+                    terms = [(v.x[(p.name, site.name)], p.resources.cpu if dim == "cpu" else p.resources.memory_gib)
+                             for p in users]
+                    terms += [(v.n[(site.name, it.name)],
+                               -cand.CLOUD_ALLOCATABLE * (it.vcpus if dim == "cpu" else it.memory_gib)) for it in pool]
+                    cap_row(f"{dim}|{site.name}|{gtype}-nodes", terms, 0)
             cpu_users = [p for p in here if not p.gpu]
             if cpu_users or data_here:
                 cpu_nodes = [it for it in site.instance_types if not it.gpu]
@@ -291,6 +307,8 @@ def _capacity_diagnosis(env: Environment, el: Eligibility, time_limit: float) ->
             label += f" in racks of privacy zone >= {rest[0]}"
         elif kind in ("cpu", "memory") and what == "nodes":
             label = f"{kind} on cloud CPU nodes"
+        elif kind in ("cpu", "memory") and what.endswith("-nodes"):
+            label = f"{kind} on cloud {what.removesuffix('-nodes')} GPU nodes"
         reasons.append(InfeasibleReason(
             ", ".join(wanting[:5]) + (f" (+{len(wanting) - 5} more)" if len(wanting) > 5 else "") or None,
             "capacity", f"{site}: {label} short by {math.ceil(short - 1e-6)} {unit}",

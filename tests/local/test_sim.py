@@ -51,7 +51,8 @@ def test_sim_fleet_is_at_reference_scale(sim):
     cloud_gpu = [n for n in gpu_nodes if n.labels[L.SITE_KIND] == "cloud"]
     assert gpus >= 1000 and sum(int(n.capacity[L.GPU_RESOURCE]) for n in cloud_gpu) >= 800
     shapes = Counter((n.labels[L.GPU_PRODUCT].split("-")[1], int(n.capacity[L.GPU_RESOURCE])) for n in cloud_gpu)
-    assert shapes[("H100", 8)] and shapes[("A100", 8)] and shapes[("L4", 1)], shapes
+    # L4 replicas of the catalog need up to 2 GPUs, 8 cores and 64 GiB per pod: 4-GPU g6.12xlarge nodes
+    assert shapes[("H100", 8)] and shapes[("A100", 8)] and shapes[("L4", 4)], shapes
     for n in cloud_gpu:
         assert n.labels[L.INSTANCE_TYPE] and n.labels[L.GPU_PRODUCT].startswith("NVIDIA-")
         assert any(t.key == L.GPU_RESOURCE for t in n.taints)

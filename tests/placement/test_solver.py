@@ -159,3 +159,40 @@ def test_cli_infeasible_exits_1(tmp_path, small_spec):
     result = CliRunner().invoke(app, ["plan", str(path)])
     assert result.exit_code == 1
     assert "infeasible" in result.output and "quota" in result.output
+
+
+def test_gpu_replicas_get_nodes_their_pods_fit_on(small_spec):
+    """Found by the sim fleet: GPUs were pooled per type, so a 2xL4 replica with 8 cores and 64 GiB was
+    'placed' on 1-GPU, 16 GiB g6.xlarge nodes and its pods stayed Pending. Pods must fit their nodes."""
+    site = small_spec["sites"][0]
+    site["instance_types"].append({"name": "g6.12xlarge", "vcpus": 48, "memory_gib": 192,
+                                   "gpu": {"type": "L4", "count": 4, "memory_gib": 24}, "hourly_usd": 4.6})
+    site["vcpu_quotas"]["G"] = 512
+    small_spec["pipelines"].append(
+        {"name": "moderation", "engine": {"kind": "vllm", "tensor_parallel": 2}, "model": "m/moderation",
+         "resources": {"cpu": 8, "memory_gib": 64, "gpu": {"type": "L4", "count": 2}}, "capacity_rps": 10,
+         "demand_rps": {"us-east": 30}, "latency": {"p99_ms": 2000, "service_ms": 1000}})
+    small_spec["pipelines"].append(
+        {"name": "classifier", "engine": {"kind": "triton", "model_format": "onnx"}, "model": "s3://m/c",
+         "resources": {"cpu": 1, "memory_gib": 4, "gpu": {"type": "L4", "count": 1}}, "capacity_rps": 100,
+         "demand_rps": {"us-east": 60}, "latency": {"p99_ms": 200, "service_ms": 40}})
+    env = parse_environment(dump(small_spec))
+    plan = solve(env)
+    assert_plan_valid(env, plan)
+    nodes = plan.site("aws-use1").nodes
+    moderation = plan.pipeline("moderation").replicas["aws-use1"]
+    # every moderation pod (2 GPUs, 8 cores, 64 GiB) needs a g6.12xlarge; two fit on each
+    assert nodes.get("g6.12xlarge", 0) * 2 >= moderation >= 5
+    l4_gpus = nodes.get("g6.12xlarge", 0) * 4 + nodes.get("g6.xlarge", 0)
+    assert l4_gpus >= 2 * moderation + plan.pipeline("classifier").replicas["aws-use1"]
+    from policies.placement.candidates import fitting_types
+
+    assert [it.name for it in fitting_types(env.pipeline("moderation"), env.site("aws-use1"))] == ["g6.12xlarge"]
+    assert {it.name for it in fitting_types(env.pipeline("classifier"), env.site("aws-use1"))} == \
+        {"g6.xlarge", "g6.12xlarge"}
+    # without the big instance type no node fits the pods: the site is rejected with the reason
+    site["instance_types"] = [it for it in site["instance_types"] if it["name"] != "g6.12xlarge"]
+    env = parse_environment(dump(small_spec))
+    with pytest.raises(PlacementInfeasible) as info:
+        solve(env)
+    assert any("fits a replica's pod" in r.detail for r in info.value.reasons), info.value.reasons
