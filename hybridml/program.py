@@ -198,24 +198,23 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, handles: dict[str, C
     return deploy(env, plan, handles, parent=None, sites=sorted(handles) if shard else None)
 
 
-def fleet_members(env: Environment, plan: PlacementPlan, handles: dict[str, ClusterHandle],
-                  workloads: dict | None) -> dict[str, Any]:
+def fleet_members(plan_digest: str, handles: dict[str, ClusterHandle], workloads: dict | None) -> dict[str, Any]:
     """What each site of this stack tells the fleet (exported as `fleet_members`, read by the fleet stack)."""
     from workloads.render import fleet
 
     sites = (workloads or {}).get("sites", {})
-    return {name: fleet.member(name, h.kind, plan.digest(), sites.get(name), kubeconfig=h.kubeconfig,
+    return {name: fleet.member(name, h.kind, plan_digest, sites.get(name), kubeconfig=h.kubeconfig,
                                context=h.context)
             for name, h in handles.items()}
 
 
-def build_fleet_directory(env: Environment, plan: PlacementPlan, members: dict[str, Any],
+def build_fleet_directory(env: Environment, plan_digest: str, members: dict[str, Any],
                           providers: dict[str, pulumi.ProviderResource],
                           depends_on: dict[str, list[pulumi.Resource]] | None = None) -> Any:
     from workloads.fleet_directory import FleetDirectory, FleetDirectoryArgs
 
     return FleetDirectory(f"{env.name}-fleet-directory", FleetDirectoryArgs(
-        environment=env.name, plan_digest=plan.digest(), members=members, providers=providers,
+        environment=env.name, plan_digest=plan_digest, members=members, providers=providers,
         depends_on=depends_on or {}))
 
 
@@ -235,11 +234,12 @@ def run_fleet(settings: ProgramSettings, env: Environment, plan: PlacementPlan) 
         ref = pulumi.StackReference(f"{prefix}/{stack}")
         members[site] = ref.get_output("fleet_members").apply(lambda m, site=site: (m or {}).get(site))
         providers[site] = ReferencedCluster(f"{site}-referenced", ReferencedClusterArgs(site, members[site])).provider
-    directory = build_fleet_directory(env, plan, members, providers)
+    digest = plan.digest()
+    directory = build_fleet_directory(env, digest, members, providers)
     pulumi.export("environment", env.name)
     pulumi.export("mode", settings.mode)
     pulumi.export("role", "fleet")
-    pulumi.export("plan_digest", plan.digest())
+    pulumi.export("plan_digest", digest)
     pulumi.export("site_stacks", refs)
     pulumi.export("fleet", directory.content)
     return ProgramResult(env=env, plan=plan, sites=used, clusters={}, handles={}, workloads=None)
@@ -259,10 +259,11 @@ def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramR
     clusters = build_clusters(env, plan, sites, settings, secret=cfg.require_secret, get=cfg.get)
     handles = {name: c.handle for name, c in clusters.items()}  # type: ignore[attr-defined]
     workloads = deploy_workloads(env, plan, handles, shard)
-    members = fleet_members(env, plan, handles, workloads)
+    digest = plan.digest()   # a hash of the whole plan: computed once per run
+    members = fleet_members(digest, handles, workloads)
     if not shard:
         # The whole-environment stack publishes the directory itself; shards leave it to the fleet stack.
-        build_fleet_directory(env, plan, members, {n: h.provider for n, h in handles.items() if n in plan.used_sites()},
+        build_fleet_directory(env, digest, members, {n: h.provider for n, h in handles.items() if n in plan.used_sites()},
                               {n: list(h.ready) for n, h in handles.items()})
 
     summary = {}
@@ -276,7 +277,7 @@ def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramR
     pulumi.export("environment", env.name)
     pulumi.export("mode", settings.mode)
     pulumi.export("role", "site" if shard else "environment")
-    pulumi.export("plan_digest", plan.digest())
+    pulumi.export("plan_digest", digest)
     pulumi.export("sites", summary)
     pulumi.export("plan_cost_usd_per_hour", round(plan.cost_usd_per_hour, 2))
     pulumi.export("workloads", workloads)

@@ -118,25 +118,29 @@ def toolchain_environment() -> dict[str, str]:
     return env
 
 
-def base_config(environment: str, workspace) -> dict[str, ConfigEntry]:
-    """The environment stack's config (Pulumi.<env>.yaml); secret values decrypted through the engine."""
+def read_stack_config(environment: str) -> dict[str, ConfigEntry]:
+    """The environment stack's config (Pulumi.<env>.yaml) as written: secret values still encrypted."""
     path = project_dir() / f"Pulumi.{environment}.yaml"
     if not path.exists():
-        raise RolloutError(f"{path.name}: no such stack config; every environment has one "
-                           f"(hybridml:spec, hybridml:mode, ...)")
+        raise RolloutError(f"{path}: no such stack config; an environment is a Pulumi.<env>.yaml "
+                           f"(hybridml:spec, hybridml:mode, ...) in {project_dir()}")
     try:
         entries = parse_stack_config_yaml(yaml.safe_load(path.read_text()), path.name)
     except yaml.YAMLError as exc:
         raise RolloutError(f"{path.name}: not YAML: {exc}") from None
-    if any(e.secret for e in entries.values()):
-        from pulumi import automation as auto
-
-        stack = auto.Stack.create_or_select(environment, workspace)
-        decrypted = stack.get_all_config()
-        entries = {k: ConfigEntry(decrypted[k].value, True) if e.secret else e for k, e in entries.items()}
     if "hybridml:spec" not in entries:
         raise RolloutError(f"{path.name}: config: hybridml:spec is required")
     return entries
+
+
+def decrypt_secrets(environment: str, entries: dict[str, ConfigEntry], workspace) -> dict[str, ConfigEntry]:
+    """Secret values of the environment's config, decrypted through the engine (only when there are any)."""
+    if not any(e.secret for e in entries.values()):
+        return entries
+    from pulumi import automation as auto
+
+    decrypted = auto.Stack.create_or_select(environment, workspace).get_all_config()
+    return {k: ConfigEntry(decrypted[k].value, True) if e.secret else e for k, e in entries.items()}
 
 
 # --------------------------------------------------------------------------- running one stack
@@ -241,16 +245,11 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
     from policies.placement.plan import PlacementPlan
 
     root = project_dir()
-    config_file = root / f"Pulumi.{environment}.yaml"
-    if not config_file.exists():
-        raise RolloutError(f"{config_file}: no such stack config; an environment is a Pulumi.<env>.yaml "
-                           f"(hybridml:spec, hybridml:mode, ...) in {root}")
-    raw = parse_stack_config_yaml(yaml.safe_load(config_file.read_text()), config_file.name)
-    mode = raw.get("hybridml:mode", ConfigEntry("cloud")).value
-    env_vars = pulumi_environment(mode)
+    written = read_stack_config(environment)
+    env_vars = pulumi_environment(written.get("hybridml:mode", ConfigEntry("cloud")).value)
     os.environ.update(env_vars)   # the Automation API runs the CLI with this process's environment
     workspace = auto.LocalWorkspace(work_dir=str(root), env_vars=env_vars)
-    config = base_config(environment, workspace)
+    config = decrypt_secrets(environment, written, workspace)
     spec_path = config["hybridml:spec"].value
     if not Path(spec_path).is_absolute() and (root / spec_path).exists():
         spec_path = str(root / spec_path)   # stack config paths are relative to the project
