@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from hybridml.shards import (Action, ConfigEntry, StackSpec, blocked_by, parse_stack_config_yaml, stack_specs, waves,
-                             whole_stack_spec)
+from hybridml.shards import (DEFAULT_RESOURCE_PARALLEL, Action, ConfigEntry, StackSpec, blocked_by, checkpoint_mode, largest_first,
+                             parse_stack_config_yaml, stack_specs, stale_locks, waves, whole_stack_spec)
 from hybridml.shards import select as select_sites
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,7 @@ class RolloutResult:
     plan_path: str | None
     stacks: list[StackRun]
     seconds: float
+    checkpoints: str = "every-step"
 
     @property
     def ok(self) -> bool:
@@ -63,7 +64,7 @@ class RolloutResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"environment": self.environment, "action": self.action, "plan": self.plan_path, "ok": self.ok,
-                "seconds": round(self.seconds, 2),
+                "seconds": round(self.seconds, 2), "checkpoints": self.checkpoints,
                 "stacks": [{"name": s.name, "role": s.role, "state": s.state, "seconds": round(s.seconds, 2),
                             "changes": s.changes, "resources": s.resources, "error": s.error} for s in self.stacks]}
 
@@ -81,10 +82,11 @@ def project_dir() -> Path:
     return Path(os.environ.get("HYBRIDML_PROJECT_DIR") or REPO_ROOT).resolve()
 
 
-def pulumi_environment(mode: str) -> dict[str, str]:
+def pulumi_environment(mode: str, checkpoints: str = "auto") -> dict[str, str]:
     """Env vars for the Pulumi CLI, as scripts/pulumi_env.sh sets them for the local stack; a passphrase
-    default only for simulated (local-mode) environments."""
-    env = {"PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
+    default only for simulated (local-mode) environments; the checkpoint policy (shards.checkpoint_mode)."""
+    env = {"PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+           "PULUMI_SKIP_CHECKPOINTS": "true" if checkpoint_mode(checkpoints, mode) == "final" else "false"}
     if not os.environ.get("PULUMI_BACKEND_URL"):
         state = project_dir() / ".state"
         state.mkdir(exist_ok=True)
@@ -186,6 +188,7 @@ def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expe
             except auto.StackNotFoundError:
                 run.state, run.error = "ok", "no such stack (nothing to destroy)"
                 return
+            _clear_stale_locks(spec.name, on_output)
             stack.destroy(on_event=on_event, on_output=on_output, parallel=parallel)
             if remove:
                 workspace.remove_stack(spec.name)
@@ -196,6 +199,7 @@ def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expe
                 if stale:
                     stack.remove_all_config(stale)
                 stack.set_all_config({k: auto.ConfigValue(v.value, secret=v.secret) for k, v in spec.config.items()})
+            _clear_stale_locks(spec.name, on_output)
             _recover_pending(stack, on_output)
             if action == "up":
                 stack.up(on_event=on_event, on_output=on_output, parallel=parallel)
@@ -212,6 +216,39 @@ def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expe
         run.seconds = time.monotonic() - t0
         if log:
             log.close()
+
+
+def _clear_stale_locks(stack_name: str, on_output: Callable[[str], None]) -> None:
+    """A Pulumi process killed outright (SIGKILL, OOM, a lost CI runner) leaves its lock file in a file
+    backend and every later update of the stack refuses to start; remove the locks whose process, on
+    this host, is gone. Other backends (Pulumi Cloud, S3) are left alone."""
+    import json
+    import socket
+
+    backend = os.environ.get("PULUMI_BACKEND_URL", "")
+    if not backend.startswith("file://"):
+        return
+    lock_dir = Path(backend[len("file://"):]).expanduser() / ".pulumi" / "locks"
+    for stack_dir in lock_dir.glob(f"*/*/{stack_name}"):
+        locks = {}
+        for f in stack_dir.glob("*.json"):
+            try:
+                locks[f.name] = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+        for name in stale_locks(locks, socket.gethostname(), _pid_alive):
+            (stack_dir / name).unlink(missing_ok=True)
+            on_output(f"stack {stack_name}: removed the lock of process {locks[name]['pid']}, which is gone\n")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _recover_pending(stack, on_output: Callable[[str], None]) -> None:
@@ -237,7 +274,8 @@ def _resource_count(name: str, workspace) -> int:
 
 
 def prepare(environment: str, action: Action, sites: list[str] | None, plan_file: str | None,
-            with_fleet: bool = True, monolithic: bool = False) -> tuple[list[StackSpec], str | None, dict[str, str], Any]:
+            with_fleet: bool = True, monolithic: bool = False,
+            checkpoints: str = "auto") -> tuple[list[StackSpec], str | None, dict[str, str], Any]:
     """(stacks, plan path, CLI env vars, workspace). Solves and writes the plan for up/preview."""
     from pulumi import automation as auto
 
@@ -246,7 +284,7 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
 
     root = project_dir()
     written = read_stack_config(environment)
-    env_vars = pulumi_environment(written.get("hybridml:mode", ConfigEntry("cloud")).value)
+    env_vars = pulumi_environment(written.get("hybridml:mode", ConfigEntry("cloud")).value, checkpoints)
     os.environ.update(env_vars)   # the Automation API runs the CLI with this process's environment
     workspace = auto.LocalWorkspace(work_dir=str(root), env_vars=env_vars)
     config = decrypt_secrets(environment, written, workspace)
@@ -275,18 +313,21 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
         specs = [whole_stack_spec(environment)]
     else:
         specs = stack_specs(environment, used, selected, str(plan_path), config, with_fleet=with_fleet)
+        specs = largest_first(specs, {s.name: len(s.pipelines) + len(s.data) for s in plan.sites})
     return specs, str(plan_path), env_vars, workspace
 
 
 def rollout(environment: str, action: Action, *, sites: list[str] | None = None, parallel: int = 4,
             plan_file: str | None = None, expect_no_changes: bool = False, remove: bool = False,
-            with_fleet: bool = True, monolithic: bool = False, resource_parallel: int | None = None,
+            with_fleet: bool = True, monolithic: bool = False, resource_parallel: int = DEFAULT_RESOURCE_PARALLEL,
+            checkpoints: str = "auto",
             stacks: Callable[[list[StackSpec]], list[StackSpec]] | None = None,
             on_tick: Callable[[list[StackRun]], None] | None = None, log_dir: Path | None = None) -> RolloutResult:
     t0 = time.monotonic()
     # Destroying some sites leaves the fleet stack alone: it still lists the others (the next up refreshes it).
     with_fleet = with_fleet and not (action == "destroy" and sites)
-    specs, plan_path, _, workspace = prepare(environment, action, sites, plan_file, with_fleet, monolithic)
+    specs, plan_path, env_vars, workspace = prepare(environment, action, sites, plan_file, with_fleet, monolithic,
+                                                    checkpoints)
     if stacks is not None:          # a caller-built layout over the same plan (scripts/bench_rollout.py)
         specs = stacks(specs)
     runs = {s.name: StackRun(s.name, s.role) for s in specs}
@@ -324,4 +365,5 @@ def rollout(environment: str, action: Action, *, sites: list[str] | None = None,
         tick.join()
         if on_tick:
             on_tick(ordered)
-    return RolloutResult(environment, action, plan_path, ordered, time.monotonic() - t0)
+    return RolloutResult(environment, action, plan_path, ordered, time.monotonic() - t0,
+                         checkpoints="final" if env_vars.get("PULUMI_SKIP_CHECKPOINTS") == "true" else "every-step")

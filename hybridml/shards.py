@@ -25,6 +25,12 @@ from typing import Any, Literal
 CONFIG_NS = "hybridml"
 FLEET = "fleet"
 Action = Literal["up", "preview", "destroy"]
+Checkpoints = Literal["auto", "every-step", "final"]
+CHECKPOINT_CHOICES = ("auto", "every-step", "final")
+# Resource operations in flight per stack. The CLI's default is 4 per CPU core (8 on a 2-core runner), but a
+# Kubernetes object's step is mostly waiting for the cluster (a Deployment until its pods are ready, 30-50 s on
+# the busy sim clusters), so at 8 a 1,200-object datacenter stack crawled at ~1 object/s.
+DEFAULT_RESOURCE_PARALLEL = 64
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
@@ -120,6 +126,13 @@ def waves(specs: list[StackSpec], action: Action) -> list[list[StackSpec]]:
     return list(reversed(out)) if action == "destroy" else out
 
 
+def largest_first(specs: list[StackSpec], site_sizes: dict[str, int]) -> list[StackSpec]:
+    """Stacks ordered by how much they deploy (the plan's pipelines and data pieces on their sites),
+    biggest first, so that with fewer slots than stacks the longest ones start at once instead of
+    being left for last (longest-processing-time first); waves() keeps this order within a wave."""
+    return sorted(specs, key=lambda s: -sum(site_sizes.get(site, 0) for site in s.sites) if s.role == "site" else 0)
+
+
 def blocked_by(spec: StackSpec, failed: set[str]) -> list[str]:
     """The failed stacks this one depends on (it is skipped, with them named, rather than run)."""
     return [a for a in spec.after if a in failed]
@@ -152,3 +165,29 @@ def parse_stack_config_yaml(doc: Any, path: str) -> dict[str, ConfigEntry]:
             out[str(key)] = ConfigEntry("" if value is None else str(value).lower() if isinstance(value, bool)
                                         else str(value))
     return out
+
+
+def checkpoint_mode(requested: str, mode: str) -> Literal["every-step", "final"]:
+    """How often the engine writes a stack's state during an update.
+
+    ``every-step`` (Pulumi's default) rewrites the whole checkpoint after every resource step: the
+    cost of a step grows with the stack, which is most of the engine's CPU on big stacks (half of a
+    448-resource site stack's up here). ``final`` (PULUMI_SKIP_CHECKPOINTS) writes once at the end
+    (and on Ctrl-C). ``auto`` takes ``final`` only for simulated (``mode: local``) environments: an
+    update killed outright loses its record of what it created, and on kwok clusters the next up
+    adopts those objects by server-side apply (every object is explicitly named), whereas a cloud
+    resource (an EKS cluster, a NAT gateway) would be orphaned and keep costing money.
+    """
+    if requested not in CHECKPOINT_CHOICES:
+        raise ShardError(f"--checkpoints: must be one of {', '.join(CHECKPOINT_CHOICES)} (got {requested!r})")
+    if requested == "auto":
+        return "final" if mode == "local" else "every-step"
+    return requested  # type: ignore[return-value]
+
+
+def stale_locks(locks: dict[str, dict[str, Any]], hostname: str, alive: Any) -> list[str]:
+    """The lock files (name -> content of a file backend's lock JSON: pid, hostname, ...) left by a
+    Pulumi process of this host that no longer runs (an update killed outright); a lock of another
+    host, or of a live process, is never stale."""
+    return sorted(name for name, lock in locks.items()
+                  if lock.get("hostname") == hostname and isinstance(lock.get("pid"), int) and not alive(lock["pid"]))

@@ -28,6 +28,8 @@ sys.path.insert(0, str(REPO))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from hybridml.shards import DEFAULT_RESOURCE_PARALLEL  # noqa: E402
+
 console = Console()
 
 
@@ -70,12 +72,14 @@ def wait_running(env_name: str, sites: list[str], t0: float, timeout: float) -> 
     return None
 
 
-def run(environment: str, action: str, layout, parallel: int, label: str, plan: str) -> dict:
+def run(environment: str, action: str, layout, parallel: int, label: str, plan: str, checkpoints: str,
+        resource_parallel: int) -> dict:
     from hybridml.rollout import rollout
 
     t0 = time.monotonic()
     with console.status(f"{label}: {action} ..."):
-        result = rollout(environment, action, parallel=parallel, stacks=layout, plan_file=plan,
+        result = rollout(environment, action, parallel=parallel, stacks=layout, plan_file=plan, checkpoints=checkpoints,
+                         resource_parallel=resource_parallel,
                          log_dir=REPO / ".local" / "rollout-logs" / f"bench-{label}-{action}")
     seconds = time.monotonic() - t0
     steps = sum(s.steps for s in result.stacks)
@@ -93,6 +97,10 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=4, help="site stacks at once")
     ap.add_argument("--skip-monolithic", action="store_true", help="measure the sharded rollout only")
     ap.add_argument("--keep", action="store_true", help="leave the sharded rollout deployed")
+    ap.add_argument("--checkpoints", default="auto", choices=("auto", "every-step", "final"),
+                    help="engine checkpoint policy for both layouts (hybridml up --checkpoints)")
+    ap.add_argument("--resource-parallel", type=int, default=DEFAULT_RESOURCE_PARALLEL,
+                    help="resource operations in flight per stack (hybridml up --resource-parallel)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds to wait for pods Running")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -128,7 +136,8 @@ def main() -> int:
     plan = str(REPO / plan) if plan and not Path(plan).is_absolute() else plan
     sites = [s.sites[0] for s in site_layout(specs)]
     console.print(f"sites: {', '.join(sites)}")
-    figures: dict = {"environment": args.env, "sites": sites, "parallel": args.parallel}
+    figures: dict = {"environment": args.env, "sites": sites, "parallel": args.parallel, "checkpoints": args.checkpoints,
+                     "resource_parallel": args.resource_parallel}
 
     baselines = {}
     for site in sites:
@@ -142,7 +151,7 @@ def main() -> int:
     layouts.append(("sharded", site_layout, args.parallel))
     for label, layout, parallel in layouts:
         t_up = time.monotonic()
-        up = run(args.env, "up", layout, parallel, label, plan)
+        up = run(args.env, "up", layout, parallel, label, plan, args.checkpoints, args.resource_parallel)
         running = wait_running(args.env, sites, t_up, args.timeout)
         console.print(f"{label}: up {up['seconds']:.0f} s, {up['steps']} resources "
                       f"({up['steps'] / up['seconds']:.1f}/s); all pods Running after "
@@ -157,14 +166,14 @@ def main() -> int:
                     api.close()
                 console.print(f"  {site}: {latency[site].summary()}", highlight=False)
             figures["apiserver"] = {s: r.to_dict() for s, r in latency.items()}
-        preview = run(args.env, "preview", layout, parallel, label, plan)
+        preview = run(args.env, "preview", layout, parallel, label, plan, args.checkpoints, args.resource_parallel)
         console.print(f"{label}: no-op preview {preview['seconds']:.0f} s")
         figures[label] = {"up_s": up["seconds"], "resources": up["steps"], "stacks": up["stacks"],
                           "resources_per_s": up["steps"] / up["seconds"], "pods_running_s": running,
                           "pods": pods_running(args.env, sites)[1], "noop_preview_s": preview["seconds"],
                           "preview_changes": preview["changes"]}
         if label == "monolithic" or not args.keep:
-            down = run(args.env, "destroy", layout, parallel, label, plan)
+            down = run(args.env, "destroy", layout, parallel, label, plan, args.checkpoints, args.resource_parallel)
             figures[label]["destroy_s"] = down["seconds"]
             console.print(f"{label}: destroy {down['seconds']:.0f} s")
 

@@ -15,9 +15,14 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from hybridml.shards import CHECKPOINT_CHOICES, DEFAULT_RESOURCE_PARALLEL
+
 ENV_HELP = "Environment: the name of its stack config Pulumi.<env>.yaml (local, sim, dev, prod)."
 SITES_HELP = "Comma-separated sites: roll out only their stacks (then the fleet stack); default every used site."
 PARALLEL_HELP = "How many stacks run at once."
+RESOURCE_PARALLEL_HELP = "Resource operations in flight per stack (pulumi --parallel; the CLI's own default is 4 per core)."
+CHECKPOINTS_HELP = ("When the engine writes each stack's state: every-step (Pulumi's default), final (once at the end; "
+                    "much less engine CPU on big stacks), auto = final for simulated (mode local) environments only.")
 STATE_STYLE = {"waiting": "dim", "running": "yellow", "ok": "green", "failed": "bold red", "skipped": "magenta"}
 
 
@@ -35,14 +40,18 @@ def _table(runs, action: str, title: str) -> Table:
 
 def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel: int, plan_file: Optional[Path],
                 expect_no_changes: bool = False, remove: bool = False, monolithic: bool = False,
-                json_out: bool = False) -> None:
+                json_out: bool = False, checkpoints: str = "auto", resource_parallel: int = DEFAULT_RESOURCE_PARALLEL) -> None:
     from hybridml.cli import console, err_console, fail
     from hybridml.rollout import RolloutError, rollout
     from hybridml.shards import ShardError
     from infra.errors import HybridmlError, SpecError, SpecIssue
 
-    if parallel < 1:
-        fail(SpecError("--parallel", [SpecIssue(("--parallel",), f"must be at least 1 (got {parallel})")]))
+    for flag, value in (("--parallel", parallel), ("--resource-parallel", resource_parallel)):
+        if value < 1:
+            fail(SpecError(flag, [SpecIssue((flag,), f"must be at least 1 (got {value})")]))
+    if checkpoints not in CHECKPOINT_CHOICES:
+        fail(SpecError("--checkpoints", [SpecIssue(("--checkpoints",),
+                                                   f"must be auto, every-step or final (got {checkpoints!r})")]))
     if plan_file is not None and not plan_file.is_file():
         fail(SpecError(str(plan_file), [SpecIssue(("--plan",), "no such plan file")]))
     title = f"hybridml {action} {environment}" + (" (monolithic stack)" if monolithic else " (site stacks, then fleet)")
@@ -62,7 +71,8 @@ def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel
         result = rollout(environment, action, sites=sites.split(",") if sites else None,  # type: ignore[arg-type]
                          parallel=parallel, plan_file=str(plan_file) if plan_file else None,
                          expect_no_changes=expect_no_changes, remove=remove, monolithic=monolithic,
-                         on_tick=on_tick, log_dir=log_dir)
+                         checkpoints=checkpoints, resource_parallel=resource_parallel, on_tick=on_tick,
+                         log_dir=log_dir)
     except HybridmlError as exc:
         if live is not None:
             live.stop()
@@ -82,6 +92,7 @@ def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel
         steps = sum(s.steps for s in result.stacks)
         console.print(f"{action} {environment}: {ok}/{len(result.stacks)} stacks ok in {result.seconds:.1f} s "
                       f"({steps} resource steps, {steps / max(result.seconds, 1e-9):.0f}/s); plan {result.plan_path}; "
+                      f"checkpoints {result.checkpoints}; "
                       f"engine logs in {log_dir}/")
         for s in result.stacks:
             if not s.ok:
@@ -98,10 +109,12 @@ def up(
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="Deploy this plan JSON instead of solving."),
     monolithic: bool = typer.Option(False, "--monolithic", help="One stack for the whole environment (<env>)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (no live table)."),
+    checkpoints: str = typer.Option("auto", "--checkpoints", help=CHECKPOINTS_HELP),
+    resource_parallel: int = typer.Option(DEFAULT_RESOURCE_PARALLEL, "--resource-parallel", help=RESOURCE_PARALLEL_HELP),
 ) -> None:
     """Deploy the environment: every site stack in parallel, then the fleet stack."""
     run_rollout(environment, "up", sites=sites, parallel=parallel, plan_file=plan_file, monolithic=monolithic,
-                json_out=json_out)
+                json_out=json_out, checkpoints=checkpoints, resource_parallel=resource_parallel)
 
 
 def destroy(
@@ -111,7 +124,9 @@ def destroy(
     remove: bool = typer.Option(False, "--remove", help="Also remove the emptied stacks."),
     monolithic: bool = typer.Option(False, "--monolithic", help="Destroy the whole-environment stack (<env>)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (no live table)."),
+    checkpoints: str = typer.Option("auto", "--checkpoints", help=CHECKPOINTS_HELP),
+    resource_parallel: int = typer.Option(DEFAULT_RESOURCE_PARALLEL, "--resource-parallel", help=RESOURCE_PARALLEL_HELP),
 ) -> None:
     """Destroy the environment: the fleet stack first, then the site stacks in parallel."""
     run_rollout(environment, "destroy", sites=sites, parallel=parallel, plan_file=None, remove=remove,
-                monolithic=monolithic, json_out=json_out)
+                monolithic=monolithic, json_out=json_out, checkpoints=checkpoints, resource_parallel=resource_parallel)

@@ -964,6 +964,9 @@ def up_cluster(
     counts = sync_nodes(api, c.nodes)
     say(f"[{c.name}] {counts['total']} kwok nodes in place ({counts['created']} created, {counts['updated']} "
         f"updated, {counts['deleted']} deleted; {time.monotonic() - t0:.1f}s)")
+    t0 = time.monotonic()
+    size = warm_openapi(api)
+    say(f"[{c.name}] OpenAPI schema built ({size / 1e6:.1f} MB; {time.monotonic() - t0:.1f}s)")
     api.close()
 
     # components that die right after starting (bad flag, port clash) are reported now
@@ -973,6 +976,30 @@ def up_cluster(
         tails = "\n".join(f"--- {comp} log tail ---\n{_log_tail(paths, comp)}" for comp in dead)
         raise RuntimeError(f"cluster {c.name}: components exited: {', '.join(dead)}\n{tails}")
     return _status_of(paths)
+
+
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+
+
+def warm_openapi(api: KubeAPI, timeout: float = 600.0) -> int:
+    """Have the API server build its OpenAPI v2 document now (returns its size in bytes).
+
+    The server builds it lazily on the first request after a start or a CRD change: with the serving
+    stack's CRDs that is megabytes of schema and tens of CPU-seconds. Every Pulumi Kubernetes provider
+    fetches it when it starts (timeout 32 s), so a fleet rollout that starts seven site stacks on
+    seven freshly started control planes at once timed out on it ("configured Kubernetes cluster is
+    unreachable: unable to load schema information"); built here, while nothing else competes for the
+    CPU, every later fetch is served from the server's cache in milliseconds."""
+    api.close()
+    previous, api.timeout = api.timeout, timeout
+    try:
+        status_code, body = api.request_raw("GET", "/openapi/v2", accept=OPENAPI_V2_PROTOBUF)
+    finally:
+        api.close()
+        api.timeout = previous
+    if status_code != 200:
+        raise RuntimeError(f"{api.server}/openapi/v2: HTTP {status_code}: {body[:200]!r}")
+    return len(body)
 
 
 def up(

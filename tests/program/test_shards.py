@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from hybridml.shards import (ConfigEntry, ShardError, StackSpec, blocked_by, fleet_stack_name, parse_stack_config_yaml,
-                             select, stack_specs, waves, whole_stack_spec)
+from hybridml.shards import (ConfigEntry, ShardError, StackSpec, blocked_by, checkpoint_mode, fleet_stack_name,
+                             largest_first, parse_stack_config_yaml, select, stack_specs, stale_locks, waves, whole_stack_spec)
 from tests.conftest import REPO
 from workloads.render import fleet
 
@@ -46,6 +46,33 @@ def test_waves_run_sites_in_parallel_before_the_fleet_and_destroy_in_reverse():
     assert [[s.name for s in w] for w in up] == [["prod-aws-use1", "prod-aws-usw2", "prod-dc-ashburn"], ["prod-fleet"]]
     assert [[s.name for s in w] for w in waves(out, "destroy")][0] == ["prod-fleet"]
     assert waves(out, "preview") == up
+
+
+def test_the_biggest_site_stacks_start_first_and_the_fleet_still_waits():
+    ordered = largest_first(specs(), {"aws-use1": 3, "aws-usw2": 40, "dc-ashburn": 12})
+    assert [s.name for s in ordered][:3] == ["prod-aws-usw2", "prod-dc-ashburn", "prod-aws-use1"]
+    first, second = waves(ordered, "up")
+    assert [s.name for s in first] == ["prod-aws-usw2", "prod-dc-ashburn", "prod-aws-use1"]
+    assert [s.name for s in second] == ["prod-fleet"]
+
+
+@pytest.mark.parametrize(("requested", "mode", "expected"), [
+    ("auto", "local", "final"), ("auto", "cloud", "every-step"), ("every-step", "local", "every-step"),
+    ("final", "cloud", "final")])
+def test_checkpoints_are_skipped_by_default_only_on_simulated_environments(requested, mode, expected):
+    assert checkpoint_mode(requested, mode) == expected
+
+
+def test_an_unknown_checkpoint_policy_is_refused():
+    with pytest.raises(ShardError, match="--checkpoints: must be one of auto, every-step, final"):
+        checkpoint_mode("sometimes", "local")
+
+
+def test_only_locks_of_dead_processes_on_this_host_are_stale():
+    locks = {"a.json": {"pid": 11, "hostname": "vm"}, "b.json": {"pid": 12, "hostname": "vm"},
+             "c.json": {"pid": 11, "hostname": "ci-runner-7"}, "d.json": {"hostname": "vm"}}
+    assert stale_locks(locks, "vm", alive=lambda pid: pid == 12) == ["a.json"]
+    assert stale_locks(locks, "vm", alive=lambda pid: True) == []
 
 
 def test_a_partial_rollout_still_refreshes_the_fleet_from_every_site():
