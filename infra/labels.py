@@ -56,3 +56,13 @@ def zones_allowed_for(tier: PrivacyTier) -> list[str]:
     """Node privacy zones that may run a workload of `tier` (a pii node also holds internal work)."""
     order = list(PrivacyTier)
     return [t.value for t in order[order.index(tier):]]
+
+
+def home_zone(tier: PrivacyTier, zones_present) -> str | None:
+    """The zone a workload of `tier` runs in at a datacenter with racks of `zones_present`: the least
+    sensitive zone that may hold it. A pii rack could hold internal work too, but internal pods that
+    spill onto pii racks (the scheduler packs whatever node scores best, and hard rack spread draws
+    them onto every rack they may use) take the room the pii work can only find there; so each tier
+    keeps to its home zone, and the placement counts capacity per zone the same way."""
+    present = {z.value if isinstance(z, PrivacyTier) else z for z in zones_present}
+    return next((z for z in zones_allowed_for(tier) if z in present), None)

@@ -66,6 +66,14 @@ def site_kind(env: Environment, site: str) -> str:
     return "cloud" if isinstance(env.site(site), CloudSite) else "datacenter"
 
 
+def privacy_zones(env: Environment, site: str) -> tuple[str, ...]:
+    """The privacy zones of a datacenter's racks, least sensitive first; () for a cloud site."""
+    s = env.site(site)
+    if isinstance(s, CloudSite):
+        return ()
+    return tuple(sorted({r.privacy_zone.value for r in s.racks}, key=lambda z: [t.value for t in PrivacyTier].index(z)))
+
+
 def gpu_node_shape(env: Environment, site: str, gpu_type: str) -> tuple[int, float]:
     """(GPUs per node, GiB per GPU) of the largest node of `site` offering `gpu_type`; (0, 0) if none."""
     s = env.site(site)

@@ -91,7 +91,8 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
         ctx = SiteContext(env_name=env.name, site=site, site_kind=kind, domain=domain, images=options.images,
                           prometheus_url=options.prometheus_url, gateway_namespace=options.gateway_namespace,
                           monitoring_namespace=options.monitoring_namespace,
-                          storage_class=options.storage_class.get(kind))
+                          storage_class=options.storage_class.get(kind),
+                          privacy_zones=planning.privacy_zones(env, site))
         work = planning.site_work(plan, site)
         site_summary: dict = {"kind": kind, "simulated": cluster.simulated, "entry_for": [], "pipelines": {},
                               "feature_views": {}, "collections": {}}

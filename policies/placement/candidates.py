@@ -15,10 +15,27 @@ CLOUD_ALLOCATABLE = 0.9  # kubelet/system reserve on cloud nodes
 
 @dataclass(frozen=True)
 class SiteCapacity:
-    """What a site can hold. Datacenters by privacy level (nested: a pii rack also holds internal work)."""
+    """What a datacenter can hold, per privacy zone. A workload runs in its tier's home zone only
+    (infra.labels.home_zone: the least sensitive zone present that may hold it), so the zones'
+    capacities are disjoint: internal work never takes the room of pii racks."""
 
-    # level rank -> (cores, memory GiB, {gpu type: count}) of racks whose zone is at least that level
-    by_level: dict[int, tuple[float, float, dict[str, int]]] = field(default_factory=dict)
+    # zone rank -> (cores, memory GiB, {gpu type: count}) of the racks of exactly that zone
+    by_zone: dict[int, tuple[float, float, dict[str, int]]] = field(default_factory=dict)
+    # tier rank -> rank of its home zone here (None: no rack may hold that tier)
+    home: dict[int, int | None] = field(default_factory=dict)
+
+    @property
+    def total(self) -> tuple[float, float, dict[str, int]]:
+        gpus: dict[str, int] = {}
+        for _, _, g in self.by_zone.values():
+            for k, n in g.items():
+                gpus[k] = gpus.get(k, 0) + n
+        return (sum(c for c, _, _ in self.by_zone.values()), sum(m for _, m, _ in self.by_zone.values()), gpus)
+
+    def of_tier(self, tier_rank: int) -> tuple[float, float, dict[str, int]]:
+        """The capacity a workload of this tier may use (its home zone's)."""
+        zone = self.home.get(tier_rank)
+        return self.by_zone[zone] if zone is not None else (0.0, 0.0, {})
 
 
 _MEMO: dict[tuple[str, int], tuple[object, object]] = {}
@@ -39,33 +56,40 @@ def datacenter_capacity(dc: Datacenter) -> SiteCapacity:
 
 
 def _host_shapes(dc: Datacenter) -> dict[int, set[tuple[float, float, str | None, int]]]:
-    """Distinct host shapes (cores, memory, GPU type, GPU count) available to each privacy level."""
+    """Distinct host shapes (cores, memory, GPU type, GPU count) of each tier's home zone."""
     keep = 1 - dc.system_reserved_fraction
+    home = datacenter_capacity(dc).home
     out: dict[int, set] = {level: set() for level in range(4)}
     for rack, host in dc.all_hosts():
         shape = (host.cores * keep, host.memory_gib * keep, host.gpu.type if host.gpu else None,
                  host.gpu.count if host.gpu else 0)
-        for level in range(rack.privacy_zone.rank + 1):
-            out[level].add(shape)
+        for level in range(4):
+            if home[level] == rack.privacy_zone.rank:
+                out[level].add(shape)
     return out
 
 
 def _datacenter_capacity(dc: Datacenter) -> SiteCapacity:
+    from infra.labels import home_zone
+
     keep = 1 - dc.system_reserved_fraction
-    levels: dict[int, tuple[float, float, dict[str, int]]] = {}
-    for level in range(4):
-        cores = mem = 0.0
-        gpus: dict[str, int] = {}
-        for rack in dc.racks:
-            if rack.privacy_zone.rank < level:
-                continue
-            for host in rack.all_hosts():
-                cores += host.cores * keep
-                mem += host.memory_gib * keep
-                if host.gpu:
-                    gpus[host.gpu.type] = gpus.get(host.gpu.type, 0) + host.gpu.count
-        levels[level] = (cores, mem, gpus)
-    return SiteCapacity(by_level=levels)
+    zones: dict[int, tuple[float, float, dict[str, int]]] = {}
+    for rack in dc.racks:
+        cores, mem, gpus = zones.get(rack.privacy_zone.rank, (0.0, 0.0, {}))
+        gpus = dict(gpus)
+        for host in rack.all_hosts():
+            cores += host.cores * keep
+            mem += host.memory_gib * keep
+            if host.gpu:
+                gpus[host.gpu.type] = gpus.get(host.gpu.type, 0) + host.gpu.count
+        zones[rack.privacy_zone.rank] = (cores, mem, gpus)
+    present = [r.privacy_zone for r in dc.racks]
+    tiers = list(PrivacyTier)
+    home = {}
+    for level, tier in enumerate(tiers):
+        zone = home_zone(tier, present)
+        home[level] = tiers.index(PrivacyTier(zone)) if zone is not None else None
+    return SiteCapacity(by_zone=zones, home=home)
 
 
 def effective_demand(env: Environment) -> dict[str, dict[str, float]]:
@@ -115,11 +139,16 @@ def site_rejection(env: Environment, p: Pipeline, site) -> str | None:
         allowed = site.allowed_tiers if isinstance(site, Datacenter) else site.privacy_tiers
         return (f"privacy: site holds {', '.join(t.value for t in allowed)}; pipeline is {p.privacy_tier.value}")
     if isinstance(site, Datacenter):
-        cap = datacenter_capacity(site).by_level[p.privacy_tier.rank]
+        capacity = datacenter_capacity(site)
+        cap = capacity.of_tier(p.privacy_tier.rank)
         shapes = _memo("shapes", site, _host_shapes)[p.privacy_tier.rank]
+        home = capacity.home[p.privacy_tier.rank]
+        if home is None:
+            return f"no racks of a privacy zone that may hold {p.privacy_tier.value}"
         if p.gpu:
             if cap[2].get(p.gpu.type, 0) == 0:
-                return f"no {p.gpu.type} GPUs in racks of privacy zone >= {p.privacy_tier.value}"
+                return (f"no {p.gpu.type} GPUs in the racks of privacy zone {list(PrivacyTier)[home].value} "
+                        f"(where {p.privacy_tier.value} work runs here)")
             if not any(g == p.gpu.type and n >= p.gpu.count for _, _, g, n in shapes):
                 return f"no host with {gpu_label(p.gpu.count, p.gpu.type)}"
         if not any(c >= p.resources.cpu and m >= p.resources.memory_gib for c, m, _, _ in shapes):

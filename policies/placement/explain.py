@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from infra.spec import CloudSite, Environment
+from infra.spec import CloudSite, Datacenter, Environment, PrivacyTier
 from policies.placement import candidates as cand
 from policies.placement.plan import (DataPlacement, Explanation, PipelinePlacement, PlacementPlan, SitePlan)
 
@@ -131,7 +131,7 @@ def assemble_plan(env: Environment, el, v, res, *, lp_bound: float, elapsed: flo
             cost = sum(cand.replica_cost(specs[name], site) * n for name, n in here.items())
             cost += sum(pieces[f"{d.kind}:{d.name}"].cpu * mc.core_hour_usd +
                         pieces[f"{d.kind}:{d.name}"].memory_gib * mc.memory_gib_hour_usd for d in data_here)
-            cap = cand.datacenter_capacity(site).by_level[0]
+            cap = cand.datacenter_capacity(site).total
             core_cap, mem_cap, gcap = cap[0], cap[1], dict(cap[2])
         total_cost += cost
         sites.append(SitePlan(
@@ -209,12 +209,18 @@ def _explain(env: Environment, el, p, reps: dict[str, int], routing, tight_rows:
     return Explanation(summary=summary, chosen=chosen, rejected=dict(sorted(rejected.items())), binding=binding)
 
 
+_ZONES = [t.value for t in PrivacyTier]
+
+
 def _row_concerns(env: Environment, row: str, p) -> bool:
     kind, _site, what, *rest = row.split("|")
-    if rest and p.privacy_tier.value != rest[0]:
-        level = ["public", "internal", "pii", "restricted"].index(rest[0])
-        if p.privacy_tier.rank < level:
-            return False
+    zone = rest[0] if rest else (what if kind in ("cpu", "memory") and what in _ZONES else None)
+    if zone is not None:
+        site = env.site(_site)
+        if isinstance(site, Datacenter):
+            home = cand.datacenter_capacity(site).home.get(p.privacy_tier.rank)
+            if home is None or _ZONES[home] != zone:
+                return False
     if kind == "gpu":
         return bool(p.gpu) and p.gpu.type == what.split("@")[0]
     if kind in ("cpu", "memory") and what.endswith("-nodes"):       # the nodes of one GPU type
@@ -243,7 +249,7 @@ def _row_label(row: str) -> str:
     elif kind in ("cpu", "memory") and what.endswith("-nodes"):
         label = f"{kind} of {what.removesuffix('-nodes')} nodes"
     elif kind in ("cpu", "memory"):
-        label += f" (zone >= {what})"
+        label += f" (zone {what})"
     if rest:
-        label += f" (zone >= {rest[0]})"
+        label += f" (zone {rest[0]})"
     return label

@@ -115,15 +115,19 @@ class _CloudState:
 @dataclass
 class _DcState:
     site: Datacenter
-    left: dict[int, list] = field(default_factory=dict)  # level -> [cores, mem, {gpu: n}]
+    left: dict[int, list] = field(default_factory=dict)  # zone rank -> [cores, mem, {gpu: n}]
     cost: float = 0.0
 
     def __post_init__(self):
-        for level, (c, m, g) in cand.datacenter_capacity(self.site).by_level.items():
-            self.left[level] = [c, m, dict(g)]
+        for zone, (c, m, g) in cand.datacenter_capacity(self.site).by_zone.items():
+            self.left[zone] = [c, m, dict(g)]
 
     def take(self, level: int, cpu: float, mem: float, gpu_type: str | None, gpus: float, cost: float) -> bool:
-        rows = [self.left[k] for k in range(level + 1)]
+        """Take room in the home zone of tier `level` (SiteCapacity.home)."""
+        zone = cand.datacenter_capacity(self.site).home.get(level)
+        if zone is None:
+            return False
+        rows = [self.left[zone]]
         if any(r[0] < cpu - 1e-9 or r[1] < mem - 1e-9 or (gpu_type and r[2].get(gpu_type, 0) < gpus - 1e-9) for r in rows):
             return False
         for r in rows:

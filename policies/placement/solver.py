@@ -244,14 +244,13 @@ def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[
                 if terms:
                     cap_row(f"quota|{site.name}|{family}", terms, float(quota))
         else:
-            levels = cand.datacenter_capacity(site).by_level
-            for level in range(4):
-                users = [p for p in here if p.privacy_tier.rank >= level]
-                data_l = [d for d in data_here if d.tier.rank >= level]
+            capacity = cand.datacenter_capacity(site)
+            for zone, (cores, mem, gpus) in sorted(capacity.by_zone.items()):
+                users = [p for p in here if capacity.home[p.privacy_tier.rank] == zone]
+                data_l = [d for d in data_here if capacity.home[d.tier.rank] == zone]
                 if not users and not data_l:
                     continue
-                cores, mem, gpus = levels[level]
-                tier = PrivacyTier(list(PrivacyTier)[level])
+                tier = PrivacyTier(list(PrivacyTier)[zone])
                 cap_row(f"cpu|{site.name}|{tier.value}",
                         [(v.x[(p.name, site.name)], p.resources.cpu) for p in users] +
                         [(v.z[(d.key, site.name)], d.cpu) for d in data_l], cores)
@@ -304,7 +303,7 @@ def _capacity_diagnosis(env: Environment, el: Eligibility, time_limit: float) ->
         label = {"gpu": f"{what} GPU capacity", "cpu": "CPU capacity", "memory": "memory capacity",
                  "quota": f"on-demand {what} vCPU quota", "max_nodes": f"max_nodes of {what}"}[kind]
         if rest:
-            label += f" in racks of privacy zone >= {rest[0]}"
+            label += f" in racks of privacy zone {rest[0]}"
         elif kind in ("cpu", "memory") and what == "nodes":
             label = f"{kind} on cloud CPU nodes"
         elif kind in ("cpu", "memory") and what.endswith("-nodes"):

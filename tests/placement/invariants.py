@@ -61,18 +61,23 @@ def assert_plan_valid(env: Environment, plan: PlacementPlan) -> None:
                 assert used <= quota, (sp.name, family, used, quota)
         else:
             assert isinstance(site, Datacenter)
-            levels = cand.datacenter_capacity(site).by_level
-            for level, (cores, mem, gpus) in levels.items():
+            capacity = cand.datacenter_capacity(site)
+            for zone, (cores, mem, gpus) in capacity.by_zone.items():
+                # each tier's work counts against its home zone only (the racks its pods are pinned to)
                 used_c = used_m = 0.0
+                used_g: dict[str, int] = {}
                 for pp in plan.pipelines:
                     p = env.pipeline(pp.name)
                     n = pp.replicas.get(sp.name, 0)
-                    if p.privacy_tier.rank >= level:
+                    if n and capacity.home[p.privacy_tier.rank] == zone:
                         used_c += p.resources.cpu * n
                         used_m += p.resources.memory_gib * n
+                        if p.gpu:
+                            used_g[p.gpu.type] = used_g.get(p.gpu.type, 0) + p.gpu.count * n
                 for key in sp.data:
-                    if pieces[key].tier.rank >= level:
+                    if capacity.home[pieces[key].tier.rank] == zone:
                         used_c += pieces[key].cpu
                         used_m += pieces[key].memory_gib
-                assert used_c <= cores + 1e-6 and used_m <= mem + 1e-6, (sp.name, level)
+                assert used_c <= cores + 1e-6 and used_m <= mem + 1e-6, (sp.name, zone)
+                assert all(n <= gpus.get(g, 0) for g, n in used_g.items()), (sp.name, zone, used_g, gpus)
     assert math.isfinite(plan.cost_usd_per_hour)

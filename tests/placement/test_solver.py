@@ -196,3 +196,26 @@ def test_gpu_replicas_get_nodes_their_pods_fit_on(small_spec):
     with pytest.raises(PlacementInfeasible) as info:
         solve(env)
     assert any("fits a replica's pod" in r.detail for r in info.value.reasons), info.value.reasons
+
+
+def test_each_tier_counts_against_its_home_zone_only(small_spec):
+    """dc-ash has one internal and one pii rack: internal (and public) work runs on the internal rack
+    only, pii work on the pii rack, so internal demand beyond the internal rack goes elsewhere instead of
+    taking the pii rack's room (which the kube-scheduler would then lack for pii pods)."""
+    from policies.placement import candidates as cand
+
+    env = parse_environment(dump(small_spec))
+    ash = cand.datacenter_capacity(env.site("dc-ash"))
+    ranks = {t: i for i, t in enumerate(("public", "internal", "pii", "restricted"))}
+    assert ash.home == {0: ranks["internal"], 1: ranks["internal"], 2: ranks["pii"], 3: None}
+    internal_cores = ash.by_zone[ranks["internal"]][0]
+    assert internal_cores == pytest.approx(ash.total[0] / 2)
+
+    small_spec["pipelines"][1].update(privacy_tier="internal", dependencies=[])
+    small_spec["pipelines"][1]["demand_rps"] = {"us-east": 1800, "eu-west": 0}   # 18+ replicas x 4 cores
+    env = parse_environment(dump(small_spec))
+    plan = solve(env)
+    assert_plan_valid(env, plan)
+    recs = plan.pipeline("recs")
+    assert recs.replicas.get("dc-ash", 0) * 4 <= internal_cores + 1e-6
+    assert sum(recs.replicas.values()) * 4 > internal_cores       # the rest went to another site

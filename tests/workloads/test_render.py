@@ -9,6 +9,7 @@ import pulumi
 import pytest
 
 from clusters.handle import ClusterHandle
+from infra import labels as L
 from infra.labels import GPU_PRODUCT
 from infra.loader import load_environment
 from infra.spec import Environment
@@ -213,3 +214,23 @@ def test_describe_lists_sites_entries_and_routes(local_stack):
     assert "us-east.local.hybridml.example" in text and "us-east.pii.local.hybridml.example" in text
     assert "site dc-local (datacenter, simulated)" in text
     assert "recs-home" in text and "routes (pipeline, region" in text
+
+
+def test_datacenter_pods_keep_to_their_home_zone_and_cloud_pods_may_use_any_allowed_zone():
+    from workloads.render.model_pods import placement_affinity, tolerations
+
+    def zones(affinity):
+        return affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+
+    dc = ("internal", "pii")
+    assert zones(placement_affinity("internal", dc)) == ["internal"]
+    assert zones(placement_affinity("public", dc)) == ["internal"]
+    assert zones(placement_affinity("pii", dc)) == ["pii"]
+    # internal pods no longer tolerate the pii racks' taint; pii pods do
+    assert not [t for t in tolerations("internal", False, dc) if t["key"] == L.PRIVACY_TAINT_KEY]
+    assert [t["value"] for t in tolerations("pii", False, dc)] == ["pii"]
+    # a datacenter with pii racks only runs its internal work there
+    assert zones(placement_affinity("internal", ("pii",))) == ["pii"]
+    # cloud sites: every zone that may hold the tier (their nodes carry one zone label)
+    assert zones(placement_affinity("internal")) == ["internal", "pii", "restricted"]

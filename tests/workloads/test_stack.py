@@ -7,7 +7,7 @@ import collections
 import pytest
 
 from infra import labels as L
-from infra.spec import CloudSite, PrivacyTier
+from infra.spec import CloudSite, Datacenter, PrivacyTier
 from tests.workloads import schemas
 from tests.workloads.conftest import rendered
 from tests.workloads.podspecs import pod_templates, restricted_violations
@@ -153,17 +153,26 @@ def test_no_pii_or_restricted_piece_on_a_cloud_cluster(stack):
         assert sensitive_sites and not sensitive_sites & cloud
 
 
-def test_sensitive_pods_stay_on_nodes_of_their_zone(stack):
+def test_pods_keep_to_their_tiers_home_zone_in_datacenters(stack):
+    """Sensitive pods only on nodes of a zone that may hold them; in a datacenter every tier's pods on
+    its home zone only (internal work never takes the room of pii racks, as the placement counted)."""
+    seen = set()
     for o in stack.objects:
         if o.kind not in POD_KINDS:
             continue
         for t in pod_templates(o.manifest):
             tier = t.labels.get(L.PRIVACY_TIER) or o.manifest["metadata"]["labels"].get(L.PRIVACY_TIER)
-            if tier not in ("pii", "restricted"):
+            if tier is None or "affinity" not in t.spec:
                 continue
             terms = t.spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
             zones = terms[0]["matchExpressions"][0]["values"]
-            assert zones == L.zones_allowed_for(PrivacyTier(tier)), o.ref()
+            assert set(zones) <= set(L.zones_allowed_for(PrivacyTier(tier))), o.ref()
+            site = stack.env.site(o.site)
+            if isinstance(site, Datacenter):
+                present = {r.privacy_zone.value for r in site.racks}
+                assert zones == [L.home_zone(PrivacyTier(tier), present)], o.ref()
+                seen.add((tier, zones[0]))
+    assert seen, "no datacenter pod with a privacy tier rendered"
 
 
 def test_pii_data_is_read_only_from_the_same_jurisdiction(stack):

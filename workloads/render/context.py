@@ -18,6 +18,8 @@ class SiteContext:
     gateway_namespace: str = GATEWAY_NAMESPACE
     monitoring_namespace: str = MONITORING_NAMESPACE
     storage_class: str | None = None
+    privacy_zones: tuple[str, ...] = ()
+    """Datacenter: the privacy zones of its racks (each tier's pods keep to their home zone); cloud: ()."""
     flink_state_uri: str = "s3://hybridml-flink-state"
     """Base URI for Flink checkpoints and savepoints (object storage reachable from the site)."""
 

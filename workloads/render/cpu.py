@@ -47,8 +47,8 @@ def objects(ctx: SiteContext, env: Environment, p: Pipeline, replicas: int, name
             startup=pods.http_probe(e.health_path, "http", period=5, failures=60),
             readiness=pods.http_probe(e.health_path, "http", period=5),
             liveness=pods.http_probe(e.health_path, "http", period=15, failures=4), mounts=mounts)
-        spec = pods.pod_spec([c], volumes=volumes, affinity=placement_affinity(p.privacy_tier.value),
-                             tolerations=tolerations(p.privacy_tier.value, False) or None,
+        spec = pods.pod_spec([c], volumes=volumes, affinity=placement_affinity(p.privacy_tier.value, ctx.privacy_zones),
+                             tolerations=tolerations(p.privacy_tier.value, False, ctx.privacy_zones) or None,
                              spread=spread(ctx.site_kind, sel, p.spread.zone_max_skew, hard=n > 1),
                              termination_grace=30)
         s = planning.scaling(p, n)

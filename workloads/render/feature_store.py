@@ -86,8 +86,8 @@ def redis_objects(ctx: SiteContext, view: FeatureView, namespace: str, *, fleet_
     spec = pods.pod_spec([redis, exporter], volumes=[
         {"name": "auth", "secret": {"secretName": auth_secret_name(view), "defaultMode": 0o440}},
         pods.empty_dir("tmp", size_limit="256Mi")],
-        affinity=placement_affinity(view.privacy_tier.value),
-        tolerations=tolerations(view.privacy_tier.value, False) or None,
+        affinity=placement_affinity(view.privacy_tier.value, ctx.privacy_zones),
+        tolerations=tolerations(view.privacy_tier.value, False, ctx.privacy_zones) or None,
         spread=spread(ctx.site_kind, sel, 1, hard=True), termination_grace=60)
     out = [
         {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta.metadata(name, namespace, lbls),
@@ -195,8 +195,8 @@ def flink_objects(ctx: SiteContext, view: FeatureView, namespace: str) -> list[d
                  "metadata": {"labels": lbls},
                  "spec": {
                      "securityContext": pods.pod_security_context(),
-                     "affinity": placement_affinity(view.privacy_tier.value),
-                     "tolerations": tolerations(view.privacy_tier.value, False),
+                     "affinity": placement_affinity(view.privacy_tier.value, ctx.privacy_zones),
+                     "tolerations": tolerations(view.privacy_tier.value, False, ctx.privacy_zones),
                      "containers": [container],
                      "volumes": [{"name": "redis-auth",
                                   "secret": {"secretName": auth_secret_name(view), "defaultMode": 0o440,

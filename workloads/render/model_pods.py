@@ -5,20 +5,29 @@ from infra import labels as L
 from infra.spec import Pipeline, PrivacyTier
 
 
-def placement_affinity(tier: str) -> dict:
-    """Only nodes whose privacy zone may hold `tier` (infra.labels.zones_allowed_for)."""
-    zones = L.zones_allowed_for(PrivacyTier(tier))
+def zones_for(tier: str, site_zones: tuple[str, ...] = ()) -> list[str]:
+    """Node privacy zones a workload of `tier` may run on: at a datacenter (`site_zones`: the zones of
+    its racks) only its home zone (infra.labels.home_zone), as the placement counted it; elsewhere every
+    zone that may hold the tier."""
+    if site_zones:
+        home = L.home_zone(PrivacyTier(tier), site_zones)
+        return [home] if home else L.zones_allowed_for(PrivacyTier(tier))
+    return L.zones_allowed_for(PrivacyTier(tier))
+
+
+def placement_affinity(tier: str, site_zones: tuple[str, ...] = ()) -> dict:
+    """Only nodes whose privacy zone may hold `tier` (zones_for)."""
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": L.PRIVACY_ZONE, "operator": "In", "values": zones}]}]}}}
+        {"matchExpressions": [{"key": L.PRIVACY_ZONE, "operator": "In", "values": zones_for(tier, site_zones)}]}]}}}
 
 
-def tolerations(tier: str, gpu: bool) -> list[dict]:
+def tolerations(tier: str, gpu: bool, site_zones: tuple[str, ...] = ()) -> list[dict]:
     """GPU nodes are tainted `nvidia.com/gpu`; pii/restricted nodes are tainted with their zone. A workload
     tolerates the zone taints of every zone it may use, and the GPU taint only if it requests GPUs."""
     out = []
     if gpu:
         out.append({"key": L.GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"})
-    for zone in L.zones_allowed_for(PrivacyTier(tier)):
+    for zone in zones_for(tier, site_zones):
         if PrivacyTier(zone).is_sensitive:
             out.append({"key": L.PRIVACY_TAINT_KEY, "operator": "Equal", "value": zone, "effect": "NoSchedule"})
     return out

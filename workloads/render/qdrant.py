@@ -46,7 +46,7 @@ def _curl_job_spec(ctx: SiteContext, c: VectorCollection, lbls: dict, script: st
     spec = pods.pod_spec([container], volumes=[
         {"name": "auth", "secret": {"secretName": auth_secret_name(c), "defaultMode": 0o440}},
         pods.empty_dir("tmp", size_limit="64Mi")],
-        affinity=placement_affinity(c.privacy_tier.value), tolerations=tolerations(c.privacy_tier.value, False) or None)
+        affinity=placement_affinity(c.privacy_tier.value, ctx.privacy_zones), tolerations=tolerations(c.privacy_tier.value, False, ctx.privacy_zones) or None)
     spec["restartPolicy"] = "OnFailure"
     return {"metadata": {"labels": lbls}, "spec": spec}
 
@@ -86,7 +86,7 @@ def objects(ctx: SiteContext, c: VectorCollection, namespace: str, *, fleet_sour
     spec = pods.pod_spec([container], volumes=[
         {"name": "auth", "secret": {"secretName": auth_secret_name(c), "defaultMode": 0o440}},
         pods.empty_dir("tmp", size_limit="4Gi")],
-        affinity=placement_affinity(c.privacy_tier.value), tolerations=tolerations(c.privacy_tier.value, False) or None,
+        affinity=placement_affinity(c.privacy_tier.value, ctx.privacy_zones), tolerations=tolerations(c.privacy_tier.value, False, ctx.privacy_zones) or None,
         spread=spread(ctx.site_kind, sel, 1, hard=True), termination_grace=60)
 
     def claim(gib: int) -> dict:

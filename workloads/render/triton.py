@@ -77,8 +77,8 @@ def inference_services(ctx: SiteContext, env: Environment, p: Pipeline, replicas
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}],
             },
             "volumes": [pods.empty_dir("tmp", size_limit="4Gi"), pods.empty_dir("dshm", memory=True, size_limit="1Gi")],
-            "affinity": placement_affinity(p.privacy_tier.value),
-            "tolerations": tolerations(p.privacy_tier.value, bool(gpus)),
+            "affinity": placement_affinity(p.privacy_tier.value, ctx.privacy_zones),
+            "tolerations": tolerations(p.privacy_tier.value, bool(gpus), ctx.privacy_zones),
         }
         if node_selector(p):
             predictor["nodeSelector"] = node_selector(p)

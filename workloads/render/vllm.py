@@ -139,7 +139,7 @@ def _pod_spec(ctx: SiteContext, env: Environment, p: Pipeline, v: VllmVariant, l
     cache = planning.model_cache_gib(env, ctx.site, p)
     return pods.pod_spec(
         [c], volumes=_volumes(p, cache, shm, ctx.storage_class), node_selector=node_selector(p),
-        affinity=placement_affinity(p.privacy_tier.value), tolerations=tolerations(p.privacy_tier.value, bool(gpus)),
+        affinity=placement_affinity(p.privacy_tier.value, ctx.privacy_zones), tolerations=tolerations(p.privacy_tier.value, bool(gpus), ctx.privacy_zones),
         spread=spread(ctx.site_kind, meta.selector(lbls), p.spread.zone_max_skew, hard=False),
         termination_grace=120)
 
