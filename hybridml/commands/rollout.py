@@ -21,8 +21,8 @@ ENV_HELP = "Environment: the name of its stack config Pulumi.<env>.yaml (local, 
 SITES_HELP = "Comma-separated sites: roll out only their stacks (then the fleet stack); default every used site."
 PARALLEL_HELP = "How many stacks run at once."
 RESOURCE_PARALLEL_HELP = "Resource operations in flight per stack (pulumi --parallel; the CLI's own default is 4 per core)."
-CHECKPOINTS_HELP = ("When the engine writes each stack's state: every-step (Pulumi's default), final (once at the end; "
-                    "much less engine CPU on big stacks), auto = final for simulated (mode local) environments only.")
+CHECKPOINTS_HELP = ("When the engine writes each stack's state: every-step (Pulumi's default; auto), final (once at "
+                    "the end: much less engine CPU on big stacks, but a run killed outright may not resume cleanly).")
 STATE_STYLE = {"waiting": "dim", "running": "yellow", "ok": "green", "failed": "bold red", "skipped": "magenta"}
 
 

@@ -507,7 +507,8 @@ def test_sharded_up_deploys_the_same_objects_as_the_single_stack(stack, apis):
     TIMINGS["hybridml up local (sharded, from empty)"] = proc.seconds
     assert proc.returncode == 0, _tail(proc)
     result = _rollout_json(proc)
-    assert [s["name"] for s in result["stacks"]] == [*SHARDS, "local-fleet"], result
+    names = [s["name"] for s in result["stacks"]]
+    assert sorted(names[:-1]) == sorted(SHARDS) and names[-1] == "local-fleet", result   # sites biggest first
     assert all(s["state"] == "ok" for s in result["stacks"]), result
     _wait("every Deployment/StatefulSet ready", lambda: not _workloads_ready(apis), timeout=60)
     sharded = set().union(*(stack.state_objects(s) for s in (*SHARDS, "local-fleet")))
@@ -544,53 +545,6 @@ def test_sharded_destroy_leaves_the_clusters_clean(stack, apis):
     assert states[0] == "local-fleet"
     _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
     _assert_clean(apis, before)
-
-
-def _lock_files(stack: Stack) -> list[Path]:
-    backend = Path(stack.env["PULUMI_BACKEND_URL"][len("file://"):])
-    return sorted((backend / ".pulumi" / "locks").glob("*/*/local-*/*.json"))
-
-
-def test_a_killed_rollout_resumes_without_orphans(stack, apis):
-    """SIGKILL the whole `hybridml up local` (CLI, engines, programs) mid-way: with checkpoints written
-    only at the end (the default for simulated environments), the state misses what was created and
-    the dead engines' locks stay. The next up clears the locks of the dead processes, adopts the
-    objects (server-side apply) and converges: nothing in the clusters that no stack knows."""
-    env = {**stack.env, "HYBRIDML_PROJECT_DIR": str(stack.project), "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "hybridml.cli", "up", "local", "--parallel", "2", "--json"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        created = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            created = len(_pulumi_managed(apis, {"Namespace", "ConfigMap", "Deployment", "Service"}))
-            if created >= 40:
-                break
-            time.sleep(1)
-        assert proc.poll() is None and created >= 40, f"rollout ended (rc {proc.returncode}) with {created} objects"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    time.sleep(1)
-    locks = _lock_files(stack)
-    assert locks, "a killed engine leaves its lock behind (else this test tests nothing)"
-    print(f"killed after {created} objects; {len(locks)} stale locks")
-
-    proc = _hybridml(stack, "up", "local", "--parallel", "2", "--json")
-    assert proc.returncode == 0, _tail(proc)
-    result = _rollout_json(proc)
-    assert result["checkpoints"] == "final" and all(s["state"] == "ok" for s in result["stacks"]), result
-    assert not _lock_files(stack)
-    _wait("every Deployment/StatefulSet ready", lambda: not _workloads_ready(apis), timeout=60)
-    state = set().union(*(stack.state_objects(s) for s in (*SHARDS, "local-fleet")))
-    orphans = _pulumi_managed(apis, {k for _, k, _, _ in state}) - state
-    assert not orphans, f"objects in the clusters that no stack knows: {sorted(orphans)[:20]}"
-    proc = _hybridml(stack, "destroy", "local", "--json")
-    assert proc.returncode == 0, _tail(proc)
-    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
-    _assert_clean(apis, state)
 
 
 def test_a_failing_site_does_not_stop_the_others(clusters, stack, apis):

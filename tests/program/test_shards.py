@@ -57,9 +57,9 @@ def test_the_biggest_site_stacks_start_first_and_the_fleet_still_waits():
 
 
 @pytest.mark.parametrize(("requested", "mode", "expected"), [
-    ("auto", "local", "final"), ("auto", "cloud", "every-step"), ("every-step", "local", "every-step"),
-    ("final", "cloud", "final")])
-def test_checkpoints_are_skipped_by_default_only_on_simulated_environments(requested, mode, expected):
+    ("auto", "local", "every-step"), ("auto", "cloud", "every-step"), ("every-step", "local", "every-step"),
+    ("final", "cloud", "final"), ("final", "local", "final")])
+def test_checkpoints_every_step_unless_final_is_asked_for(requested, mode, expected):
     assert checkpoint_mode(requested, mode) == expected
 
 
