@@ -25,7 +25,6 @@ from typing import Any, Literal
 CONFIG_NS = "hybridml"
 FLEET = "fleet"
 Action = Literal["up", "preview", "destroy"]
-Checkpoints = Literal["auto", "every-step", "final"]
 CHECKPOINT_CHOICES = ("auto", "every-step", "final")
 # Resource operations in flight per stack. The CLI's default is 4 per CPU core (8 on a 2-core runner), but a
 # Kubernetes object's step is mostly waiting for the cluster (a Deployment until its pods are ready, 30-50 s on

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from infra.labels import home_zone
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
 
 CLOUD_ALLOCATABLE = 0.9  # kubelet/system reserve on cloud nodes
@@ -70,8 +71,6 @@ def _host_shapes(dc: Datacenter) -> dict[int, set[tuple[float, float, str | None
 
 
 def _datacenter_capacity(dc: Datacenter) -> SiteCapacity:
-    from infra.labels import home_zone
-
     keep = 1 - dc.system_reserved_fraction
     zones: dict[int, tuple[float, float, dict[str, int]]] = {}
     for rack in dc.racks:

@@ -116,15 +116,18 @@ class _CloudState:
 class _DcState:
     site: Datacenter
     left: dict[int, list] = field(default_factory=dict)  # zone rank -> [cores, mem, {gpu: n}]
+    home: dict[int, int | None] = field(default_factory=dict)  # tier rank -> zone rank (SiteCapacity.home)
     cost: float = 0.0
 
     def __post_init__(self):
-        for zone, (c, m, g) in cand.datacenter_capacity(self.site).by_zone.items():
+        capacity = cand.datacenter_capacity(self.site)
+        self.home = capacity.home
+        for zone, (c, m, g) in capacity.by_zone.items():
             self.left[zone] = [c, m, dict(g)]
 
     def take(self, level: int, cpu: float, mem: float, gpu_type: str | None, gpus: float, cost: float) -> bool:
-        """Take room in the home zone of tier `level` (SiteCapacity.home)."""
-        zone = cand.datacenter_capacity(self.site).home.get(level)
+        """Take room in the home zone of tier `level`."""
+        zone = self.home.get(level)
         if zone is None:
             return False
         rows = [self.left[zone]]
