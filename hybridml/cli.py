@@ -70,7 +70,8 @@ def plan(
     explain: Optional[str] = typer.Option(None, "--explain", help="Explain the decision for one pipeline."),
     svg: Optional[Path] = typer.Option(None, "--svg", help="Draw the placement across sites as an SVG picture."),
     time_limit: float = typer.Option(60.0, help="Solver time limit in seconds."),
-    mip_gap: float = typer.Option(0.005, help="Stop when within this relative gap of the proven bound."),
+    mip_gap: Optional[float] = typer.Option(
+        None, help="Stop when within this relative gap of the proven bound [default: 0.005, as the Pulumi program]."),
     baseline: bool = typer.Option(True, help="Also compute the greedy on-prem-first baseline for comparison."),
 ) -> None:
     """Solve placement: which site runs how many replicas of every pipeline, at minimum cost."""
@@ -82,7 +83,7 @@ def plan(
         fail(SpecError(spec, [SpecIssue(("--explain",), f"no pipeline named {explain!r} in {env.name}")]))
     with console.status(f"solving placement for {len(env.pipelines)} pipelines over {len(env.sites)} sites (HiGHS)..."):
         try:
-            result = solve(env, time_limit=time_limit, mip_gap=mip_gap)
+            result = solve(env, time_limit=time_limit, **({} if mip_gap is None else {"mip_gap": mip_gap}))
         except PlacementInfeasible as exc:
             fail(exc)
         if baseline:

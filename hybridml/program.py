@@ -113,8 +113,8 @@ def load_plan(env: Environment, plan_file: str | None) -> PlacementPlan:
     if plan_file is None:
         from policies.placement import solve
 
-        # The LP bound is only for reporting; the placement does not depend on it.
-        return solve(env, with_lp_bound=False)
+        # The same solver and gap as `hybridml plan`: the same spec gives the same plan.
+        return solve(env)
     path = Path(plan_file)
     try:
         plan = PlacementPlan.model_validate_json(path.read_text())

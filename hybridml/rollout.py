@@ -302,7 +302,7 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
         else:
             from policies.placement import solve
 
-            plan = solve(env, with_lp_bound=False)
+            plan = solve(env)
             (root / plan_path).parent.mkdir(parents=True, exist_ok=True)
             (root / plan_path).write_text(plan.model_dump_json(indent=1))
     used = plan.used_sites()

@@ -121,7 +121,7 @@ def status(
         from policies.placement import solve
 
         try:
-            plan, source = solve(env, with_lp_bound=False), "solved from the spec"
+            plan, source = solve(env), "solved from the spec"
         except PlacementInfeasible as exc:
             from hybridml.cli import fail
 

@@ -40,7 +40,7 @@ def plan_clusters(spec: str | os.PathLike, sites: Sequence[str] | None = None) -
     from policies.placement import solve
 
     env = load_environment(str(spec))
-    plan = solve(env, with_lp_bound=False)
+    plan = solve(env)
     return env, clusters_from_spec(env, plan, sites)
 
 

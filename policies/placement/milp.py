@@ -38,9 +38,12 @@ def solver_version() -> str:
     return f"HiGHS {h.version()}"
 
 
+FEASIBLE = ("optimal", "time_limit", "target")  # statuses that come with a feasible point
+
+
 @dataclass
 class Result:
-    status: str  # optimal | time_limit | infeasible | error
+    status: str  # optimal | time_limit | target | infeasible | infeasible_or_timeout | error:...
     objective: float
     dual_bound: float
     mip_gap: float
@@ -100,8 +103,14 @@ class Model:
         return bad
 
     def solve(self, *, relax: bool = False, time_limit: float = 60.0, mip_gap: float = 1e-3,
-              start=None) -> Result:
-        """Solve; `start` is a feasible point to begin from (HiGHS then only improves and proves)."""
+              start=None, upper=None, integer=None, target: float | None = None) -> Result:
+        """Solve the model, or a variant of it that keeps its rows.
+
+        `start`: a feasible point to begin from (HiGHS then only improves and proves).
+        `upper`: replacement variable upper bounds (a restricted model).
+        `integer`: replacement integrality flags (a partial relaxation).
+        `target`: stop at the first solution at or below this objective.
+        """
         h = new_highs()
         # One thread and a fixed seed: the same spec gives the same plan, byte for byte.
         h.setOptionValue("threads", 1)
@@ -110,12 +119,14 @@ class Model:
         h.setOptionValue("mip_rel_gap", float(mip_gap))
         # Measured on the prod fleet: the root reduced-cost heuristic costs ~1 s and never found the incumbent.
         h.setOptionValue("mip_heuristic_run_root_reduced_cost", False)
+        if target is not None:
+            h.setOptionValue("objective_target", float(target))
         lp = highspy.HighsLp()
         lp.num_col_ = self.num_vars
         lp.num_row_ = self.num_rows
         lp.col_cost_ = np.asarray(self.cost, dtype=float)
         lp.col_lower_ = np.asarray(self.lb, dtype=float)
-        lp.col_upper_ = np.asarray(self.ub, dtype=float)
+        lp.col_upper_ = np.asarray(self.ub if upper is None else upper, dtype=float)
         lp.row_lower_ = np.asarray(self.row_lb, dtype=float)
         lp.row_upper_ = np.asarray(self.row_ub, dtype=float)
         lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
@@ -124,7 +135,7 @@ class Model:
         lp.a_matrix_.value_ = np.asarray(self.row_value, dtype=float)
         lp.a_matrix_.num_col_ = self.num_vars
         lp.a_matrix_.num_row_ = self.num_rows
-        integer = self.integer
+        integer = self.integer if integer is None else list(integer)
         if not relax and any(integer):
             lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                                for i in integer]
@@ -144,11 +155,13 @@ class Model:
             name = "infeasible"
         elif status == S.kTimeLimit and info.primal_solution_status == 2:
             name = "time_limit"
+        elif status == S.kObjectiveTarget:
+            name = "target"
         elif status == S.kTimeLimit:
             name = "infeasible_or_timeout"
         else:
             name = f"error:{h.modelStatusToString(status)}"
-        if name in ("optimal", "time_limit"):
+        if name in FEASIBLE:
             sol = h.getSolution()
             values = np.asarray(sol.col_value)
             rows = np.asarray(sol.row_value)

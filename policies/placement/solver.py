@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from infra.errors import InfeasibleReason, PlacementInfeasible
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
 from policies.placement import candidates as cand
-from policies.placement.milp import INF, Model, solver_version
+from policies.placement.milp import FEASIBLE, INF, Model, Result, solver_version
 from policies.placement.candidates import data_pieces, dep_key
 from policies.placement.explain import _row_concerns, assemble_plan
 from policies.placement.plan import PlacementPlan
@@ -318,8 +318,74 @@ def _capacity_diagnosis(env: Environment, el: Eligibility, time_limit: float) ->
     return reasons
 
 
-def solve(env: Environment, *, time_limit: float = 60.0, mip_gap: float = 1e-3,
-          with_lp_bound: bool = True) -> PlacementPlan:
+DEFAULT_MIP_GAP = 0.005  # stop within 0.5 % of the proven lower bound (`hybridml plan` and the program alike)
+
+
+class _Clock:
+    def __init__(self, seconds: float):
+        self.deadline = time.perf_counter() + seconds
+
+    def left(self, share: float = 1.0) -> float:
+        return max(0.05, (self.deadline - time.perf_counter()) * share)
+
+
+def _search(env: Environment, el: Eligibility, m: Model, v: _Vars, *, time_limit: float,
+            mip_gap: float) -> tuple[Result | None, float, str]:
+    """Find a placement within `mip_gap` of a proven lower bound; returns it (None when the
+    model is infeasible), the LP-relaxation bound and which steps settled it.
+
+    Measured on the prod fleet, HiGHS spends most of a plain solve in its root cut loop before
+    its own heuristics find the optimum. Three cheaper steps usually settle it first:
+      1. the LP relaxation: the lower bound, and which sites each pipeline may use at all;
+      2. a dive: the whole MIP restricted to the replicas and presences the LP uses, stopped at
+         the first placement within the gap of the bound (at 10x the LP bound is already tight);
+      3. a better bound: relax everything but the whole cloud nodes, the integrality that
+         carries most of the gap between LP and optimum.
+    Only when those do not meet the gap does the full MIP run, from the best point found.
+    """
+    import numpy as np
+
+    clock = _Clock(time_limit)
+    lp = m.solve(relax=True, time_limit=clock.left())
+    if lp.status not in FEASIBLE:
+        return None, math.nan, "LP infeasible"
+    bound = lp.objective
+
+    def within(res: Result | None) -> bool:
+        return res is not None and res.objective <= bound + mip_gap * abs(res.objective) + 1e-9
+
+    def proven(res: Result) -> Result:
+        gap = max(0.0, (res.objective - bound) / abs(res.objective)) if res.objective else 0.0
+        return Result("optimal" if gap <= mip_gap + 1e-12 else res.status, res.objective, bound, gap,
+                      res.values, res.row_values)
+
+    upper = np.asarray(m.ub, dtype=float).copy()
+    unused = [i for d in (v.x, v.y) for i in d.values() if lp.values[i] <= 1e-6]
+    upper[unused] = 0.0
+    dive = m.solve(upper=upper, time_limit=clock.left(0.6), mip_gap=mip_gap, target=bound * (1 + mip_gap))
+    best = dive if dive.status in FEASIBLE else None
+    if within(best):
+        return proven(best), lp.objective, "LP-guided dive, LP bound"
+
+    node_counts = set(v.n.values())
+    whole_nodes = m.solve(integer=[flag and i in node_counts for i, flag in enumerate(m.integer)],
+                          time_limit=clock.left(0.3), mip_gap=mip_gap / 10)
+    if whole_nodes.status in FEASIBLE or whole_nodes.status == "infeasible_or_timeout":
+        bound = max(bound, whole_nodes.dual_bound)
+    if within(best):
+        return proven(best), lp.objective, "LP-guided dive, whole-node bound"
+
+    start = best.values if best is not None else _start_from_greedy(env, el, m, v)
+    full = m.solve(time_limit=clock.left(), mip_gap=mip_gap, start=start)
+    if full.status not in FEASIBLE:
+        return (proven(best) if best is not None else None), lp.objective, "LP-guided dive, full MIP failed"
+    bound = max(bound, full.dual_bound)
+    if best is not None and best.objective < full.objective:
+        full = best
+    return proven(full), lp.objective, "full MIP" + (" from the dive" if best is not None else " from the greedy start")
+
+
+def solve(env: Environment, *, time_limit: float = 60.0, mip_gap: float = DEFAULT_MIP_GAP) -> PlacementPlan:
     """Place every pipeline. Raises PlacementInfeasible with reasons when no placement exists."""
     started = time.perf_counter()
     el = eligibility(env)
@@ -327,13 +393,8 @@ def solve(env: Environment, *, time_limit: float = 60.0, mip_gap: float = 1e-3,
     if reasons:
         raise PlacementInfeasible(reasons)
     m, v = build(env, el)
-    # The hand-written baseline is a feasible point: starting from it lets HiGHS prune and run
-    # its improvement heuristics at once instead of searching for any feasible placement first.
-    start = _start_from_greedy(env, el, m, v)
-    res = m.solve(time_limit=time_limit, mip_gap=mip_gap, start=start)
-    if res.status not in ("optimal", "time_limit"):
+    res, lp_bound, how = _search(env, el, m, v, time_limit=time_limit, mip_gap=mip_gap)
+    if res is None:
         raise PlacementInfeasible(_capacity_diagnosis(env, el, time_limit))
-    lp_bound = m.solve(relax=True, time_limit=time_limit).objective if with_lp_bound else res.dual_bound
     elapsed = time.perf_counter() - started
-
-    return assemble_plan(env, el, v, res, lp_bound=lp_bound, elapsed=elapsed, solver=solver_version())
+    return assemble_plan(env, el, v, res, lp_bound=lp_bound, elapsed=elapsed, solver=f"{solver_version()} ({how})")

@@ -49,7 +49,7 @@ def dev_plan_site(result):
     from policies.placement import solve
 
     env = load_environment("dev")
-    return solve(env, with_lp_bound=False).site(SITE)
+    return solve(env).site(SITE)
 
 
 def test_eks_private_endpoint_kms_logs_version(dev):

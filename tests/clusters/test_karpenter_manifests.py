@@ -43,7 +43,7 @@ def pools():
     out = []
     for name in ("dev", "prod"):
         env = load_environment(name)
-        plan = solve(env, with_lp_bound=False)
+        plan = solve(env)
         for site in env.cloud_sites:
             if site.name in plan.used_sites():
                 out += [(site, p) for p in sizing.node_pools(env, site, plan.site(site.name))]

@@ -33,7 +33,7 @@ def test_namespaces_priority_classes_and_quotas_from_the_plan():
     quotas = {r.props["metadata"]["namespace"]: r for r in of_type(result, "kubernetes:core/v1:ResourceQuota", DC)}
     from policies.placement import solve
 
-    plan = solve(env, with_lp_bound=False)
+    plan = solve(env)
     for q in sizing.namespace_quotas(env, plan, DC):
         assert quotas[q.namespace].props["spec"]["hard"] == q.hard(), where(quotas[q.namespace])
     assert len(of_type(result, "kubernetes:core/v1:LimitRange", DC)) == len(quotas)

@@ -51,7 +51,7 @@ def give_quotas(monkeypatch, region: str, quotas: dict[str, int]) -> None:
 @pytest.fixture(scope="module")
 def tiny():
     env = parse_environment(dump(copy.deepcopy(SMALL_SPEC)))
-    return env, solve(env, with_lp_bound=False)
+    return env, solve(env)
 
 
 def test_needs_count_planned_nodes_and_the_system_node_group(tiny):
@@ -101,7 +101,7 @@ def test_type_not_offered_in_the_sites_zones(monkeypatch):
     spec["sites"][0]["zones"] = ["us-east-1a"]
     spec["sites"][0]["instance_types"][1]["name"] = "p4de.24xlarge"
     env = parse_environment(dump(spec))
-    plan = solve(env, with_lp_bound=False)
+    plan = solve(env)
     give_quotas(monkeypatch, "us-east-1", {"P": 10000, "G": 10000, "standard": 10000})
     report = run_preflight(env, plan)
     offering = [f for f in report.shortfalls if f.kind == "offering"]

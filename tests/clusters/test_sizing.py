@@ -20,7 +20,7 @@ from tests.conftest import SMALL_SPEC, dump
 @pytest.fixture(scope="module")
 def dev():
     env = load_environment("dev")
-    return env, solve(env, with_lp_bound=False)
+    return env, solve(env)
 
 
 def _cloud(vpc: str, zones: list[str]):
@@ -92,7 +92,7 @@ def test_node_pools_cover_the_plan_and_respect_family_quotas(dev):
 def test_gpu_pool_grows_by_the_autoscaling_factor_capped_by_max_nodes():
     spec = copy.deepcopy(SMALL_SPEC)
     env = parse_environment(dump(spec))
-    plan = solve(env, with_lp_bound=False)
+    plan = solve(env)
     site = env.cloud_sites[0]
     pools = {p.name: p for p in sizing.node_pools(env, site, plan.site(site.name))}
     h100 = pools["gpu-h100"]

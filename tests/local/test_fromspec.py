@@ -26,7 +26,7 @@ LOCAL_SPEC = str(REPO / "infra" / "environments" / "local.yaml")
 @pytest.fixture(scope="module")
 def local():
     env = load_environment(LOCAL_SPEC)
-    plan = solve(env, with_lp_bound=False)
+    plan = solve(env)
     return env, plan, {c.name: c for c in clusters_from_spec(env, plan)}
 
 
@@ -138,7 +138,7 @@ def test_other_specs_gpu_datacenter_hosts_and_no_cpu_type(small_spec):
     spec["sites"][1]["racks"][0]["host_pools"][0]["gpu"] = {"type": "L4", "count": 2, "memory_gib": 24}
     spec["sites"][0]["instance_types"] = [it for it in spec["sites"][0]["instance_types"] if "gpu" in it]
     env = parse_environment(dump(spec))
-    plan = solve(env, with_lp_bound=False)
+    plan = solve(env)
     clusters = {c.name: c for c in clusters_from_spec(env, plan)}
     assert set(clusters) == {"hybridml-aws-use1", "hybridml-dc-ash", "hybridml-dc-ams"}
     gpu_hosts = [n for n in clusters["hybridml-dc-ash"].nodes if L.GPU_RESOURCE in n.capacity]

@@ -24,7 +24,7 @@ from tests.conftest import REPO
 @pytest.fixture(scope="module")
 def sim():
     env = load_environment("sim")
-    plan = solve(env, with_lp_bound=False)
+    plan = solve(env)
     return env, clusters_from_spec(env, plan)
 
 

@@ -32,7 +32,8 @@ def assert_plan_valid(env: Environment, plan: PlacementPlan) -> None:
         useful = p.capacity_rps * p.target_utilization
         for s, n in pp.replicas.items():
             routed = sum(demand[p.name][r] * row.get(s, 0.0) for r, row in pp.routing.items())
-            assert n * useful >= routed - 1e-4, (p.name, s, n, routed)
+            # routing shares are rounded to 6 digits: allow that much of the routed demand
+            assert n * useful >= routed * (1 - 2e-6) - 1e-4, (p.name, s, n, routed)
             assert n >= cand.per_site_minimum(p)
         assert pp.total_replicas >= p.min_replicas
         assert len(pp.replicas) >= p.spread.min_sites

@@ -17,7 +17,7 @@ from tests.pulumi_mocks import of_type, preview, where
 @pytest.fixture(scope="module")
 def dev_env_plan():
     env = load_environment("dev")
-    return env, solve(env, with_lp_bound=False)
+    return env, solve(env)
 
 
 def test_default_sites_are_the_ones_the_plan_uses(dev_env_plan):

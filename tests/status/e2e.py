@@ -26,7 +26,7 @@ def _status(*args: str) -> tuple[int, dict | None, str]:
 def check_fleet_status(kubeconfig: Path, tmp: Path) -> float:
     """Assert the deployed local stack is healthy per `hybridml status`; return its wall time."""
     env = load_environment("local")
-    plan = solve(env, with_lp_bound=False)       # what the stack's program solved (deterministic)
+    plan = solve(env)       # what the stack's program solved (deterministic)
     plan_file = tmp / "local-plan.json"
     plan_file.write_text(plan.model_dump_json())
     t0 = time.monotonic()

@@ -19,7 +19,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def plan_path(tmp_path_factory):
     env = load_environment("local")
-    plan = solve(env, with_lp_bound=False)
+    plan = solve(env)
     path = tmp_path_factory.mktemp("plan") / "local.json"
     path.write_text(plan.model_dump_json())
     return path, env, plan

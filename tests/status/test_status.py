@@ -21,7 +21,7 @@ def env():
 
 @pytest.fixture(scope="module")
 def plan(env):
-    return solve(env, with_lp_bound=False)
+    return solve(env)
 
 
 @pytest.fixture(scope="module")

@@ -160,6 +160,9 @@ def test_missing_cluster_and_missing_seed_are_errors():
     with pytest.raises(WorkloadsError, match="no cluster was given"):
         deploy_workloads(env, plan, {})
     pulumi.runtime.set_mocks(_Mocks(), project="hybridml", stack="t", preview=False)
+    # the stack config is process-global: an earlier test's hybridml:secretSeed must not answer here
+    from pulumi.runtime import config as runtime_config
+    runtime_config.set_all_config({}, [])
     handles = {s: ClusterHandle(site=s, kind="cloud", provider=None, simulated=False) for s in plan.used_sites()}
     with pytest.raises(WorkloadsError, match="secretSeed"):
         deploy_workloads(env, plan, handles)
