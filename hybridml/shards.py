@@ -30,6 +30,7 @@ CHECKPOINT_CHOICES = ("auto", "every-step", "final")
 # Kubernetes object's step is mostly waiting for the cluster (a Deployment until its pods are ready, 30-50 s on
 # the busy sim clusters), so at 8 a 1,200-object datacenter stack crawled at ~1 object/s.
 DEFAULT_RESOURCE_PARALLEL = 64
+DEFAULT_RETRIES = 1   # runs of a stack again after a transient API-server error (transient_error)
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
@@ -166,18 +167,17 @@ def parse_stack_config_yaml(doc: Any, path: str) -> dict[str, ConfigEntry]:
     return out
 
 
-def checkpoint_mode(requested: str, mode: str) -> Literal["every-step", "final"]:
+def checkpoint_mode(requested: str) -> Literal["every-step", "final"]:
     """How often the engine writes a stack's state during an update.
 
     ``every-step`` (Pulumi's default, and ``auto``) rewrites the whole checkpoint after every resource
     step: the cost of a step grows with the stack, half the CPU of a 448-resource sim site stack's up.
     ``final`` (PULUMI_SKIP_CHECKPOINTS) writes once at the end (and on Ctrl-C): up 103 s -> 68 s there.
-    It stays opt-in, for every environment (``mode`` is kept for when that changes): an update killed
-    outright loses its record of what it created, and the next up does not adopt all of those objects
-    (an HTTPRoute failed with a server-side apply field conflict in the end-to-end kill test).
+    It stays opt-in: an update killed outright then loses its record of every object it created, not
+    only of the steps in flight, and its recovery run must take all of them over (rollout._adopting).
     """
     if requested not in CHECKPOINT_CHOICES:
-        raise ShardError(f"--checkpoints: must be one of {', '.join(CHECKPOINT_CHOICES)} (got {requested!r})")
+        raise ShardError(f"must be one of {', '.join(CHECKPOINT_CHOICES)} (got {requested!r})")
     if requested == "auto":
         return "every-step"
     return requested  # type: ignore[return-value]
@@ -189,3 +189,28 @@ def stale_locks(locks: dict[str, dict[str, Any]], hostname: str, alive: Any) -> 
     host, or of a live process, is never stale."""
     return sorted(name for name, lock in locks.items()
                   if lock.get("hostname") == hostname and isinstance(lock.get("pid"), int) and not alive(lock["pid"]))
+
+
+# What an overloaded or briefly unavailable API server / etcd answers (measured on the sim fleet: two
+# datacenter stacks failed after 8 minutes on "resource quota evaluation timed out" with the machine's
+# CPUs saturated). The same update, run again, converges: Pulumi and server-side apply are idempotent.
+# A refused connection is not here: an API server that is down stays down for a while.
+TRANSIENT_ERRORS = (
+    "resource quota evaluation timed out",
+    "etcdserver: request timed out",
+    "etcdserver: leader changed",
+    "the server is currently unable to handle the request",
+    "the server was unable to return a response in the time allotted",
+    "context deadline exceeded",
+    "tls handshake timeout",
+    "i/o timeout",
+    "connection reset by peer",
+    "http2: client connection lost",
+    "too many requests",
+)
+
+
+def transient_error(message: str) -> bool:
+    """Whether a failed stack's error is one that trying the same update again usually clears."""
+    low = message.lower()
+    return any(t in low for t in TRANSIENT_ERRORS)

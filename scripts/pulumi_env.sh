@@ -17,5 +17,8 @@ recover_pending() {
       'import json,sys; d=json.load(sys.stdin); sys.exit(0 if (d.get("deployment") or {}).get("pending_operations") else 1)'; then
     echo "stack $stack: the previous update was interrupted; clearing its pending operations and refreshing"
     pulumi refresh --stack "$stack" --yes --skip-preview --clear-pending-creates
+    # Re-created objects get a new field manager; where the API server defaulted fields inside an
+    # atomic list the dead manager's list differs and the apply conflicts: this run takes them over.
+    export PULUMI_K8S_ENABLE_PATCH_FORCE=true
   fi
 }

@@ -15,14 +15,17 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from hybridml.shards import CHECKPOINT_CHOICES, DEFAULT_RESOURCE_PARALLEL
+from hybridml.shards import DEFAULT_RESOURCE_PARALLEL, DEFAULT_RETRIES, ShardError, checkpoint_mode
 
 ENV_HELP = "Environment: the name of its stack config Pulumi.<env>.yaml (local, sim, dev, prod)."
 SITES_HELP = "Comma-separated sites: roll out only their stacks (then the fleet stack); default every used site."
 PARALLEL_HELP = "How many stacks run at once."
 RESOURCE_PARALLEL_HELP = "Resource operations in flight per stack (pulumi --parallel; the CLI's own default is 4 per core)."
 CHECKPOINTS_HELP = ("When the engine writes each stack's state: every-step (Pulumi's default; auto), final (once at "
-                    "the end: much less engine CPU on big stacks, but a run killed outright may not resume cleanly).")
+                    "the end: much less engine CPU on big stacks; a run killed outright loses its record of every "
+                    "object it made, and the next up takes them all over).")
+RETRIES_HELP = ("Run a stack again this many times after a transient API-server error (timeouts of an "
+                "overloaded control plane); 0 to fail at once.")
 STATE_STYLE = {"waiting": "dim", "running": "yellow", "ok": "green", "failed": "bold red", "skipped": "magenta"}
 
 
@@ -33,6 +36,8 @@ def _table(runs, action: str, title: str) -> Table:
     for r in runs:
         changes = ", ".join(f"{k} {v}" for k, v in sorted(r.changes.items())) or "-"
         detail = r.error if r.error else (r.last if r.state == "running" else "")
+        if r.retries:
+            detail = f"(ran again {r.retries}x after a transient error) {detail}".strip()
         table.add_row(r.name, r.role, f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", str(r.steps), changes,
                       f"{r.seconds:.0f} s" if r.seconds else "", detail)
     return table
@@ -40,18 +45,21 @@ def _table(runs, action: str, title: str) -> Table:
 
 def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel: int, plan_file: Optional[Path],
                 expect_no_changes: bool = False, remove: bool = False, monolithic: bool = False,
-                json_out: bool = False, checkpoints: str = "auto", resource_parallel: int = DEFAULT_RESOURCE_PARALLEL) -> None:
+                json_out: bool = False, checkpoints: str = "auto", resource_parallel: int = DEFAULT_RESOURCE_PARALLEL,
+                retries: int = DEFAULT_RETRIES) -> None:
     from hybridml.cli import console, err_console, fail
     from hybridml.rollout import RolloutError, rollout
-    from hybridml.shards import ShardError
     from infra.errors import HybridmlError, SpecError, SpecIssue
 
     for flag, value in (("--parallel", parallel), ("--resource-parallel", resource_parallel)):
         if value < 1:
             fail(SpecError(flag, [SpecIssue((flag,), f"must be at least 1 (got {value})")]))
-    if checkpoints not in CHECKPOINT_CHOICES:
-        fail(SpecError("--checkpoints", [SpecIssue(("--checkpoints",),
-                                                   f"must be auto, every-step or final (got {checkpoints!r})")]))
+    if retries < 0:
+        fail(SpecError("--retries", [SpecIssue(("--retries",), f"must be 0 or more (got {retries})")]))
+    try:
+        checkpoint_mode(checkpoints)
+    except ShardError as exc:
+        fail(SpecError("--checkpoints", [SpecIssue(("--checkpoints",), str(exc))]))
     if plan_file is not None and not plan_file.is_file():
         fail(SpecError(str(plan_file), [SpecIssue(("--plan",), "no such plan file")]))
     title = f"hybridml {action} {environment}" + (" (monolithic stack)" if monolithic else " (site stacks, then fleet)")
@@ -71,7 +79,7 @@ def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel
         result = rollout(environment, action, sites=sites.split(",") if sites else None,  # type: ignore[arg-type]
                          parallel=parallel, plan_file=str(plan_file) if plan_file else None,
                          expect_no_changes=expect_no_changes, remove=remove, monolithic=monolithic,
-                         checkpoints=checkpoints, resource_parallel=resource_parallel, on_tick=on_tick,
+                         checkpoints=checkpoints, resource_parallel=resource_parallel, retries=retries, on_tick=on_tick,
                          log_dir=log_dir)
     except HybridmlError as exc:
         if live is not None:
@@ -111,10 +119,11 @@ def up(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (no live table)."),
     checkpoints: str = typer.Option("auto", "--checkpoints", help=CHECKPOINTS_HELP),
     resource_parallel: int = typer.Option(DEFAULT_RESOURCE_PARALLEL, "--resource-parallel", help=RESOURCE_PARALLEL_HELP),
+    retries: int = typer.Option(DEFAULT_RETRIES, "--retries", help=RETRIES_HELP),
 ) -> None:
     """Deploy the environment: every site stack in parallel, then the fleet stack."""
     run_rollout(environment, "up", sites=sites, parallel=parallel, plan_file=plan_file, monolithic=monolithic,
-                json_out=json_out, checkpoints=checkpoints, resource_parallel=resource_parallel)
+                json_out=json_out, checkpoints=checkpoints, resource_parallel=resource_parallel, retries=retries)
 
 
 def destroy(
@@ -126,7 +135,9 @@ def destroy(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (no live table)."),
     checkpoints: str = typer.Option("auto", "--checkpoints", help=CHECKPOINTS_HELP),
     resource_parallel: int = typer.Option(DEFAULT_RESOURCE_PARALLEL, "--resource-parallel", help=RESOURCE_PARALLEL_HELP),
+    retries: int = typer.Option(DEFAULT_RETRIES, "--retries", help=RETRIES_HELP),
 ) -> None:
     """Destroy the environment: the fleet stack first, then the site stacks in parallel."""
     run_rollout(environment, "destroy", sites=sites, parallel=parallel, plan_file=None, remove=remove,
-                monolithic=monolithic, json_out=json_out, checkpoints=checkpoints, resource_parallel=resource_parallel)
+                monolithic=monolithic, json_out=json_out, checkpoints=checkpoints, resource_parallel=resource_parallel,
+                retries=retries)

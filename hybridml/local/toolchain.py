@@ -8,8 +8,12 @@ The script installs symlinks to the pinned binaries in ``~/.cache/hybridml/bin/c
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "toolchain.sh"
 
 CONTROL_PLANE_BINARIES = (
     "etcd",
@@ -96,3 +100,19 @@ def kwok_stage_files() -> list[Path]:
         if all(f.is_file() for f in files):
             return files
     raise ToolchainMissing(["kwok-stages/" + f for f in KWOK_STAGE_FILES[:1]], candidates)
+
+
+def script_environment() -> tuple[dict[str, str] | None, str]:
+    """What ``eval "$(scripts/toolchain.sh --env)"`` exports (PATH, PULUMI_HOME, ...), without building
+    anything: ``(None, why)`` when the toolchain is not built, else ``(variables, "")``. PATH values
+    are expanded against this process's PATH."""
+    check = subprocess.run(["bash", str(SCRIPT), "--check"], capture_output=True, text=True)
+    if check.returncode != 0:
+        return None, (check.stdout + check.stderr).strip()[-300:]
+    out = subprocess.run(["bash", str(SCRIPT), "--env"], capture_output=True, text=True, check=True).stdout
+    env: dict[str, str] = {}
+    for line in out.splitlines():
+        m = re.match(r'export (\w+)="?(.*?)"?$', line.strip())
+        if m:
+            env[m.group(1)] = m.group(2).replace("$PATH", os.environ.get("PATH", ""))
+    return env, ""

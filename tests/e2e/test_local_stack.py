@@ -62,16 +62,11 @@ MONOLITH: dict[str, set] = {}     # what the whole-environment stack deployed (t
 
 def _toolchain_env() -> dict[str, str]:
     """The environment `eval "$(scripts/toolchain.sh --env)"` gives, without building anything."""
-    check = subprocess.run(["bash", "scripts/toolchain.sh", "--check"], cwd=REPO, capture_output=True, text=True)
-    require(check.returncode == 0, f"the local toolchain is not built (scripts/toolchain.sh --check: "
-                                   f"{(check.stdout + check.stderr).strip()[-300:]})")
-    out = subprocess.run(["bash", "scripts/toolchain.sh", "--env"], cwd=REPO, capture_output=True, text=True,
-                         check=True).stdout
-    env = dict(os.environ)
-    for line in out.splitlines():
-        m = re.match(r'export (\w+)="?(.*?)"?$', line.strip())
-        if m:
-            env[m.group(1)] = m.group(2).replace("$PATH", os.environ.get("PATH", ""))
+    from hybridml.local.toolchain import script_environment
+
+    exported, why = script_environment()
+    require(exported is not None, f"the local toolchain is not built (scripts/toolchain.sh --check: {why})")
+    env = {**os.environ, **exported}
     if os.environ.get("HYBRIDML_PULUMI_BIN_DIR"):   # another build of the CLI (e.g. a patched language host)
         env["PATH"] = os.environ["HYBRIDML_PULUMI_BIN_DIR"] + os.pathsep + env["PATH"]
     return env
@@ -545,6 +540,58 @@ def test_sharded_destroy_leaves_the_clusters_clean(stack, apis):
     assert states[0] == "local-fleet"
     _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
     _assert_clean(apis, before)
+
+
+def _lock_files(stack: Stack) -> list[Path]:
+    backend = Path(stack.env["PULUMI_BACKEND_URL"][len("file://"):])
+    return sorted((backend / ".pulumi" / "locks").glob("*/*/local-*/*.json"))
+
+
+@pytest.mark.parametrize("checkpoints", ["every-step", "final"])
+def test_a_killed_rollout_resumes_without_orphans(stack, apis, checkpoints):
+    """SIGKILL the whole `hybridml up local` (CLI, engines, programs) mid-way, then up again. The dead
+    engines' locks stay and the state misses objects that exist (every-step: the creates in flight;
+    final: everything). The next up clears the locks of the dead processes and pending operations,
+    adopts the objects it finds and converges: nothing in the clusters that no stack knows."""
+    env = {**stack.env, "HYBRIDML_PROJECT_DIR": str(stack.project), "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "hybridml.cli", "up", "local", "--parallel", "2", "--json",
+                             "--checkpoints", checkpoints],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        created = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            created = len(_pulumi_managed(apis, {"Namespace", "ConfigMap", "Deployment", "Service"}))
+            if created >= 12:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None and created >= 12, f"rollout ended (rc {proc.returncode}) with {created} objects"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(1)
+    locks = _lock_files(stack)
+    assert locks, "a killed engine leaves its lock behind (else this test tests nothing)"
+    print(f"killed after {created} objects; {len(locks)} stale locks")
+
+    state: set = set()
+    try:
+        proc = _hybridml(stack, "up", "local", "--parallel", "2", "--json", "--checkpoints", checkpoints)
+        assert proc.returncode == 0, _tail(proc)
+        result = _rollout_json(proc)
+        assert result["checkpoints"] == checkpoints and all(s["state"] == "ok" for s in result["stacks"]), result
+        assert not _lock_files(stack)
+        _wait("every Deployment/StatefulSet ready", lambda: not _workloads_ready(apis), timeout=60)
+        state = set().union(*(stack.state_objects(s) for s in (*SHARDS, "local-fleet")))
+        orphans = _pulumi_managed(apis, {k for _, k, _, _ in state}) - state
+        assert not orphans, f"objects in the clusters that no stack knows: {sorted(orphans)[:20]}"
+    finally:   # the next test starts from empty clusters whatever happened here
+        proc = _hybridml(stack, "destroy", "local", "--json")
+    assert proc.returncode == 0, _tail(proc)
+    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    _assert_clean(apis, state)
 
 
 def test_a_failing_site_does_not_stop_the_others(clusters, stack, apis):

@@ -13,7 +13,7 @@ runner = CliRunner()
     (["up", "local", "--parallel", "0"], "--parallel: must be at least 1 (got 0)"),
     (["up", "local", "--resource-parallel", "0"], "--resource-parallel: must be at least 1 (got 0)"),
     (["destroy", "local", "--resource-parallel", "-3"], "--resource-parallel: must be at least 1 (got -3)"),
-    (["up", "local", "--checkpoints", "sometimes"], "must be auto, every-step or final (got 'sometimes')"),
+    (["up", "local", "--checkpoints", "sometimes"], "must be one of auto, every-step, final (got 'sometimes')"),
 ])
 def test_bad_options_exit_2_naming_the_option(args, needle):
     result = runner.invoke(app, args)
