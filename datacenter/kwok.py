@@ -91,7 +91,8 @@ def find_kubectl(kubectl: str | None = None) -> str:
     candidates = [kubectl] if kubectl else []
     if os.environ.get("HYBRIDML_TOOLCHAIN_BIN"):
         candidates.append(str(Path(os.environ["HYBRIDML_TOOLCHAIN_BIN"]) / "kubectl"))
-    candidates.append(str(Path.home() / ".cache" / "hybridml" / "bin" / "current" / "kubectl"))
+    candidates.append(str(Path(os.environ.get("HYBRIDML_CACHE") or Path.home() / ".cache" / "hybridml")
+                          / "bin" / "current" / "kubectl"))
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate

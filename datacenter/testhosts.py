@@ -50,7 +50,8 @@ from typing import Callable, Iterable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO_ROOT / ".state" / "testhosts"
-DEFAULT_CACHE_DIR = Path(os.environ.get("HYBRIDML_CACHE_DIR", Path.home() / ".cache" / "hybridml")) / "testhosts"
+# $HYBRIDML_CACHE, as scripts/toolchain.sh reads it: one cache root for the toolchain and the test hosts
+DEFAULT_CACHE_DIR = Path(os.environ.get("HYBRIDML_CACHE") or Path.home() / ".cache" / "hybridml") / "testhosts"
 
 SUITE = "bookworm"
 BRIDGE = "hmlbr0"

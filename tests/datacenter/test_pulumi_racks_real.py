@@ -37,7 +37,8 @@ pulumi.export("changed_hosts", {rack: res.changed_hosts for rack, res in dc.rack
 
 
 def _pulumi_cli() -> str | None:
-    candidates = [os.environ.get("HYBRIDML_TOOLCHAIN_BIN", ""), str(Path.home() / ".cache/hybridml/bin/current")]
+    cache = Path(os.environ.get("HYBRIDML_CACHE") or Path.home() / ".cache" / "hybridml")
+    candidates = [os.environ.get("HYBRIDML_TOOLCHAIN_BIN", ""), str(cache / "bin" / "current")]
     for directory in candidates:
         if directory and (Path(directory) / "pulumi").exists() and (Path(directory) / "pulumi-language-python").exists():
             return str(Path(directory) / "pulumi")
