@@ -201,9 +201,9 @@ def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expe
                     stack.remove_all_config(stale)
                 stack.set_all_config({k: auto.ConfigValue(v.value, secret=v.secret) for k, v in spec.config.items()})
             interrupted = _clear_stale_locks(spec.name, on_output) + _recover_pending(stack, on_output)
-            if interrupted and action == "up":
-                stack = _adopting(stack, workspace, on_output)
             if action == "up":
+                if interrupted:
+                    stack = _adopting(stack, workspace, on_output)
                 stack.up(on_event=on_event, on_output=on_output, parallel=parallel)
             else:
                 stack.preview(on_event=on_event, on_output=on_output, parallel=parallel,
@@ -365,8 +365,8 @@ def rollout(environment: str, action: Action, *, sites: list[str] | None = None,
     t0 = time.monotonic()
     # Destroying some sites leaves the fleet stack alone: it still lists the others (the next up refreshes it).
     with_fleet = with_fleet and not (action == "destroy" and sites)
-    specs, plan_path, env_vars, workspace = prepare(environment, action, sites, plan_file, with_fleet, monolithic,
-                                                    checkpoints)
+    specs, plan_path, _, workspace = prepare(environment, action, sites, plan_file, with_fleet, monolithic,
+                                             checkpoints)
     if stacks is not None:          # a caller-built layout over the same plan (scripts/bench_rollout.py)
         specs = stacks(specs)
     runs = {s.name: StackRun(s.name, s.role) for s in specs}
@@ -405,4 +405,4 @@ def rollout(environment: str, action: Action, *, sites: list[str] | None = None,
         if on_tick:
             on_tick(ordered)
     return RolloutResult(environment, action, plan_path, ordered, time.monotonic() - t0,
-                         checkpoints="final" if env_vars.get("PULUMI_SKIP_CHECKPOINTS") == "true" else "every-step")
+                         checkpoints=checkpoint_mode(checkpoints))

@@ -71,7 +71,7 @@ def privacy_zones(env: Environment, site: str) -> tuple[str, ...]:
     s = env.site(site)
     if isinstance(s, CloudSite):
         return ()
-    return tuple(sorted({r.privacy_zone.value for r in s.racks}, key=lambda z: [t.value for t in PrivacyTier].index(z)))
+    return tuple(t.value for t in sorted({r.privacy_zone for r in s.racks}, key=lambda t: t.rank))
 
 
 def gpu_node_shape(env: Environment, site: str, gpu_type: str) -> tuple[int, float]:

@@ -83,11 +83,10 @@ def _datacenter_capacity(dc: Datacenter) -> SiteCapacity:
                 gpus[host.gpu.type] = gpus.get(host.gpu.type, 0) + host.gpu.count
         zones[rack.privacy_zone.rank] = (cores, mem, gpus)
     present = [r.privacy_zone for r in dc.racks]
-    tiers = list(PrivacyTier)
     home = {}
-    for level, tier in enumerate(tiers):
+    for tier in PrivacyTier:
         zone = home_zone(tier, present)
-        home[level] = tiers.index(PrivacyTier(zone)) if zone is not None else None
+        home[tier.rank] = PrivacyTier(zone).rank if zone is not None else None
     return SiteCapacity(by_zone=zones, home=home)
 
 

@@ -130,14 +130,13 @@ class _DcState:
         zone = self.home.get(level)
         if zone is None:
             return False
-        rows = [self.left[zone]]
-        if any(r[0] < cpu - 1e-9 or r[1] < mem - 1e-9 or (gpu_type and r[2].get(gpu_type, 0) < gpus - 1e-9) for r in rows):
+        room = self.left[zone]
+        if room[0] < cpu - 1e-9 or room[1] < mem - 1e-9 or (gpu_type and room[2].get(gpu_type, 0) < gpus - 1e-9):
             return False
-        for r in rows:
-            r[0] -= cpu
-            r[1] -= mem
-            if gpu_type:
-                r[2][gpu_type] -= gpus
+        room[0] -= cpu
+        room[1] -= mem
+        if gpu_type:
+            room[2][gpu_type] -= gpus
         self.cost += cost
         return True
 
