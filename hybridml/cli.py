@@ -162,42 +162,98 @@ def preview(
     engine: bool = typer.Option(False, "--engine", help="Preview through the real Pulumi engine instead: SPEC is "
                                 "then an environment (Pulumi.<env>.yaml) and every site stack and the fleet stack "
                                 "run `pulumi preview` (Automation API), like `hybridml up`."),
-    parallel: int = typer.Option(4, "--parallel", help="--engine: how many stacks run at once."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="How many stacks run at once: "
+                                           "processes offline (default: one per CPU), engines with --engine "
+                                           "(default 4)."),
     expect_no_changes: bool = typer.Option(False, "--expect-no-changes", help="--engine: fail on any change."),
-    monolithic: bool = typer.Option(False, "--monolithic", help="--engine: the whole-environment stack (<env>)."),
+    monolithic: bool = typer.Option(False, "--monolithic", help="The whole-environment stack (<env>, `pulumi up "
+                                    "--stack <env>`) in one process, instead of the site stacks and the fleet "
+                                    "stack `hybridml up` deploys. Both build the same Kubernetes objects."),
 ) -> None:
     """Preview the Pulumi program: offline under Pulumi's mocks (default: resource counts per type per
     cluster, no credentials needed), or with --engine through the engine on the environment's stacks."""
-    from hybridml.preview import run_preview, write_kubernetes_yaml
-
     if engine:
         from hybridml.commands.rollout import run_rollout
 
-        run_rollout(spec, "preview", sites=sites, parallel=parallel, plan_file=plan_file,
+        run_rollout(spec, "preview", sites=sites, parallel=parallel or 4, plan_file=plan_file,
                     expect_no_changes=expect_no_changes, monolithic=monolithic)
         return
     load(spec)  # spec errors: exit 2 with file:line before anything runs
     if mode not in ("cloud", "local"):
         fail(SpecError("--mode", [SpecIssue(("--mode",), f"must be cloud or local (got {mode!r})")]))
-    try:
-        with console.status("running the program under mocks..."):
-            result = run_preview(spec, mode=mode, sites=sites.split(",") if sites else None,
-                                 plan_file=str(plan_file) if plan_file else None)
-    except HybridmlError as exc:
-        fail(exc)
-    _print_preview(result)
+    site_list = [s.strip() for s in sites.split(",") if s.strip()] if sites else None
+    if monolithic:
+        from hybridml.preview import run_preview
+
+        try:
+            with console.status("running the program under mocks..."):
+                result = run_preview(spec, mode=mode, sites=site_list,
+                                     plan_file=str(plan_file) if plan_file else None)
+        except HybridmlError as exc:
+            fail(exc)
+        _print_preview_counts(result.environment, result.count, result.sites, result.counts())
+        console.print(f"{result.count} resources built in {result.build_seconds:.2f} s "
+                      f"({result.resources_per_second:,.0f} resources/s; "
+                      f"{result.resources_per_cpu_second:,.0f} per CPU second; "
+                      f"plan {result.plan_seconds:.2f} s, total {result.total_seconds:.2f} s)")
+        manifests = result.kubernetes_manifests() if out else {}
+    else:
+        manifests = _preview_sharded(spec, mode, site_list, plan_file, parallel, want_manifests=out is not None)
     if out:
-        written = write_kubernetes_yaml(result, out)
+        from hybridml.preview import write_manifests
+
+        written = write_manifests(manifests, out)
         console.print(f"wrote {sum(written.values())} Kubernetes objects to {out}/ "
                       f"({', '.join(f'{s}.yaml: {n}' for s, n in written.items())})")
 
 
-def _print_preview(result) -> None:
-    counts = result.counts()
-    table = Table(title=f"preview: {result.environment} ({result.count} resources)", title_justify="left")
+def _preview_sharded(spec: str, mode: str, sites: list[str] | None, plan_file: Path | None,
+                     parallel: int | None, want_manifests: bool) -> dict[str, list[dict]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hybridml.preview_shards import run_sharded_preview
+    from hybridml.shards import ShardError
+
+    # Redrawn on each finished stack, not by rich's refresh thread: the workers are forked, and a fork
+    # must not copy a lock that thread may hold at that moment.
+    progress = Progress(TextColumn("previewing stacks under mocks"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console, transient=True,
+                        auto_refresh=False)
+    with progress:
+        task = progress.add_task("stacks", total=None, last="solving placement...")
+        progress.refresh()
+
+        def stack_done(outcome) -> None:
+            progress.update(task, advance=1, last=f"{outcome.stack}: "
+                            + ("[red]failed[/]" if outcome.error else f"{outcome.count} resources"))
+            progress.refresh()
+
+        try:
+            result = run_sharded_preview(spec, mode=mode, sites=sites, plan_file=str(plan_file) if plan_file else None,
+                                         workers=parallel, want_manifests=want_manifests, on_stack_done=stack_done,
+                                         on_stacks=lambda n: progress.update(task, total=n, last=""))
+        except ShardError as exc:
+            fail(SpecError("--sites", [SpecIssue(("--sites",), str(exc))]))
+        except HybridmlError as exc:
+            fail(exc)
+    _print_preview_counts(result.environment, result.count, result.sites, result.counts())
+    for stack in result.failed:
+        err_console.print(f"[bold red]error:[/] stack {stack.stack}: {stack.error}", highlight=False)
+    ok = len(result.stacks) - len(result.failed)
+    console.print(f"{result.count} resources in {ok} stacks built in {result.build_seconds:.2f} s on "
+                  f"{result.workers} processes ({result.resources_per_second:,.0f} resources/s; "
+                  f"{result.resources_per_cpu_second:,.0f} per CPU second); plan {result.plan_seconds:.2f} s, "
+                  f"total {result.total_seconds:.2f} s")
+    if result.failed:
+        raise typer.Exit(1)
+    return result.manifests()
+
+
+def _print_preview_counts(environment: str, count: int, sites: list[str], counts: dict) -> None:
+    table = Table(title=f"preview: {environment} ({count} resources)", title_justify="left")
     for col in ("cluster", "type", "count"):
         table.add_column(col, justify="right" if col == "count" else "left")
-    for site in [*result.sites, *sorted(set(counts) - set(result.sites))]:
+    for site in [*sites, *sorted(set(counts) - set(sites))]:
         rows = counts.get(site)
         if not rows:
             continue
@@ -206,10 +262,6 @@ def _print_preview(result) -> None:
         table.add_row("", f"[bold]{site} total[/]", f"[bold]{sum(rows.values())}[/]")
         table.add_section()
     console.print(table)
-    console.print(f"{result.count} resources built in {result.build_seconds:.2f} s "
-                  f"({result.resources_per_second:,.0f} resources/s; {result.resources_per_cpu_second:,.0f} per CPU second; "
-                  f"plan {result.plan_seconds:.2f} s, "
-                  f"total {result.total_seconds:.2f} s)")
 
 
 @app.command()

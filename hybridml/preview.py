@@ -8,18 +8,21 @@ are the ones the program creates, through the same code path; only the transport
 Speed (issue 3 asks >= 1,000 resources/s for prod): the stock mock monitor deserialises and
 re-serialises every registration in a worker thread, and the SDK captures a Python stack trace
 per resource for the engine's source positions. Neither affects which resources are built, so
-the preview (1) answers registrations with the request's own property struct (inputs as outputs:
-no round trip), decoding it to Python only for the objects it reports or writes, (2) skips the
-source-position stack capture, (3) runs the monitor calls inline instead of on a thread pool, and
-(4) pauses Python's cyclic garbage collector while the program runs: the SDK keeps every resource's
-futures alive until the end, so each generational pass rescans a growing heap (measured: 630 -> 1,030
-Kubernetes objects/s on this 2-core machine; ~65 MB per 1,000 resources, collected right after).
+the preview (1) answers registrations with no properties, which outside a dry run the SDK resolves
+from the resource's own inputs (inputs as outputs, no round trip), decoding the request to Python
+only for the objects it reports or writes, (2) skips the source-position stack capture, (3) runs
+the monitor calls inline instead of on a thread pool, (4) pauses Python's cyclic garbage collector
+while the program runs: the SDK keeps every resource's futures alive until the end, so each
+generational pass rescans a growing heap (~65 MB per 1,000 resources, collected right after), and
+(5) serialises plain inputs without the SDK's coroutine per value (hybridml/preview_fastpath.py).
+The sharded layout runs its stacks in worker processes (hybridml/preview_shards.py).
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import gc
 import hashlib
 import time
@@ -32,7 +35,10 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.proto import resource_pb2
 
+from hybridml import preview_fastpath
+
 PROJECT = "hybridml"
+ORGANIZATION = "organization"   # what a DIY (self-managed) backend calls every stack's organization
 ACCOUNT = "123456789012"
 PREVIEW_KUBECONFIG = "preview-placeholder-kubeconfig"   # stands in for on-prem secrets; never a real credential
 SECRET_SIG = "4dabf18193072939515e22adb298388d"          # Pulumi's marker of a secret value in the wire format
@@ -162,15 +168,37 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     extra outputs merged into a copy of the struct.
     """
 
-    def __init__(self, mocks: pulumi.runtime.Mocks):
+    def __init__(self, mocks: pulumi.runtime.Mocks, stack_outputs: dict[str, tuple[dict, list[str]]] | None = None):
         super().__init__(mocks)
         self.recorded: list[Recorded] = []
+        # "<org>/<project>/<stack>" -> (outputs, secret output names): what a StackReference reads
+        self.stack_outputs = stack_outputs or {}
+
+    def ReadResource(self, request):
+        if request.type != "pulumi:pulumi:StackReference":
+            return super().ReadResource(request)
+        from google.protobuf import struct_pb2
+
+        urn = self.make_urn(request.parent, request.type, request.name)
+        target = request.id
+        if target not in self.stack_outputs:
+            raise pulumi.RunError(f"stack reference {target!r}: no such stack was previewed "
+                                  f"(previewed: {', '.join(sorted(self.stack_outputs)) or 'none'})")
+        outputs, secret_names = self.stack_outputs[target]
+        state = struct_pb2.Struct()
+        state.update({"name": target, "outputs": outputs, "secretOutputNames": list(secret_names)})
+        self.recorded.append(Recorded(type=request.type, name=request.name, urn=urn, id=target,
+                                      provider=request.provider, custom=True, parent=request.parent,
+                                      dependencies=tuple(request.dependencies), _struct=request.properties))
+        return resource_pb2.ReadResourceResponse(urn=urn, properties=state)
 
     def RegisterResource(self, request):
         urn = self.make_urn(request.parent, request.type, request.name)
         if request.type == "pulumi:pulumi:Stack":
             return resource_pb2.RegisterResourceResponse(urn=urn)
-        obj = request.object
+        # No properties in the answer: outside a dry run the SDK then resolves every output from the
+        # resource's own inputs, which is "inputs as outputs" without encoding the inputs once more.
+        obj = None
         rid = ""
         if request.custom:
             if request.type.startswith("aws:"):
@@ -186,6 +214,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.recorded.append(Recorded(type=request.type, name=request.name, urn=urn, id=rid,
                                       provider=request.provider, custom=request.custom, parent=request.parent,
                                       dependencies=tuple(request.dependencies), _struct=request.object))
+        if obj is None:
+            return resource_pb2.RegisterResourceResponse(urn=urn, id=rid)
         return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj)
 
 
@@ -216,6 +246,7 @@ class PreviewResult:
     plan_seconds: float
     workloads_deployed: bool
     build_cpu_seconds: float = 0.0            # the same phase in CPU time: independent of other load
+    build_started_at: float = 0.0             # the build's start as wall-clock time (time.time)
     exports: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -281,6 +312,10 @@ class PreviewResult:
             out[site or "(stack)"][r.type] += 1
         return out
 
+    def kubernetes_manifests(self) -> dict[str, list[dict]]:
+        """site -> every Kubernetes object as a manifest (Secret data redacted)."""
+        return {site: [_object_manifest(r) for r in objs] for site, objs in self.kubernetes_objects().items()}
+
     def kubernetes_objects(self) -> dict[str, list[Recorded]]:
         out: dict[str, list[Recorded]] = defaultdict(list)
         for r in self.resources:
@@ -315,8 +350,13 @@ def stack_config(spec: str, mode: str = "cloud", sites: list[str] | None = None,
 
 
 def run_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = None, plan_file: str | None = None,
-                stack: str | None = None, config: dict[str, str] | None = None) -> PreviewResult:
+                stack: str | None = None, config: dict[str, str] | None = None,
+                stack_outputs: dict[str, tuple[dict, list[str]]] | None = None,
+                fast_paths: bool = True) -> PreviewResult:
     """Run `hybridml.program.main()` under mocks and return every registered resource.
+
+    `fast_paths=False` runs the SDK's serialiser unpatched (hybridml/preview_fastpath.py), for
+    the tests that show both give the same requests.
 
     Resets Pulumi's process-global runtime state first, so it can run several times in one process.
     """
@@ -329,6 +369,7 @@ def run_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = Non
 
     from hybridml import program
 
+    program.import_components()   # once per process; the clock below starts after
     t0 = time.perf_counter()
     cfg, secret_keys = stack_config(spec, mode, sites, plan_file, config)
     stack_name = stack or f"preview-{Path(spec).stem}"
@@ -339,7 +380,7 @@ def run_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = Non
     runtime_settings.set_root_resource(None)  # type: ignore[arg-type]
     runtime_config.set_all_config(cfg, secret_keys)
 
-    monitor = RecordingMonitor(HybridmlMocks())
+    monitor = RecordingMonitor(HybridmlMocks(), stack_outputs)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.set_default_executor(_InlineExecutor(max_workers=1))
@@ -358,18 +399,21 @@ def run_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = Non
         finally:
             timings["plan"] = time.perf_counter() - t
             timings["build_start"] = time.perf_counter()
+            timings["build_started_at"] = time.time()
             timings["build_cpu_start"] = time.process_time()
 
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         program.load_plan = timed_load_plan
-        pulumi.runtime.set_mocks(HybridmlMocks(), project=PROJECT, stack=stack_name, preview=False, monitor=monitor)
+        pulumi.runtime.set_mocks(HybridmlMocks(), project=PROJECT, stack=stack_name, preview=False, monitor=monitor,
+                                 organization=ORGANIZATION)
 
         def body():
             result_box["result"] = program.main()
 
-        _sync_await(run_pulumi_func(body))
+        with preview_fastpath.patched() if fast_paths else contextlib.nullcontext():
+            _sync_await(run_pulumi_func(body))
     finally:
         program.load_plan = original_load_plan
         runtime_resource._get_stack_trace = original_trace
@@ -381,9 +425,9 @@ def run_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = Non
 
     result: program.ProgramResult = result_box["result"]
     cluster_of_provider = {}
-    for site, handle in result.handles.items():
-        urn = _sync_await(handle.provider.urn.future())
-        cluster_of_provider[urn] = site
+    providers = {**{site: h.provider for site, h in result.handles.items()}, **result.referenced_providers}
+    for site, provider in providers.items():
+        cluster_of_provider[_sync_await(provider.urn.future())] = site
     exports = dict(getattr(runtime_settings.get_root_resource(), "outputs", {}) or {})
     return PreviewResult(
         environment=result.env.name, stack=stack_name, sites=list(result.sites), resources=monitor.recorded,
@@ -391,33 +435,50 @@ def run_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = Non
         build_seconds=t_end - timings.get("build_start", t0), total_seconds=t_end - t0,
         plan_seconds=timings.get("plan", 0.0), workloads_deployed=result.workloads is not None,
         build_cpu_seconds=cpu_end - timings.get("build_cpu_start", cpu_end),
+        build_started_at=timings.get("build_started_at", 0.0),
         exports={k: v for k, v in exports.items()})
+
+
+def resolved_exports(result: PreviewResult, names: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+    """The named stack exports as plain values, and which of them are secret (what a StackReference to
+    this stack would read). Call right after `run_preview`, while its event loop is current."""
+    from pulumi.runtime.sync_await import _sync_await
+
+    values: dict[str, Any] = {}
+    secret: list[str] = []
+    for name in names:
+        if name not in result.exports:
+            continue
+        output = pulumi.Output.from_input(result.exports[name])
+        values[name] = _sync_await(output.future())
+        if _sync_await(output.is_secret()):
+            secret.append(name)
+    return values, secret
 
 
 # --------------------------------------------------------------------------- YAML output
 
 
-def write_kubernetes_yaml(result: PreviewResult, out_dir: Path) -> dict[str, int]:
-    """One multi-document file per cluster (`DIR/<site>.yaml`), objects sorted by kind/namespace/name;
-    Secret data is redacted. Returns site -> object count."""
+def write_manifests(manifests: dict[str, list[dict]], out_dir: Path) -> dict[str, int]:
+    """One multi-document file per cluster (`DIR/<site>.yaml`), objects sorted by kind/namespace/name.
+    Returns site -> object count."""
     import yaml
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    for site, objs in sorted(result.kubernetes_objects().items()):
-        docs = []
-        for r in objs:
-            doc = _object_manifest(r)
-            docs.append(((doc.get("kind") or "", (doc.get("metadata") or {}).get("namespace") or "",
-                          (doc.get("metadata") or {}).get("name") or r.name), doc))
-        docs.sort(key=lambda d: d[0])
-        path = out_dir / f"{site}.yaml"
-        with path.open("w") as fh:
+    for site, docs in sorted(manifests.items()):
+        ordered = sorted(docs, key=lambda d: (d.get("kind") or "", (d.get("metadata") or {}).get("namespace") or "",
+                                              (d.get("metadata") or {}).get("name") or ""))
+        with (out_dir / f"{site}.yaml").open("w") as fh:
             # libyaml's emitter where PyYAML has it: the pure-Python one takes seconds per thousand objects
-            yaml.dump_all([d for _, d in docs], fh, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-                          sort_keys=False, width=120)
-        written[site] = len(docs)
+            yaml.dump_all(ordered, fh, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, width=120)
+        written[site] = len(ordered)
     return written
+
+
+def write_kubernetes_yaml(result: PreviewResult, out_dir: Path) -> dict[str, int]:
+    """`write_manifests` of one stack's preview (Secret data redacted)."""
+    return write_manifests(result.kubernetes_manifests(), out_dir)
 
 
 def _object_manifest(r: Recorded) -> dict:

@@ -155,6 +155,8 @@ class ProgramResult:
     clusters: dict[str, pulumi.ComponentResource]
     handles: dict[str, ClusterHandle]
     workloads: Any = None
+    # the fleet stack's providers of the clusters it reaches by stack reference (it builds no cluster)
+    referenced_providers: dict[str, pulumi.ProviderResource] = field(default_factory=dict)
 
 
 def build_clusters(env: Environment, plan: PlacementPlan, sites: list[str], settings: ProgramSettings,
@@ -242,7 +244,8 @@ def run_fleet(settings: ProgramSettings, env: Environment, plan: PlacementPlan) 
     pulumi.export("plan_digest", digest)
     pulumi.export("site_stacks", refs)
     pulumi.export("fleet", directory.content)
-    return ProgramResult(env=env, plan=plan, sites=used, clusters={}, handles={}, workloads=None)
+    return ProgramResult(env=env, plan=plan, sites=used, clusters={}, handles={}, workloads=None,
+                         referenced_providers=providers)
 
 
 def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramResult:
@@ -283,6 +286,22 @@ def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramR
     pulumi.export("workloads", workloads)
     pulumi.export("fleet_members", members)
     return ProgramResult(env=env, plan=plan, sites=sites, clusters=clusters, handles=handles, workloads=workloads)
+
+
+def import_components() -> None:
+    """Import what `run` imports lazily (cluster components, the serving stack): the offline preview does it
+    before its clock starts, and before forking its workers, so a build measures the build."""
+    import clusters.cloud_gpu_cluster, clusters.local_cluster, clusters.onprem_cluster  # noqa: E401, F401
+    import clusters.referenced_cluster, workloads.fleet_directory, workloads.stack  # noqa: E401, F401
+    import policies.placement  # noqa: F401
+    import importlib
+
+    # both SDKs load a module on first use of its attribute (pulumi_aws.ec2 alone is ~180 modules)
+    for sdk, modules in (("pulumi_aws", ("cloudwatch", "ec2", "eks", "iam", "kms", "sqs", "vpc")),
+                         ("pulumi_kubernetes", ("apiextensions", "core.v1", "helm.v3", "meta.v1", "scheduling.v1",
+                                                "storage.v1"))):
+        for module in modules:
+            getattr(importlib.import_module(f"{sdk}.{module}"), "_utilities", None)   # a lazy module loads on use
 
 
 def main() -> ProgramResult:

@@ -352,7 +352,7 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
         specs = [whole_stack_spec(environment)]
     else:
         specs = stack_specs(environment, used, selected, str(plan_path), config, with_fleet=with_fleet)
-        specs = largest_first(specs, {s.name: len(s.pipelines) + len(s.data) for s in plan.sites})
+        specs = largest_first(specs, plan.site_sizes())
     return specs, str(plan_path), env_vars, workspace
 
 

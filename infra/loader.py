@@ -5,6 +5,7 @@ PyYAML's node tree keeps the line of every key, so pydantic's error locations
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path as FsPath
 from typing import Any, TypeVar
 
@@ -142,6 +143,13 @@ def parse_model(text: str, file: str, model: type[M], what: str, *, empty_ok: bo
 
 
 def parse_environment(text: str, file: str = "<spec>") -> Environment:
+    return _parse_environment(text, file)
+
+
+# A program run reads its spec more than once (stack config, the program; the sharded preview once per
+# stack), and the prod spec takes ~0.15 s to validate. The models are frozen, so equal text can share one.
+@functools.lru_cache(maxsize=8)
+def _parse_environment(text: str, file: str) -> Environment:
     env, lines = parse_model(text, file, Environment, "the spec (name, user_regions, sites, ...)")
     ref_issues = [SpecIssue(i.path, i.message, line_for(lines, i.path)) for i in check_references(env)]
     if ref_issues:

@@ -90,6 +90,10 @@ class PlacementPlan(_Plain):
     def used_sites(self) -> list[str]:
         return [s.name for s in self.sites if s.pipelines or s.data]
 
+    def site_sizes(self) -> dict[str, int]:
+        """How much each site deploys (pipelines plus data pieces): orders site stacks biggest first."""
+        return {s.name: len(s.pipelines) + len(s.data) for s in self.sites}
+
     def decisions(self) -> dict:
         """The decision itself, without timings: equal for equal inputs."""
         data = self.model_dump(exclude={"solve_seconds", "baselines"})

@@ -158,6 +158,14 @@ def test_the_fleet_directory_lists_every_site_without_credentials():
     assert json.loads(cm["data"][fleet.KEY]) == content
 
 
+def test_counts_read_back_by_stack_reference_render_as_integers():
+    # a stack reference hands numbers back as protobuf doubles: the directory must not depend on the layout
+    by_reference = {**_member("a", "d1"), "pipelines": 2.0, "replicas": 5.0}
+    direct = fleet.directory("prod", "d1", {"a": _member("a", "d1")})
+    assert fleet.render(fleet.directory("prod", "d1", {"a": by_reference})) == fleet.render(direct)
+    assert '"replicas": 5\n' in fleet.render(direct)
+
+
 def test_sites_deployed_from_another_plan_block_the_directory():
     with pytest.raises(fleet.FleetMismatch, match=r"b \(d0\).*hybridml up prod"):
         fleet.directory("prod", "d1", {"a": _member("a", "d1"), "b": _member("b", "d0")})

@@ -12,6 +12,7 @@ NAME = "hybridml-fleet-directory"
 KEY = "fleet.json"
 PLAN_DIGEST_LABEL = f"{L.PREFIX}/plan-digest"
 PUBLIC_FIELDS = ("kind", "hostnames", "fleet_hostname", "entry_for", "pipelines", "replicas")
+COUNT_FIELDS = ("pipelines", "replicas")
 
 
 class FleetMismatch(ValueError):
@@ -39,7 +40,14 @@ def directory(environment: str, plan_digest: str, members: dict[str, dict[str, A
             + ", ".join(f"{s} ({d or 'no plan'})" for s, d in sorted(stale.items()))
             + f"; run `hybridml up {environment}` (it rolls every site from one plan) before the fleet stack")
     return {"environment": environment, "plan_digest": plan_digest,
-            "sites": {s: {k: members[s].get(k) for k in PUBLIC_FIELDS} for s in sorted(members)}}
+            "sites": {s: {k: _count(members[s].get(k)) if k in COUNT_FIELDS else members[s].get(k)
+                          for k in PUBLIC_FIELDS} for s in sorted(members)}}
+
+
+def _count(value: Any) -> Any:
+    """Counts cross stacks (stack references) as protobuf doubles: 8 arrives as 8.0. The directory is the
+    same whichever layout deployed it, so integral numbers are written as integers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def render(content: dict[str, Any]) -> str:

@@ -1,0 +1,178 @@
+"""Offline preview of a sharded environment: every site stack and the fleet stack, in worker processes.
+
+`hybridml up ENV` deploys an environment as one stack per site plus the fleet stack (hybridml/shards.py);
+this previews exactly those stacks under Pulumi's mocks, as `run_preview` does for one stack, with
+the site stacks spread over a pool of processes (the SDK's registration is single-threaded Python, so
+processes are what use more than one core). The plan is solved once, here, and handed to every
+stack as `hybridml:plan`, as the rollout does. The fleet stack runs last: its stack references are
+answered with the site stacks' own previewed outputs.
+
+Workers are forked after the program's modules are imported, so a stack costs its build only.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hybridml.shards import largest_first, stack_specs
+
+# what a site stack exports that the fleet stack reads (program.run_fleet)
+FLEET_INPUT_EXPORTS = ("fleet_members", "plan_digest")
+
+
+@dataclass
+class StackPreview:
+    """What one stack's preview reports back to the parent (picklable: no Pulumi objects)."""
+
+    stack: str
+    role: str
+    sites: list[str]
+    count: int = 0
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)   # cluster -> type -> n
+    build_start: float = 0.0     # wall clock (time.time) so stacks of different processes compare
+    build_end: float = 0.0
+    cpu_seconds: float = 0.0
+    outputs: dict[str, Any] = field(default_factory=dict)   # exports the fleet stack reads, resolved
+    secret_outputs: list[str] = field(default_factory=list)
+    manifests: dict[str, list[dict]] | None = None           # cluster -> Kubernetes objects (with --out)
+    error: str | None = None
+
+
+@dataclass
+class ShardedPreviewResult:
+    environment: str
+    sites: list[str]
+    stacks: list[StackPreview]
+    workers: int
+    plan_seconds: float
+    build_seconds: float      # wall: forking the workers to the last stack's end (each stack's spec and
+                              # plan loading and the fleet stack's wait for the site stacks included)
+    total_seconds: float
+
+    @property
+    def count(self) -> int:
+        return sum(s.count for s in self.stacks)
+
+    @property
+    def resources_per_second(self) -> float:
+        return self.count / self.build_seconds if self.build_seconds else float("inf")
+
+    @property
+    def resources_per_cpu_second(self) -> float:
+        cpu = sum(s.cpu_seconds for s in self.stacks)
+        return self.count / cpu if cpu else float("inf")
+
+    @property
+    def failed(self) -> list[StackPreview]:
+        return [s for s in self.stacks if s.error]
+
+    def counts(self) -> dict[str, Counter]:
+        out: dict[str, Counter] = defaultdict(Counter)
+        for stack in self.stacks:
+            for cluster, types in stack.counts.items():
+                # the fleet stack's own component belongs to no single cluster
+                out[cluster if cluster in self.sites else f"(fleet stack {stack.stack})"
+                    if stack.role == "fleet" else cluster].update(types)
+        return out
+
+    def manifests(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = defaultdict(list)
+        for stack in self.stacks:
+            for cluster, docs in (stack.manifests or {}).items():
+                out[cluster].extend(docs)
+        return out
+
+
+def _preview_stack(job: dict) -> StackPreview:
+    """One stack under mocks, in a worker process."""
+    from hybridml.preview import resolved_exports, run_preview
+
+    outcome = StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]))
+    try:
+        result = run_preview(job["spec"], mode=job["mode"], sites=job["site_config"], plan_file=job["plan_file"],
+                             stack=job["stack"], config=job["config"], stack_outputs=job.get("stack_outputs"))
+    except Exception as exc:  # noqa: BLE001 - reported per stack; the other stacks go on
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        return outcome
+    outcome.count = result.count
+    outcome.counts = {cluster: dict(types) for cluster, types in result.counts().items()}
+    outcome.build_start, outcome.build_end = result.build_started_at, result.build_started_at + result.build_seconds
+    outcome.cpu_seconds = result.build_cpu_seconds
+    if job["role"] == "site":
+        outcome.outputs, outcome.secret_outputs = resolved_exports(result, FLEET_INPUT_EXPORTS)
+    if job["want_manifests"]:
+        outcome.manifests = result.kubernetes_manifests()
+    return outcome
+
+
+def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = None,
+                        plan_file: str | None = None, workers: int | None = None, want_manifests: bool = False,
+                        on_stack_done: Callable[[StackPreview], None] | None = None,
+                        on_stacks: Callable[[int], None] | None = None) -> ShardedPreviewResult:
+    """Preview the stacks `hybridml up` would deploy for SPEC: the (selected) site stacks in a pool of
+    `workers` processes (default: one per CPU this process may use, at most one per stack), then the fleet stack."""
+    from hybridml import preview as _preview
+    from hybridml import program
+    from infra.loader import load_environment
+    from policies.placement.plan import PlacementPlan
+
+    t0 = time.perf_counter()
+    program.import_components()   # before forking: no worker pays for them
+    env = load_environment(spec)
+    t_plan = time.perf_counter()
+    plan: PlacementPlan = program.load_plan(env, plan_file)
+    plan_seconds = time.perf_counter() - t_plan
+    used = plan.used_sites()
+    selected = program.select_sites(env, plan, tuple(sites) if sites else None)
+
+    with tempfile.TemporaryDirectory(prefix="hybridml-preview-") as tmp:
+        plan_path = plan_file or str(Path(tmp) / f"{env.name}-plan.json")
+        if not plan_file:
+            Path(plan_path).write_text(plan.model_dump_json())
+        # The fleet stack reads every used site's stack: offline there is nothing to read for a site
+        # this run does not preview, so a partial selection previews its site stacks only.
+        specs = stack_specs(env.name, used, selected, plan_path, {}, with_fleet=set(used) <= set(selected))
+        specs = largest_first(specs, plan.site_sizes())
+        if on_stacks:
+            on_stacks(len(specs))
+        site_jobs, fleet_jobs = [], []
+        for stack_spec in specs:
+            config = {k: v.value for k, v in stack_spec.config.items()
+                      if k not in ("hybridml:plan", "hybridml:sites")}
+            job = {"spec": spec, "mode": mode, "plan_file": plan_path, "stack": stack_spec.name,
+                   "role": stack_spec.role, "sites": stack_spec.sites, "config": config,
+                   "site_config": list(stack_spec.sites) if stack_spec.role == "site" else None,
+                   "want_manifests": want_manifests}
+            (site_jobs if stack_spec.role == "site" else fleet_jobs).append(job)
+
+        n_workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(site_jobs)))
+        done: list[StackPreview] = []
+        # fork: the workers start with the program imported and the plan solved; nothing here holds a lock
+        # or a running event loop a child could inherit mid-use
+        forked_at = time.time()
+        with multiprocessing.get_context("fork").Pool(n_workers) as pool:
+            for outcome in pool.imap_unordered(_preview_stack, site_jobs):
+                done.append(outcome)
+                if on_stack_done:
+                    on_stack_done(outcome)
+            if fleet_jobs:
+                org_project = f"{_preview.ORGANIZATION}/{_preview.PROJECT}"
+                stack_outputs = {f"{org_project}/{o.stack}": (o.outputs, o.secret_outputs)
+                                 for o in done if not o.error}
+                for job in fleet_jobs:
+                    outcome = pool.apply(_preview_stack, ({**job, "stack_outputs": stack_outputs},))
+                    done.append(outcome)
+                    if on_stack_done:
+                        on_stack_done(outcome)
+    ok = [o for o in done if not o.error]
+    build = (max(o.build_end for o in ok) - forked_at) if ok else 0.0
+    order = {s.name: i for i, s in enumerate(specs)}
+    return ShardedPreviewResult(environment=env.name, sites=selected, workers=n_workers,
+                                stacks=sorted(done, key=lambda o: order[o.stack]), plan_seconds=plan_seconds,
+                                build_seconds=build, total_seconds=time.perf_counter() - t0)
