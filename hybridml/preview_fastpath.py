@@ -30,16 +30,19 @@ from pulumi.runtime import rpc
 
 _NOT_PLAIN = object()
 _UNKNOWN = rpc.UNKNOWN
-_SCALARS = (int, float, bool)
 
 
 def plain_copy(value: Any) -> Any:
-    """A copy of a plain JSON value tree as the SDK would serialise it, or `_NOT_PLAIN`."""
+    """A copy of a plain JSON value tree as it travels in a protobuf Struct, or `_NOT_PLAIN`."""
     kind = type(value)
     if kind is str:
         # the SDK's marker of an unknown value decodes to Unknown; leave it to the SDK
         return _NOT_PLAIN if value == _UNKNOWN else value
-    if value is None or kind in _SCALARS:
+    if kind is int:
+        # a protobuf Struct holds every number as a double: the engine's answer decodes 8 as 8.0, and so
+        # does this copy, which stands in for that answer
+        return float(value)
+    if value is None or kind is float or kind is bool:
         return value
     if kind is dict:
         out = {}

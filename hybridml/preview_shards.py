@@ -24,6 +24,9 @@ from hybridml.shards import largest_first, stack_specs
 
 # what a site stack exports that the fleet stack reads (program.run_fleet)
 FLEET_INPUT_EXPORTS = ("fleet_members", "plan_digest")
+# A prod site stack takes seconds; a worker silent for this long is stuck (a forked process can inherit a
+# lock another thread held), and the preview fails that stack instead of hanging.
+STACK_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -114,7 +117,8 @@ def _preview_stack(job: dict) -> StackPreview:
 def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = None,
                         plan_file: str | None = None, workers: int | None = None, want_manifests: bool = False,
                         on_stack_done: Callable[[StackPreview], None] | None = None,
-                        on_stacks: Callable[[int], None] | None = None) -> ShardedPreviewResult:
+                        on_stacks: Callable[[int], None] | None = None,
+                        stack_timeout: float = STACK_TIMEOUT_S) -> ShardedPreviewResult:
     """Preview the stacks `hybridml up` would deploy for SPEC: the (selected) site stacks in a pool of
     `workers` processes (default: one per CPU this process may use, at most one per stack), then the fleet stack."""
     from hybridml import preview as _preview
@@ -157,16 +161,34 @@ def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | No
         # or a running event loop a child could inherit mid-use
         forked_at = time.time()
         with multiprocessing.get_context("fork").Pool(n_workers) as pool:
-            for outcome in pool.imap_unordered(_preview_stack, site_jobs):
+            outcomes = pool.imap_unordered(_preview_stack, site_jobs)
+            for _ in site_jobs:
+                try:
+                    outcome = outcomes.next(timeout=stack_timeout)
+                except multiprocessing.TimeoutError:
+                    break
                 done.append(outcome)
                 if on_stack_done:
                     on_stack_done(outcome)
-            if fleet_jobs:
+            for job in fleet_jobs:
                 org_project = f"{_preview.ORGANIZATION}/{_preview.PROJECT}"
                 stack_outputs = {f"{org_project}/{o.stack}": (o.outputs, o.secret_outputs)
                                  for o in done if not o.error}
-                for job in fleet_jobs:
-                    outcome = pool.apply(_preview_stack, ({**job, "stack_outputs": stack_outputs},))
+                try:
+                    outcome = pool.apply_async(_preview_stack, ({**job, "stack_outputs": stack_outputs},)
+                                               ).get(timeout=stack_timeout)
+                except multiprocessing.TimeoutError:
+                    break
+                done.append(outcome)
+                if on_stack_done:
+                    on_stack_done(outcome)
+            # a stack that never answered (a stuck worker) is a failure, not a hang; leaving the block
+            # terminates the pool
+            finished = {o.stack for o in done}
+            for job in [*site_jobs, *fleet_jobs]:
+                if job["stack"] not in finished:
+                    outcome = StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
+                                           error=f"no result within {stack_timeout:.0f} s (stuck worker?)")
                     done.append(outcome)
                     if on_stack_done:
                         on_stack_done(outcome)
