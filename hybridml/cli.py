@@ -166,6 +166,11 @@ def preview(
                                            "processes offline (default: one per CPU), engines with --engine "
                                            "(default 4)."),
     expect_no_changes: bool = typer.Option(False, "--expect-no-changes", help="--engine: fail on any change."),
+    skip_unchanged: bool = typer.Option(False, "--skip-unchanged", help="--engine: report a site stack `same` "
+                                        "without running the engine when its inputs (config, source, spec, plan, "
+                                        "SDKs) fingerprint equals the one its last successful update exported. "
+                                        "Does not look for drift on the live cluster."),
+    json_out: bool = typer.Option(False, "--json", help="--engine: print the result as JSON."),
     monolithic: bool = typer.Option(False, "--monolithic", help="The whole-environment stack (<env>, `pulumi up "
                                     "--stack <env>`) in one process, instead of the site stacks and the fleet "
                                     "stack `hybridml up` deploys. Both build the same Kubernetes objects."),
@@ -176,7 +181,8 @@ def preview(
         from hybridml.commands.rollout import run_rollout
 
         run_rollout(spec, "preview", sites=sites, parallel=parallel or 4, plan_file=plan_file,
-                    expect_no_changes=expect_no_changes, monolithic=monolithic)
+                    expect_no_changes=expect_no_changes, monolithic=monolithic, skip_unchanged=skip_unchanged,
+                    json_out=json_out)
         return
     load(spec)  # spec errors: exit 2 with file:line before anything runs
     if mode not in ("cloud", "local"):

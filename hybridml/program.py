@@ -33,6 +33,7 @@ from clusters.handle import ClusterHandle
 from clusters.karpenter import AMI_ALIAS, KARPENTER_CHART_VERSION
 from clusters.local_cluster import DEFAULT_KUBECONFIG, default_context
 from clusters.sizing import namespace_quotas, node_pools, subnet_plan
+from hybridml import fingerprint
 from infra.errors import SpecError, SpecIssue
 from infra.spec import CloudSite, Datacenter, Environment
 from policies.placement.plan import PlacementPlan
@@ -248,6 +249,16 @@ def run_fleet(settings: ProgramSettings, env: Environment, plan: PlacementPlan) 
                          referenced_providers=providers)
 
 
+def stack_fingerprint() -> str:
+    """The fingerprint of this run's inputs (hybridml/fingerprint.py): every config value the engine passed,
+    the program's source, spec, plan and SDK versions. Exported, so that a preview can skip a stack whose
+    inputs have not changed since its last successful update."""
+    from pulumi.runtime import config as runtime_config
+
+    # the engine runs the program in the project directory: relative spec and plan paths are from there
+    return fingerprint.inputs_fingerprint(dict(runtime_config.CONFIG.get()), Path.cwd())
+
+
 def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramResult:
     """Load, solve, build, deploy, export. `cfg` supplies the secrets (on-prem kubeconfigs)."""
     from infra.loader import load_environment
@@ -285,17 +296,20 @@ def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramR
     pulumi.export("plan_cost_usd_per_hour", round(plan.cost_usd_per_hour, 2))
     pulumi.export("workloads", workloads)
     pulumi.export("fleet_members", members)
+    pulumi.export(fingerprint.EXPORT, pulumi.Output.secret(stack_fingerprint()))
     return ProgramResult(env=env, plan=plan, sites=sites, clusters=clusters, handles=handles, workloads=workloads)
 
 
 def import_components() -> None:
-    """Import what `run` imports lazily (cluster components, the serving stack): the offline preview does it
-    before its clock starts, and before forking its workers, so a build measures the build."""
+    """Import what `run` imports lazily (cluster components, the serving stack) and read the source files the
+    inputs fingerprint hashes: the offline preview does it before its clock starts, and before forking its
+    workers, so a build measures the build."""
     import clusters.cloud_gpu_cluster, clusters.local_cluster, clusters.onprem_cluster  # noqa: E401, F401
     import clusters.referenced_cluster, workloads.fleet_directory, workloads.stack  # noqa: E401, F401
     import policies.placement  # noqa: F401
     import importlib
 
+    fingerprint.program_inputs(Path.cwd(), {})   # reads and caches the source the fingerprint hashes
     # both SDKs load a module on first use of its attribute (pulumi_aws.ec2 alone is ~180 modules)
     for sdk, modules in (("pulumi_aws", ("cloudwatch", "ec2", "eks", "iam", "kms", "sqs", "vpc")),
                          ("pulumi_kubernetes", ("apiextensions", "core.v1", "helm.v3", "meta.v1", "scheduling.v1",

@@ -9,6 +9,7 @@ does not stop the others; the stacks that depend on it are skipped and say why.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -45,6 +46,7 @@ class StackRun:
     resources: int = 0                 # resources in the stack after the run
     last: str = ""                     # the last resource touched (progress line)
     retries: int = 0                   # runs again after a transient API-server error
+    note: str = ""                     # how the result was reached, when not by the engine alone
 
     @property
     def ok(self) -> bool:
@@ -69,7 +71,7 @@ class RolloutResult:
                 "seconds": round(self.seconds, 2), "checkpoints": self.checkpoints,
                 "stacks": [{"name": s.name, "role": s.role, "state": s.state, "seconds": round(s.seconds, 2),
                             "changes": s.changes, "resources": s.resources, "retries": s.retries,
-                            "error": s.error} for s in self.stacks]}
+                            "error": s.error, "note": s.note} for s in self.stacks]}
 
 
 class RolloutError(Exception):
@@ -156,9 +158,11 @@ def _short_error(exc: Exception, diagnostics: list[str]) -> str:
 
 def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expect_no_changes: bool = False,
               parallel: int | None = None, remove: bool = False, log_dir: Path | None = None,
-              retries: int = DEFAULT_RETRIES) -> None:
+              retries: int = DEFAULT_RETRIES, skip_unchanged: bool = False) -> None:
     """Run one stack's update; a transient API-server error (shards.transient_error) runs it again,
-    up to `retries` times (the engine log keeps every attempt)."""
+    up to `retries` times (the engine log keeps every attempt). `skip_unchanged` (preview): a site or
+    whole-environment stack whose inputs fingerprint equals the one its last successful update exported
+    is reported `same` without running the engine (hybridml/fingerprint.py)."""
     from pulumi import automation as auto
 
     run.state = "running"
@@ -201,6 +205,13 @@ def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expe
                     stack.remove_all_config(stale)
                 stack.set_all_config({k: auto.ConfigValue(v.value, secret=v.secret) for k, v in spec.config.items()})
             interrupted = _clear_stale_locks(spec.name, on_output) + _recover_pending(stack, on_output)
+            if action == "preview" and skip_unchanged and spec.role != "fleet" and not interrupted:
+                same, why = _inputs_unchanged(stack)
+                on_output(f"stack {spec.name}: {why}\n")
+                if same:
+                    run.note = why
+                    run.changes = {"same": _resource_count(spec.name, workspace)}
+                    return
             if action == "up":
                 if interrupted:
                     stack = _adopting(stack, workspace, on_output)
@@ -302,6 +313,37 @@ def _recover_pending(stack, on_output: Callable[[str], None]) -> int:
     return 1
 
 
+def _inputs_unchanged(stack) -> tuple[bool, str]:
+    """(True, why) when the stack's last update succeeded and exported the fingerprint of the inputs the
+    program would run with now: its config as the engine would pass it, the source, spec, plan, SDKs."""
+    from hybridml import fingerprint
+
+    last = stack.info()
+    if last is None or last.kind != "update" or last.result != "succeeded":
+        return False, "engine preview: the last update did not succeed" if last else "engine preview: never updated"
+    recorded = stack.outputs().get(fingerprint.EXPORT)
+    if recorded is None:
+        return False, "engine preview: no inputs fingerprint exported by the last update"
+    config = {**project_config_defaults(), **{k: v.value for k, v in stack.get_all_config().items()}}
+    if recorded.value != fingerprint.inputs_fingerprint(config, project_dir()):
+        return False, "engine preview: inputs changed since the last update"
+    return True, f"inputs unchanged since the update of {last.end_time or last.start_time}: engine not run"
+
+
+def project_config_defaults() -> dict[str, str]:
+    """Defaults Pulumi.yaml declares for project config keys: the engine passes them to the program when a
+    stack does not set the key, so they are part of what the program runs with."""
+    doc = yaml.safe_load((project_dir() / "Pulumi.yaml").read_text()) or {}
+    project = doc.get("name", "")
+    out = {}
+    for key, decl in (doc.get("config") or {}).items():
+        if isinstance(decl, dict) and "default" in decl:
+            name = key if ":" in key else f"{project}:{key}"
+            value = decl["default"]
+            out[name] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
 def _resource_count(name: str, workspace) -> int:
     try:
         return next((r.resource_count or 0 for r in workspace.list_stacks() if r.name == name), 0)
@@ -342,8 +384,7 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
             from policies.placement import solve
 
             plan = solve(env)
-            (root / plan_path).parent.mkdir(parents=True, exist_ok=True)
-            (root / plan_path).write_text(plan.model_dump_json(indent=1))
+            _write_plan(root / plan_path, plan)
     used = plan.used_sites()
     selected = select_sites(used, [s.name for s in env.sites], sites)
     if monolithic:
@@ -356,10 +397,26 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
     return specs, str(plan_path), env_vars, workspace
 
 
+def _write_plan(path: Path, plan) -> None:
+    """Write the plan the stacks read, unless the file already holds the same decision: a re-solve differs
+    only in its timings, and rewriting the file would change every stack's inputs (hybridml:plan is read
+    by the program, so its bytes are in the inputs fingerprint) for nothing."""
+    from policies.placement.plan import PlacementPlan
+
+    if path.exists():
+        try:
+            if PlacementPlan.model_validate_json(path.read_text()).digest() == plan.digest():
+                return
+        except ValueError:
+            pass   # unreadable or from another version: replaced below
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(plan.model_dump_json(indent=1))
+
+
 def rollout(environment: str, action: Action, *, sites: list[str] | None = None, parallel: int = 4,
             plan_file: str | None = None, expect_no_changes: bool = False, remove: bool = False,
             with_fleet: bool = True, monolithic: bool = False, resource_parallel: int = DEFAULT_RESOURCE_PARALLEL,
-            checkpoints: str = "auto", retries: int = DEFAULT_RETRIES,
+            checkpoints: str = "auto", retries: int = DEFAULT_RETRIES, skip_unchanged: bool = False,
             stacks: Callable[[list[StackSpec]], list[StackSpec]] | None = None,
             on_tick: Callable[[list[StackRun]], None] | None = None, log_dir: Path | None = None) -> RolloutResult:
     t0 = time.monotonic()
@@ -397,7 +454,8 @@ def rollout(environment: str, action: Action, *, sites: list[str] | None = None,
             with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
                 list(pool.map(lambda sp: run_stack(sp, action, workspace, runs[sp.name],
                                                    expect_no_changes=expect_no_changes, parallel=resource_parallel,
-                                                   remove=remove, log_dir=log_dir, retries=retries), runnable))
+                                                   remove=remove, log_dir=log_dir, retries=retries,
+                                                   skip_unchanged=skip_unchanged), runnable))
             failed |= {s.name for s in wave if runs[s.name].state in ("failed", "skipped")}
     finally:
         stop.set()

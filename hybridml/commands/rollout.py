@@ -35,7 +35,7 @@ def _table(runs, action: str, title: str) -> Table:
         table.add_column(col, overflow="fold", justify="right" if col in ("steps", "planned", "time") else "left")
     for r in runs:
         changes = ", ".join(f"{k} {v}" for k, v in sorted(r.changes.items())) or "-"
-        detail = r.error if r.error else (r.last if r.state == "running" else "")
+        detail = r.error if r.error else (r.last if r.state == "running" else r.note)
         if r.retries:
             detail = f"(ran again {r.retries}x after a transient error) {detail}".strip()
         table.add_row(r.name, r.role, f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", str(r.steps), changes,
@@ -46,7 +46,7 @@ def _table(runs, action: str, title: str) -> Table:
 def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel: int, plan_file: Optional[Path],
                 expect_no_changes: bool = False, remove: bool = False, monolithic: bool = False,
                 json_out: bool = False, checkpoints: str = "auto", resource_parallel: int = DEFAULT_RESOURCE_PARALLEL,
-                retries: int = DEFAULT_RETRIES) -> None:
+                retries: int = DEFAULT_RETRIES, skip_unchanged: bool = False) -> None:
     from hybridml.cli import console, err_console, fail
     from hybridml.rollout import RolloutError, rollout
     from infra.errors import HybridmlError, SpecError, SpecIssue
@@ -80,7 +80,7 @@ def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel
                          parallel=parallel, plan_file=str(plan_file) if plan_file else None,
                          expect_no_changes=expect_no_changes, remove=remove, monolithic=monolithic,
                          checkpoints=checkpoints, resource_parallel=resource_parallel, retries=retries, on_tick=on_tick,
-                         log_dir=log_dir)
+                         log_dir=log_dir, skip_unchanged=skip_unchanged)
     except HybridmlError as exc:
         if live is not None:
             live.stop()
