@@ -166,10 +166,10 @@ def preview(
                                            "processes offline (default: one per CPU), engines with --engine "
                                            "(default 4)."),
     expect_no_changes: bool = typer.Option(False, "--expect-no-changes", help="--engine: fail on any change."),
-    skip_unchanged: bool = typer.Option(False, "--skip-unchanged", help="--engine: report a site stack `same` "
+    skip_unchanged: bool = typer.Option(False, "--skip-unchanged", help="--engine: report a stack `same` "
                                         "without running the engine when its inputs (config, source, spec, plan, "
-                                        "SDKs) fingerprint equals the one its last successful update exported. "
-                                        "Does not look for drift on the live cluster."),
+                                        "SDKs; the fleet stack's site outputs) fingerprint equals the one its last "
+                                        "successful update exported. Does not look for drift on the live cluster."),
     json_out: bool = typer.Option(False, "--json", help="--engine: print the result as JSON."),
     monolithic: bool = typer.Option(False, "--monolithic", help="The whole-environment stack (<env>, `pulumi up "
                                     "--stack <env>`) in one process, instead of the site stacks and the fleet "

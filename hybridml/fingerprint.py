@@ -2,9 +2,10 @@
 
 The program is deterministic: the same source, the same stack config (secrets included), the same spec
 and plan file and the same installed SDKs register the same resources with the same inputs. Each stack
-exports the fingerprint of those inputs (as a secret: it hashes secret config values), so after a
-successful `up` a later `hybridml preview ENV --engine --skip-unchanged` can tell, in a second per stack
-and without the engine, that a site stack's program would register exactly what it last deployed.
+exports the fingerprint of those inputs (as a secret: it hashes secret config values; the fleet stack
+adds the site stacks' outputs it reads), so after a successful `up` a later `hybridml preview ENV
+--engine --skip-unchanged` can tell, in seconds per stack and without the engine, that a stack's program
+would register exactly what it last deployed.
 What this cannot see is the live cluster drifting from the state: that is the engine preview's
 (server-side dry run) and `hybridml status`'s business, and a full `--engine` preview still does it.
 """
@@ -15,7 +16,7 @@ import hashlib
 import json
 from importlib import metadata
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 # what the program's behaviour can depend on: its rooms, its entry point and project file
 PROGRAM_ROOMS = ("hybridml", "clusters", "workloads", "infra", "policies", "datacenter")
@@ -42,14 +43,29 @@ def canonical_config(config: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def fingerprint(config: Mapping[str, str], files: Mapping[str, bytes], versions: Mapping[str, str]) -> str:
-    """sha256 over the canonical config, every file's path and content, and the distributions' versions."""
+def fingerprint(config: Mapping[str, str], files: Mapping[str, bytes], versions: Mapping[str, str],
+                references: Mapping[str, Any] | None = None) -> str:
+    """sha256 over the canonical config, every file's path and content, the distributions' versions and,
+    for a stack that reads other stacks, the outputs it reads from each (stack name -> value)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(canonical_config(config), sort_keys=True).encode())
     for path in sorted(files):
         digest.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
     digest.update(json.dumps(dict(versions), sort_keys=True).encode())
+    if references is not None:
+        digest.update(json.dumps(_integral(dict(references)), sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def _integral(value: Any) -> Any:
+    """Integral floats as ints: a stack reference hands the program 24.0 where the state file says 24."""
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def program_inputs(project: Path, config: Mapping[str, str]) -> tuple[dict[str, bytes], dict[str, str]]:
@@ -99,6 +115,6 @@ def _versions() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def inputs_fingerprint(config: Mapping[str, str], project: Path) -> str:
+def inputs_fingerprint(config: Mapping[str, str], project: Path, references: Mapping[str, Any] | None = None) -> str:
     files, versions = program_inputs(project, config)
-    return fingerprint(config, files, versions)
+    return fingerprint(config, files, versions, references)

@@ -231,11 +231,13 @@ def run_fleet(settings: ProgramSettings, env: Environment, plan: PlacementPlan) 
     members: dict[str, Any] = {}
     providers: dict[str, pulumi.ProviderResource] = {}
     refs: dict[str, str] = {}
+    read: dict[str, Any] = {}
     for site in used:
         stack = settings.site_stacks.get(site) or f"{env.name}-{site}"
         refs[site] = stack
         ref = pulumi.StackReference(f"{prefix}/{stack}")
-        members[site] = ref.get_output("fleet_members").apply(lambda m, site=site: (m or {}).get(site))
+        read[stack] = ref.get_output("fleet_members")
+        members[site] = read[stack].apply(lambda m, site=site: (m or {}).get(site))
         providers[site] = ReferencedCluster(f"{site}-referenced", ReferencedClusterArgs(site, members[site])).provider
     digest = plan.digest()
     directory = build_fleet_directory(env, digest, members, providers)
@@ -245,18 +247,20 @@ def run_fleet(settings: ProgramSettings, env: Environment, plan: PlacementPlan) 
     pulumi.export("plan_digest", digest)
     pulumi.export("site_stacks", refs)
     pulumi.export("fleet", directory.content)
+    pulumi.export(fingerprint.EXPORT, pulumi.Output.secret(pulumi.Output.all(**read).apply(stack_fingerprint)))
     return ProgramResult(env=env, plan=plan, sites=used, clusters={}, handles={}, workloads=None,
                          referenced_providers=providers)
 
 
-def stack_fingerprint() -> str:
+def stack_fingerprint(references: dict[str, Any] | None = None) -> str:
     """The fingerprint of this run's inputs (hybridml/fingerprint.py): every config value the engine passed,
-    the program's source, spec, plan and SDK versions. Exported, so that a preview can skip a stack whose
-    inputs have not changed since its last successful update."""
+    the program's source, spec, plan and SDK versions (and, for the fleet stack, the site stacks' outputs it
+    read). Exported, so that a preview can skip a stack whose inputs have not changed since its last
+    successful update."""
     from pulumi.runtime import config as runtime_config
 
     # the engine runs the program in the project directory: relative spec and plan paths are from there
-    return fingerprint.inputs_fingerprint(dict(runtime_config.CONFIG.get()), Path.cwd())
+    return fingerprint.inputs_fingerprint(dict(runtime_config.CONFIG.get()), Path.cwd(), references)
 
 
 def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramResult:

@@ -52,24 +52,23 @@ def test_the_offline_preview_exports_it_as_a_secret():
 
 
 class RecordedStack:
-    """An Automation API stack whose last update, outputs and config are scripted (no engine)."""
+    """An Automation API stack whose last update and config are scripted (no engine)."""
 
-    def __init__(self, result="succeeded", recorded=None, config=None):
-        self.config = config or {"hybridml:spec": auto.ConfigValue("infra/environments/local.yaml"),
-                                 "hybridml:mode": auto.ConfigValue("local")}
-        self.result, self.recorded = result, recorded
+    def __init__(self, result="succeeded"):
+        self.result = result
         self.previews = 0
 
     def info(self):
         return SimpleNamespace(kind="update", result=self.result, end_time="yesterday", start_time="yesterday")
 
-    def outputs(self):
-        return {fingerprint.EXPORT: auto.OutputValue(self.recorded, True)} if self.recorded else {}
-
     def get_all_config(self):
-        return self.config
+        return {"hybridml:spec": auto.ConfigValue("infra/environments/local.yaml"),
+                "hybridml:mode": auto.ConfigValue("local")}
 
     def set_all_config(self, config):
+        pass
+
+    def remove_all_config(self, keys):
         pass
 
     def export_stack(self):
@@ -79,30 +78,47 @@ class RecordedStack:
         self.previews += 1
 
 
-def _current(stack) -> str:
-    config = {**rollout.project_config_defaults(), **{k: v.value for k, v in stack.config.items()}}
-    return fingerprint.inputs_fingerprint(config, rollout.project_dir())
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SITE = StackSpec(name="local-aws-use1", role="site", sites=("aws-use1",),
+                 config={"hybridml:spec": rollout.ConfigEntry("infra/environments/local.yaml"),
+                         "hybridml:sites": rollout.ConfigEntry('["aws-use1"]')})
+FLEET = StackSpec(name="local-fleet", role="fleet", sites=("aws-use1",),
+                  config={"hybridml:spec": rollout.ConfigEntry("infra/environments/local.yaml"),
+                          "hybridml:role": rollout.ConfigEntry("fleet")}, after=("local-aws-use1",))
+MEMBERS = {"aws-use1": {"site": "aws-use1", "pipelines": 3, "kubeconfig": "apiVersion: v1"}}
+
+
+def _now(spec, references=None) -> str:
+    config = {**rollout.project_config_defaults(), **{k: v.value for k, v in spec.config.items()}}
+    return fingerprint.inputs_fingerprint(config, rollout.project_dir(), references)
+
+
+def _state(recorded, members=None, pending=False):
+    outputs = {"fleet_members": members or MEMBERS}
+    if recorded:   # as `pulumi stack export --show-secrets` writes a secret output
+        outputs[fingerprint.EXPORT] = {SECRET_SIG: "1b47061264138c4ac30d75fd1eb44270", "plaintext": f'"{recorded}"'}
+    return {"resources": [{"type": "pulumi:pulumi:Stack", "outputs": outputs}] + [{"type": "x"}] * 41,
+            "pending_operations": [{"type": "creating"}] if pending else []}
 
 
 @pytest.fixture
 def scripted(monkeypatch):
-    def make(**kw):
-        stack = RecordedStack(**kw)
+    def make(states, result="succeeded"):
+        stack = RecordedStack(result)
         monkeypatch.setattr(auto.Stack, "create_or_select", staticmethod(lambda name, ws: stack))
+        monkeypatch.setattr(auto.Stack, "select", staticmethod(lambda name, ws: stack))
         monkeypatch.setattr(rollout, "_clear_stale_locks", lambda name, out: 0)
+        monkeypatch.setattr(rollout, "_locked", lambda name: False)
         monkeypatch.setattr(rollout, "_resource_count", lambda name, ws: 42)
-        return stack
+        monkeypatch.setattr(rollout.StateReader, "state", lambda self, name: states.get(name))
+        return stack, rollout.StateReader(None)
     return make
 
 
-SITE = StackSpec(name="local-aws-use1", role="site", sites=("aws-use1",), config={})
-
-
 def test_an_unchanged_stack_is_reported_same_without_the_engine(scripted):
-    stack = scripted()
-    stack.recorded = _current(stack)
+    stack, reader = scripted({SITE.name: _state(_now(SITE))})
     run = rollout.StackRun(SITE.name, SITE.role)
-    rollout.run_stack(SITE, "preview", None, run, skip_unchanged=True)
+    rollout.run_stack(SITE, "preview", None, run, skip_unchanged=reader)
     assert (run.state, run.changes, stack.previews) == ("ok", {"same": 42}, 0)
     assert "engine not run" in run.note
 
@@ -110,29 +126,36 @@ def test_an_unchanged_stack_is_reported_same_without_the_engine(scripted):
 @pytest.mark.parametrize("case,why", [
     ({"recorded": "0" * 64}, "inputs changed"),
     ({"recorded": None}, "no inputs fingerprint"),
+    ({"pending": True}, "pending operations"),
     ({"result": "failed"}, "did not succeed"),
 ])
 def test_otherwise_the_engine_previews_it(scripted, case, why, tmp_path):
-    stack = scripted(**case)
-    if stack.recorded is None and "recorded" not in case:
-        stack.recorded = _current(stack)       # the right fingerprint, but from a failed update
+    recorded = case.get("recorded", _now(SITE))
+    stack, reader = scripted({SITE.name: _state(recorded, pending=case.get("pending", False))},
+                             result=case.get("result", "succeeded"))
     run = rollout.StackRun(SITE.name, SITE.role)
-    rollout.run_stack(SITE, "preview", None, run, skip_unchanged=True, log_dir=tmp_path)
+    rollout.run_stack(SITE, "preview", None, run, skip_unchanged=reader, log_dir=tmp_path)
     assert (run.state, stack.previews, run.note) == ("ok", 1, "")
     assert why in (tmp_path / f"{SITE.name}.log").read_text()
 
 
-def test_the_fleet_stack_always_runs_the_engine(scripted):
-    stack = scripted()
-    stack.recorded = _current(stack)
-    fleet = StackSpec(name="local-fleet", role="fleet", sites=("aws-use1",), config={})
-    rollout.run_stack(fleet, "preview", None, rollout.StackRun(fleet.name, fleet.role), skip_unchanged=True)
+def test_the_fleet_stack_also_hashes_the_site_outputs_it_reads(scripted):
+    # the program sees 3.0 through a stack reference where the state file says 3
+    read = {SITE.name: {"aws-use1": {**MEMBERS["aws-use1"], "pipelines": 3.0}}}
+    states = {SITE.name: _state(_now(SITE)), FLEET.name: _state(_now(FLEET, read))}
+    stack, reader = scripted(states)
+    run = rollout.StackRun(FLEET.name, FLEET.role)
+    rollout.run_stack(FLEET, "preview", None, run, skip_unchanged=reader)
+    assert stack.previews == 0 and "engine not run" in run.note
+    # a site stack updated since (new outputs): the fleet stack goes through the engine
+    states[SITE.name] = _state(_now(SITE), members={"aws-use1": {**MEMBERS["aws-use1"], "pipelines": 4}})
+    stack, reader = scripted(states)
+    rollout.run_stack(FLEET, "preview", None, rollout.StackRun(FLEET.name, FLEET.role), skip_unchanged=reader)
     assert stack.previews == 1
 
 
 def test_without_the_flag_the_engine_always_runs(scripted):
-    stack = scripted()
-    stack.recorded = _current(stack)
+    stack, _ = scripted({SITE.name: _state(_now(SITE))})
     rollout.run_stack(SITE, "preview", None, rollout.StackRun(SITE.name, SITE.role))
     assert stack.previews == 1
 
