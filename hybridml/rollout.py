@@ -267,15 +267,10 @@ def _clear_stale_locks(stack_name: str, on_output: Callable[[str], None]) -> int
     """A Pulumi process killed outright (SIGKILL, OOM, a lost CI runner) leaves its lock file in a file
     backend and every later update of the stack refuses to start; remove the locks whose process, on
     this host, is gone. Other backends (Pulumi Cloud, S3) are left alone."""
-    import json
     import socket
 
-    backend = os.environ.get("PULUMI_BACKEND_URL", "")
-    if not backend.startswith("file://"):
-        return 0
     removed = 0
-    lock_dir = Path(backend[len("file://"):]).expanduser() / ".pulumi" / "locks"
-    for stack_dir in lock_dir.glob(f"*/*/{stack_name}"):
+    for stack_dir in _lock_dirs(stack_name):
         locks = {}
         for f in stack_dir.glob("*.json"):
             try:
@@ -391,12 +386,17 @@ def _plaintext(value: Any) -> Any:
     return value
 
 
-def _locked(stack_name: str) -> bool:
+def _lock_dirs(stack_name: str) -> list[Path]:
+    """Where a file:// backend keeps the stack's update locks (none for other backends: they refuse a
+    second update themselves)."""
     backend = os.environ.get("PULUMI_BACKEND_URL", "")
     if not backend.startswith("file://"):
-        return False   # other backends refuse a second update themselves; the preview then runs the engine
-    lock_dir = Path(backend[len("file://"):]).expanduser() / ".pulumi" / "locks"
-    return any(any(d.glob("*.json")) for d in lock_dir.glob(f"*/*/{stack_name}"))
+        return []
+    return list((Path(backend[len("file://"):]).expanduser() / ".pulumi" / "locks").glob(f"*/*/{stack_name}"))
+
+
+def _locked(stack_name: str) -> bool:
+    return any(any(d.glob("*.json")) for d in _lock_dirs(stack_name))
 
 
 def project_config_defaults() -> dict[str, str]:

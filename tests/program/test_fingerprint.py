@@ -177,3 +177,23 @@ def test_a_resolved_plan_with_the_same_decision_leaves_the_plan_file_alone(tmp_p
     moved.sites[0].pipelines = {}                             # another decision replaces it
     rollout._write_plan(path, moved)
     assert path.read_bytes() != written
+
+
+def test_a_locked_stack_is_never_skipped_and_a_dead_processs_lock_is_cleared(tmp_path, monkeypatch):
+    import json
+    import socket
+    import subprocess
+
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path}")
+    locks = tmp_path / ".pulumi" / "locks" / "organization" / "hybridml" / "local-aws-use1"
+    locks.mkdir(parents=True)
+    assert not rollout._locked("local-aws-use1")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (locks / "a.json").write_text(json.dumps({"pid": gone.pid, "hostname": socket.gethostname()}))
+    assert rollout._locked("local-aws-use1") and not rollout._locked("local-dc-local")
+    said = []
+    assert rollout._clear_stale_locks("local-aws-use1", said.append) == 1
+    assert not rollout._locked("local-aws-use1") and "which is gone" in said[0]
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://bucket")          # other backends: nothing to look at
+    assert rollout._lock_dirs("local-aws-use1") == []
