@@ -77,7 +77,6 @@ class _Patches:
         self.resolve_outputs = rpc.resolve_outputs
         # id(struct) -> (struct, {key: plain value}); holding the struct keeps its id unique
         self.plain_inputs: dict[int, tuple[Any, dict[str, Any]]] = {}
-        self.fast_values = 0
 
     async def fast_serialize_property(self, value, deps, property_key, resource_obj=None, input_transformer=None,
                                       typ=None, keep_output_values=False, exclude_resource_refs_from_deps=False,
@@ -85,7 +84,6 @@ class _Patches:
         if not return_protobuf_value and (typ is None or typ is Any) and _untranslated(input_transformer):
             copied = plain_copy(value)
             if copied is not _NOT_PLAIN:
-                self.fast_values += 1
                 return copied
         return await self.serialize_property(value, deps, property_key, resource_obj, input_transformer, typ,
                                              keep_output_values, exclude_resource_refs_from_deps,

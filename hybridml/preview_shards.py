@@ -79,9 +79,9 @@ class ShardedPreviewResult:
         out: dict[str, Counter] = defaultdict(Counter)
         for stack in self.stacks:
             for cluster, types in stack.counts.items():
-                # the fleet stack's own component belongs to no single cluster
-                out[cluster if cluster in self.sites else f"(fleet stack {stack.stack})"
-                    if stack.role == "fleet" else cluster].update(types)
+                if stack.role == "fleet" and cluster not in self.sites:
+                    cluster = f"(fleet stack {stack.stack})"   # its own component belongs to no single cluster
+                out[cluster].update(types)
         return out
 
     def manifests(self) -> dict[str, list[dict]]:
@@ -98,7 +98,8 @@ def _preview_stack(job: dict) -> StackPreview:
 
     outcome = StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]))
     try:
-        result = run_preview(job["spec"], mode=job["mode"], sites=job["site_config"], plan_file=job["plan_file"],
+        result = run_preview(job["spec"], mode=job["mode"], sites=list(job["sites"]) if job["role"] == "site" else None,
+                             plan_file=job["plan_file"],
                              stack=job["stack"], config=job["config"], stack_outputs=job.get("stack_outputs"))
     except Exception as exc:  # noqa: BLE001 - reported per stack; the other stacks go on
         outcome.error = f"{type(exc).__name__}: {exc}"
@@ -151,7 +152,6 @@ def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | No
                       if k not in ("hybridml:plan", "hybridml:sites")}
             job = {"spec": spec, "mode": mode, "plan_file": plan_path, "stack": stack_spec.name,
                    "role": stack_spec.role, "sites": stack_spec.sites, "config": config,
-                   "site_config": list(stack_spec.sites) if stack_spec.role == "site" else None,
                    "want_manifests": want_manifests}
             (site_jobs if stack_spec.role == "site" else fleet_jobs).append(job)
 
