@@ -1,5 +1,6 @@
 """Local Kubernetes control planes: etcd + kube-apiserver + kube-controller-manager +
-kube-scheduler + kwok per cluster, as supervised background processes on 127.0.0.1.
+kube-scheduler + kwok per cluster, as supervised background processes on 127.0.0.1, with a
+stand-in for KEDA's HPAs (keda_sim.py: no KEDA operator runs here).
 
 Nodes are kwok fake nodes (annotation ``kwok.x-k8s.io/node: fake``), so Deployments get pods
 that the scheduler places by nodeSelector/affinity/tolerations/resources and that kwok marks
@@ -31,6 +32,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,7 +59,7 @@ def state_dir_for(environment: str) -> Path:
     (both may have a site called aws-use1). The merged kubeconfig is `<state dir>/kubeconfig`."""
     return DEFAULT_STATE_DIR if environment == "local" else DEFAULT_STATE_DIR / "envs" / environment
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "keda-sim")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 MANAGED_BY_LABEL = "hybridml.io/local-managed-by"
 MANAGED_BY_VALUE = "hybridml-local"
@@ -92,7 +94,7 @@ CONCURRENT_SYNCS = {"deployment": 10, "replicaset": 10, "statefulset": 10, "serv
 # the sim's 1,590 nodes (at the kubelet's 40 s, 160/s: measured 44 % of all writes while pods start).
 NODE_LEASE_SECONDS = 360
 NODE_MONITOR_GRACE = "300s"  # NotReady after this long without a renewal (> 3 renewals: slack for a busy machine)
-COMPONENT_ENV: dict[str, dict[str, str]] = {}
+COMPONENT_ENV: dict[str, dict[str, str]] = {"keda-sim": {"PYTHONPATH": str(REPO_ROOT)}}
 ETCD_QUOTA_BYTES = 2 * 1024 ** 3
 KWOK_OPTIONS = {"nodeLeaseParallelism": 8, "nodePlayStageParallelism": 8, "podPlayStageParallelism": 16}
 NODE_SYNC_WORKERS = 8
@@ -536,6 +538,9 @@ def _argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths, ports: 
         for f in [u for u in kwok_stage_files() if u.name not in {o.name for o in ours}] + ours:
             argv.append(f"--config={f}")  # upstream stages + ours (stages/: load balancers; ours replace upstream's)
         return argv
+    if component == "keda-sim":  # keda_sim.py: the HPAs KEDA would own (no KEDA operator runs here)
+        return [sys.executable, "-m", "hybridml.local.keda_sim", f"--state-dir={paths.root.parent.parent}",
+                f"--cluster={paths.name}"]
     raise ValueError(component)
 
 
@@ -950,6 +955,7 @@ def up_cluster(
         if _running_pid(paths, "kwok") is None:
             _release_node_leases(api)
         ensure("kwok")
+        ensure("keda-sim")
     except (RuntimeError, TimeoutError) as e:
         tails = "\n".join(
             f"--- {comp} log tail ---\n{_log_tail(paths, comp)}" for comp in COMPONENTS if paths.logfile(comp).exists()

@@ -182,6 +182,26 @@ def test_two_clusters_gpu_pod_runs_and_down_cleans_up(state_dir):
     p = _wait("the untolerated pod to be reported Unschedulable", unschedulable, timeout=120)
     assert not p["spec"].get("nodeName")
 
+    # no KEDA operator runs: the stand-in gives a ScaledObject the HPA KEDA would, and the cluster's own
+    # HPA controller raises the Deployment to the ScaledObject's floor (and the HPA goes with it)
+    gpu.post("/apis/keda.sh/v1alpha1/namespaces/default/scaledobjects", {
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "gpu-probe", "namespace": "default"},
+        "spec": {"scaleTargetRef": {"name": "gpu-probe"}, "minReplicaCount": 3, "maxReplicaCount": 5,
+                 "triggers": [{"type": "prometheus", "metadata": {
+                     "serverAddress": "http://prometheus.invalid:9090", "query": "vector(0)", "threshold": "4"}}]}})
+    hpa_path = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/keda-hpa-gpu-probe"
+    hpa = _wait("the simulated KEDA HPA", lambda: gpu.get_or_none(hpa_path), timeout=60)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 5)
+    assert hpa["metadata"]["ownerReferences"][0]["kind"] == "ScaledObject"
+
+    def ready_replicas():
+        d = gpu.get("/apis/apps/v1/namespaces/default/deployments/gpu-probe")
+        return d["spec"]["replicas"] == 3 and d.get("status", {}).get("readyReplicas") == 3
+    _wait("gpu-probe to be raised to the ScaledObject's floor of 3 ready replicas", ready_replicas, timeout=120)
+    gpu.delete("/apis/keda.sh/v1alpha1/namespaces/default/scaledobjects/gpu-probe")
+    _wait("the HPA to go with its ScaledObject", lambda: gpu.get_or_none(hpa_path) is None, timeout=90)
+
     # a CRD from the CRD directory is Established (and the webhook-converted one was accepted)
     for name in ("inferenceservices.serving.kserve.io", "llminferenceservices.serving.kserve.io"):
         crd = cpu.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
