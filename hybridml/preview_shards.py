@@ -7,25 +7,27 @@ processes are what use more than one core). The plan is solved once, here, and h
 stack as `hybridml:plan`, as the rollout does. The fleet stack runs last: its stack references are
 answered with the site stacks' own previewed outputs.
 
-Workers are forked after the program's modules are imported, so a stack costs its build only.
+Each stack runs in a process forked after the program's modules are imported and the plan solved, so
+a stack costs its build only; a process that does not answer in time is killed, its stack reported failed.
 """
 from __future__ import annotations
 
 import multiprocessing
+from multiprocessing import connection as mp_connection
 import os
 import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from hybridml.shards import largest_first, stack_specs
 
 # what a site stack exports that the fleet stack reads (program.run_fleet)
 FLEET_INPUT_EXPORTS = ("fleet_members", "plan_digest")
-# A prod site stack takes seconds; a worker silent for this long is stuck (a forked process can inherit a
-# lock another thread held), and the preview fails that stack instead of hanging.
+# A prod site stack takes seconds; a process silent for this long is stuck (a forked process can inherit a
+# lock another thread held), and the preview kills it and fails that stack instead of hanging.
 STACK_TIMEOUT_S = 300.0
 
 
@@ -115,6 +117,61 @@ def _preview_stack(job: dict) -> StackPreview:
     return outcome
 
 
+def _stack_process(job: dict, conn) -> None:
+    try:
+        outcome = _preview_stack(job)
+    except BaseException as exc:  # noqa: BLE001 - whatever happens, the parent hears of it
+        outcome = StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
+                               error=f"{type(exc).__name__}: {exc}")
+    conn.send(outcome)
+    conn.close()
+
+
+def _run_forked(jobs: list[dict], slots: int, timeout: float) -> Iterator[StackPreview]:
+    """Run each job in a process of its own, forked from this one (the program already imported, the plan
+    solved), at most `slots` at a time; yield outcomes as they finish. A process that has not answered
+    `timeout` seconds after it started is killed (SIGKILL: a forked child may have inherited a signal
+    handler or a lock that keeps it from dying of SIGTERM) and its stack reported failed."""
+    ctx = multiprocessing.get_context("fork")
+    pending = list(jobs)
+    running: dict[Any, tuple[dict, Any, float]] = {}   # read end -> (job, process, deadline)
+    try:
+        while pending or running:
+            while pending and len(running) < slots:
+                job = pending.pop(0)
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_stack_process, args=(job, writer), daemon=True)
+                proc.start()
+                writer.close()
+                running[reader] = (job, proc, time.monotonic() + timeout)
+            soonest = min(deadline for _, _, deadline in running.values())
+            for reader in mp_connection.wait(list(running), timeout=max(0.0, soonest - time.monotonic())):
+                job, proc, _ = running.pop(reader)
+                try:
+                    outcome = reader.recv()
+                except EOFError:   # died without a word (killed, out of memory)
+                    proc.join()
+                    outcome = StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
+                                           error=f"the preview process exited with code {proc.exitcode}")
+                reader.close()
+                proc.join()
+                yield outcome
+            now = time.monotonic()
+            for reader, (job, proc, deadline) in list(running.items()):
+                if now >= deadline:
+                    del running[reader]
+                    proc.kill()
+                    proc.join()
+                    reader.close()
+                    yield StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
+                                       error=f"no result within {timeout:.0f} s (stuck process killed)")
+    finally:   # interrupted (Ctrl-C, an exception in a callback): leave no process behind
+        for reader, (_, proc, _) in running.items():
+            proc.kill()
+            proc.join()
+            reader.close()
+
+
 def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = None,
                         plan_file: str | None = None, workers: int | None = None, want_manifests: bool = False,
                         on_stack_done: Callable[[StackPreview], None] | None = None,
@@ -157,41 +214,25 @@ def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | No
 
         n_workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(site_jobs)))
         done: list[StackPreview] = []
-        # fork: the workers start with the program imported and the plan solved; nothing here holds a lock
-        # or a running event loop a child could inherit mid-use
+
+        def report(outcome: StackPreview) -> None:
+            done.append(outcome)
+            if on_stack_done:
+                on_stack_done(outcome)
+
         forked_at = time.time()
-        with multiprocessing.get_context("fork").Pool(n_workers) as pool:
-            outcomes = pool.imap_unordered(_preview_stack, site_jobs)
-            for _ in site_jobs:
-                try:
-                    outcome = outcomes.next(timeout=stack_timeout)
-                except multiprocessing.TimeoutError:
-                    break
-                done.append(outcome)
-                if on_stack_done:
-                    on_stack_done(outcome)
-            for job in fleet_jobs:
-                org_project = f"{_preview.ORGANIZATION}/{_preview.PROJECT}"
-                stack_outputs = {f"{org_project}/{o.stack}": (o.outputs, o.secret_outputs)
-                                 for o in done if not o.error}
-                try:
-                    outcome = pool.apply_async(_preview_stack, ({**job, "stack_outputs": stack_outputs},)
-                                               ).get(timeout=stack_timeout)
-                except multiprocessing.TimeoutError:
-                    break
-                done.append(outcome)
-                if on_stack_done:
-                    on_stack_done(outcome)
-            # a stack that never answered (a stuck worker) is a failure, not a hang; leaving the block
-            # terminates the pool
-            finished = {o.stack for o in done}
-            for job in [*site_jobs, *fleet_jobs]:
-                if job["stack"] not in finished:
-                    outcome = StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
-                                           error=f"no result within {stack_timeout:.0f} s (stuck worker?)")
-                    done.append(outcome)
-                    if on_stack_done:
-                        on_stack_done(outcome)
+        for outcome in _run_forked(site_jobs, n_workers, stack_timeout):
+            report(outcome)
+        for job in fleet_jobs:
+            failed = sorted(o.stack for o in done if o.error)
+            if failed:   # as `hybridml up` does: the fleet stack reads every site stack
+                report(StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
+                                    error=f"not previewed: its site stacks failed ({', '.join(failed)})"))
+                continue
+            org_project = f"{_preview.ORGANIZATION}/{_preview.PROJECT}"
+            stack_outputs = {f"{org_project}/{o.stack}": (o.outputs, o.secret_outputs) for o in done if not o.error}
+            for outcome in _run_forked([{**job, "stack_outputs": stack_outputs}], 1, stack_timeout):
+                report(outcome)
     ok = [o for o in done if not o.error]
     build = (max(o.build_end for o in ok) - forked_at) if ok else 0.0
     order = {s.name: i for i, s in enumerate(specs)}
