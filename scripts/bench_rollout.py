@@ -10,7 +10,8 @@ Both layouts deploy the same objects from the same plan file onto the same local
   monolithic  one stack `<env>-bench-mono` holding the selected sites (hybridml:sites = all of them)
   sharded     one stack per site `<env>-<site>`, run `--parallel` at a time (hybridml/rollout.py)
 For each: wall time of `up` from empty, resources per second, time until every pod on the clusters is
-Running, a no-op `preview`, then destroy (the monolith always; the shards unless --keep). After the
+Running (and the CPU the control planes and the Pulumi processes used until then), a no-op `preview`,
+then destroy (the monolith always; the shards unless --keep). After the
 sharded up: kube-apiserver mutating-call p99 per cluster (its /metrics, the Kubernetes SLO is 1 s).
 The fleet stack is left out of both (it adds the same small directory to either). Prints ratios.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -72,6 +74,13 @@ def wait_running(env_name: str, sites: list[str], t0: float, timeout: float) -> 
     return None
 
 
+def _own_cpu() -> float:
+    """CPU seconds of this process and of every child it has waited for: the Pulumi CLIs the rollout runs,
+    and what they waited for (engines, language hosts, programs, providers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run(environment: str, action: str, layout, parallel: int, label: str, plan: str, checkpoints: str,
         resource_parallel: int) -> dict:
     from hybridml.rollout import rollout
@@ -106,7 +115,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from hybridml.local.apimetrics import fetch_metrics, mutating_latency
-    from hybridml.local.controlplane import api_client, state_dir_for
+    from hybridml.local.controlplane import api_client, component_cpu_seconds, state_dir_for
     from hybridml.local.fromspec import cluster_name
     from hybridml.local.sites import up_local
     from hybridml.shards import CONFIG_NS, ConfigEntry, StackSpec
@@ -150,9 +159,16 @@ def main() -> int:
     layouts = [] if args.skip_monolithic else [("monolithic", mono_layout, 1)]
     layouts.append(("sharded", site_layout, args.parallel))
     for label, layout, parallel in layouts:
-        t_up = time.monotonic()
+        t_up, cpu_before, pulumi_before = time.monotonic(), component_cpu_seconds(state_dir_for(args.env)), _own_cpu()
         up = run(args.env, "up", layout, parallel, label, plan, args.checkpoints, args.resource_parallel)
         running = wait_running(args.env, sites, t_up, args.timeout)
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in component_cpu_seconds(state_dir_for(args.env)).items()}
+        cpu["pulumi (CLI, engines, programs, providers)"] = _own_cpu() - pulumi_before
+        wall = time.monotonic() - t_up
+        console.print(f"{label}: CPU from the start of up until every pod ran: {sum(cpu.values()):.0f} s in {wall:.0f} s "
+                      f"wall ({sum(cpu.values()) / wall:.2f} cores busy on average): "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])),
+                      highlight=False)
         console.print(f"{label}: up {up['seconds']:.0f} s, {up['steps']} resources "
                       f"({up['steps'] / up['seconds']:.1f}/s); all pods Running after "
                       f"{running if running is None else round(running)} s")
@@ -171,6 +187,7 @@ def main() -> int:
         figures[label] = {"up_s": up["seconds"], "resources": up["steps"], "stacks": up["stacks"],
                           "resources_per_s": up["steps"] / up["seconds"], "pods_running_s": running,
                           "pods": pods_running(args.env, sites)[1], "noop_preview_s": preview["seconds"],
+                          "cpu_seconds": cpu,
                           "preview_changes": preview["changes"]}
         if label == "monolithic" or not args.keep:
             down = run(args.env, "destroy", layout, parallel, label, plan, args.checkpoints, args.resource_parallel)

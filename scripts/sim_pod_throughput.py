@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hybridml.local.apimetrics import fetch_metrics, mutating_latency  # noqa: E402
-from hybridml.local.controlplane import api_client, state_dir_for, status  # noqa: E402
+from hybridml.local.controlplane import api_client, component_cpu_seconds, state_dir_for, status  # noqa: E402
 
 NAMESPACE = "sim-bench"
 NAME = "throughput-probe"
@@ -48,25 +48,6 @@ def _deployment(replicas: int) -> dict:
             },
         },
     }
-
-
-def _component_cpu(state_dir: Path) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each control-plane component, summed over clusters."""
-    from hybridml.local.controlplane import COMPONENTS, _cluster_dirs, _running_pid
-
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for paths in _cluster_dirs(state_dir):
-        for comp in COMPONENTS:
-            pid = _running_pid(paths, comp)
-            if pid is None:
-                continue
-            try:
-                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[comp] = out.get(comp, 0.0) + (int(f[11]) + int(f[12])) / tick
-    return out
 
 
 def _running(api) -> int:
@@ -114,7 +95,7 @@ def main() -> int:
     for n, api in apis.items():
         baseline[n] = fetch_metrics(api)
 
-    cpu0 = _component_cpu(sd)
+    cpu0 = component_cpu_seconds(sd)
     t0 = time.monotonic()
     for n, api in apis.items():
         api.post(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", _deployment(replicas[n]))
@@ -135,7 +116,7 @@ def main() -> int:
             last_print = el
         time.sleep(2)
     all_running = time.monotonic() - t0 if len(done) == len(clusters) else None
-    cpu1, wall = _component_cpu(sd), time.monotonic() - t0
+    cpu1, wall = component_cpu_seconds(sd), time.monotonic() - t0
     cpu = {c: round(cpu1.get(c, 0) - cpu0.get(c, 0), 1) for c in cpu1}
     print(f"CPU seconds per component while starting the pods ({wall:.0f}s wall, {os.cpu_count()} CPUs): {cpu}")
 

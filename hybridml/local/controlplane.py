@@ -1080,6 +1080,24 @@ def down(state_dir: str | os.PathLike | None = None, clusters: Iterable[str] | N
     return stopped
 
 
+def component_cpu_seconds(state_dir: str | os.PathLike | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) the running components have used so far, per component, summed over the
+    clusters (for measuring where a rollout's CPU goes: take it before and after)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for paths in _cluster_dirs(_state_dir(state_dir)):
+        for comp in COMPONENTS:
+            pid = _running_pid(paths, comp)
+            if pid is None:
+                continue
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[comp] = out.get(comp, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def api_client(name: str, state_dir: str | os.PathLike | None = None) -> KubeAPI:
     """An admin client (stdlib) for a cluster brought up by :func:`up`."""
     paths = ClusterPaths(_state_dir(state_dir) / "clusters" / name)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hybridml.local import DEFAULT_CRD_DIR, api_client, down, status, up
+from hybridml.local.controlplane import COMPONENTS, component_cpu_seconds
 from hybridml.local.toolchain import ToolchainMissing, find_binaries, kwok_stage_files
 
 pytestmark = pytest.mark.e2e
@@ -209,6 +210,10 @@ def test_two_clusters_gpu_pod_runs_and_down_cleans_up(state_dir):
         assert conds.get("Established") == "True", (name, conds)
     gpu.close()
     cpu.close()
+
+    # the CPU each component used so far, summed over both clusters (what the benchmarks account with)
+    cpu = component_cpu_seconds(state_dir)
+    assert set(cpu) == set(COMPONENTS) and cpu["kube-apiserver"] > 1.0, cpu
 
     # down stops everything up started
     stopped = down(state_dir)
