@@ -22,6 +22,7 @@ and applying only those whose generation it has not applied yet.
 from __future__ import annotations
 
 import argparse
+import http.client
 import signal
 import sys
 import time
@@ -140,7 +141,7 @@ def run(api: KubeAPI, *, poll: float = POLL_SECONDS, log: Any = print) -> None:
                 waiting_for_crd = True
             else:
                 log(f"error: {e}")
-        except OSError as e:  # the API server restarting or overloaded: try again next round
+        except (OSError, http.client.HTTPException, ValueError) as e:  # apiserver restarting or overloaded: next round
             log(f"error: {e}")
             api.close()
         time.sleep(poll)

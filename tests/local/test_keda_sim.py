@@ -113,3 +113,34 @@ def test_without_kedas_crd_the_pass_fails_with_404():
     with pytest.raises(KubeAPIError) as e:
         Reconciler(FakeAPI([], crd=False), log=print).once()
     assert e.value.status == 404
+
+
+def test_the_loop_outlives_a_busy_or_restarting_apiserver(monkeypatch):
+    import http.client
+
+    from hybridml.local import keda_sim
+
+    class Flaky(FakeAPI):
+        failures = [http.client.RemoteDisconnected("closed"), KubeAPIError("GET", "/x", 500, "etcd timeout"),
+                    http.client.BadStatusLine("")]
+
+        def list_metadata(self, path, params=None):
+            if self.failures:
+                raise self.failures.pop(0)
+            return super().list_metadata(path, params)
+
+        def close(self):
+            pass
+
+    api, logged, rounds = Flaky([_rendered_scaled_object()]), [], []
+
+    def sleep(_seconds):
+        rounds.append(1)
+        if len(rounds) == 5:
+            raise SystemExit
+
+    monkeypatch.setattr(keda_sim.time, "sleep", sleep)
+    with pytest.raises(SystemExit):
+        keda_sim.run(api, poll=0, log=logged.append)
+    assert sum(line.startswith("error:") for line in logged) == 3
+    assert len(api.applies) == 1          # applied once it could read, not again in the last round
