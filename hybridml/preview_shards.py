@@ -117,12 +117,15 @@ def _preview_stack(job: dict) -> StackPreview:
     return outcome
 
 
+def _failed(job: dict, error: str) -> StackPreview:
+    return StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]), error=error)
+
+
 def _stack_process(job: dict, conn) -> None:
     try:
         outcome = _preview_stack(job)
     except BaseException as exc:  # noqa: BLE001 - whatever happens, the parent hears of it
-        outcome = StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
-                               error=f"{type(exc).__name__}: {exc}")
+        outcome = _failed(job, f"{type(exc).__name__}: {exc}")
     conn.send(outcome)
     conn.close()
 
@@ -151,8 +154,7 @@ def _run_forked(jobs: list[dict], slots: int, timeout: float) -> Iterator[StackP
                     outcome = reader.recv()
                 except EOFError:   # died without a word (killed, out of memory)
                     proc.join()
-                    outcome = StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
-                                           error=f"the preview process exited with code {proc.exitcode}")
+                    outcome = _failed(job, f"the preview process exited with code {proc.exitcode}")
                 reader.close()
                 proc.join()
                 yield outcome
@@ -163,8 +165,7 @@ def _run_forked(jobs: list[dict], slots: int, timeout: float) -> Iterator[StackP
                     proc.kill()
                     proc.join()
                     reader.close()
-                    yield StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
-                                       error=f"no result within {timeout:.0f} s (stuck process killed)")
+                    yield _failed(job, f"no result within {timeout:.0f} s (stuck process killed)")
     finally:   # interrupted (Ctrl-C, an exception in a callback): leave no process behind
         for reader, (_, proc, _) in running.items():
             proc.kill()
@@ -226,8 +227,7 @@ def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | No
         for job in fleet_jobs:
             failed = sorted(o.stack for o in done if o.error)
             if failed:   # as `hybridml up` does: the fleet stack reads every site stack
-                report(StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]),
-                                    error=f"not previewed: its site stacks failed ({', '.join(failed)})"))
+                report(_failed(job, f"not previewed: its site stacks failed ({', '.join(failed)})"))
                 continue
             org_project = f"{_preview.ORGANIZATION}/{_preview.PROJECT}"
             stack_outputs = {f"{org_project}/{o.stack}": (o.outputs, o.secret_outputs) for o in done if not o.error}

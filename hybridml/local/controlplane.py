@@ -304,14 +304,21 @@ _CHILDREN: dict[int, subprocess.Popen] = {}
 _PORT_LOCK = threading.Lock()
 
 
-def _proc_start_time(pid: int) -> str | None:
-    """Start time (clock ticks since boot) and state of a process, or None if gone/zombie."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on, or None if the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # the command name (field 2) may contain spaces: split after the closing parenthesis
-    rest = stat.rsplit(")", 1)[1].split()
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Start time (clock ticks since boot) and state of a process, or None if gone/zombie."""
+    rest = _proc_stat(pid)
+    if rest is None:
+        return None
     state, start = rest[0], rest[19]
     if state in ("Z", "X"):
         return None
@@ -1090,11 +1097,9 @@ def component_cpu_seconds(state_dir: str | os.PathLike | None = None) -> dict[st
             pid = _running_pid(paths, comp)
             if pid is None:
                 continue
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[comp] = out.get(comp, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            fields = _proc_stat(pid)
+            if fields is not None:   # utime, stime
+                out[comp] = out.get(comp, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
