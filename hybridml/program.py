@@ -3,90 +3,32 @@
     spec --load--> Environment --solve--> PlacementPlan --plan per site--> cluster components
          --> ClusterHandles --> workloads.stack.deploy_workloads --> exports (per-site summary)
 
-Stack config (namespace `hybridml`, see Pulumi.<stack>.yaml):
-    spec                     spec path or shipped name (required)
-    mode                     cloud (EKS + on-prem clusters) | local (local control planes, kwok nodes)
-    sites                    optional list: build only these sites and their share of the serving
-                             stack (a site stack, issue 8); default every site the plan uses
-    role                     optional `fleet`: the fleet stack of a sharded environment (hybridml/shards.py)
-    siteStacks               fleet role: {site: site stack name} (default <env>-<site>)
-    plan                     optional path to a plan JSON (`hybridml plan SPEC --json`): shards of one
-                             environment then share one solved plan instead of each solving again
-    localKubeconfig          local mode: kubeconfig path (default .local/kubeconfig)
-    localContexts            local mode: {site: context} overrides (default hybridml-<site>)
-    onpremKubeconfig-<dc>    cloud mode: SECRET kubeconfig of datacenter <dc>'s cluster
-    onpremContext-<dc>       cloud mode: optional context within it
-    karpenterChartVersion, gpuOperatorChartVersion, amiAlias: pinned defaults, overridable
+Stack config: the keys and their parsing are hybridml/stack/config.py (ProgramSettings); the plan file
+hybridml/stack/planfile.py.
 
-`hybridml preview` runs this same `main()` under Pulumi's mocks (hybridml/preview.py).
+`hybridml preview` runs this same `main()` under Pulumi's mocks (hybridml/ops/preview.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import pulumi
 
-from clusters.gpu_stack import GPU_OPERATOR_CHART_VERSION
 from clusters.handle import ClusterHandle
-from clusters.karpenter import AMI_ALIAS, KARPENTER_CHART_VERSION
-from clusters.local_cluster import DEFAULT_KUBECONFIG, default_context
+from clusters.local_cluster import default_context
 from clusters.sizing import namespace_quotas, node_pools, subnet_plan
-from hybridml import fingerprint
+from hybridml.stack import fingerprint
+from hybridml.stack.config import CONFIG_NS, SITES, Mode, onprem_context_key, onprem_kubeconfig_key
+from hybridml.stack.settings import ProgramSettings
+from hybridml.stack.planfile import load_plan
 from infra.errors import SpecError, SpecIssue
 from infra.spec import CloudSite, Datacenter, Environment
 from policies.placement.plan import PlacementPlan
 
-CONFIG_NS = "hybridml"
-Mode = Literal["local", "cloud"]
-
-
-@dataclass(frozen=True)
-class ProgramSettings:
-    """Everything the program reads from stack config, parsed once (tests build it directly)."""
-
-    spec: str
-    mode: Mode = "cloud"
-    sites: tuple[str, ...] | None = None
-    role: Literal["environment", "fleet"] = "environment"
-    site_stacks: dict[str, str] = field(default_factory=dict)
-    plan_file: str | None = None
-    local_kubeconfig: str = DEFAULT_KUBECONFIG
-    local_contexts: dict[str, str] = field(default_factory=dict)
-    karpenter_chart_version: str = KARPENTER_CHART_VERSION
-    gpu_operator_chart_version: str = GPU_OPERATOR_CHART_VERSION
-    ami_alias: str = AMI_ALIAS
-
-    @classmethod
-    def from_config(cls, cfg: pulumi.Config | None = None) -> "ProgramSettings":
-        cfg = cfg or pulumi.Config(CONFIG_NS)
-        mode = cfg.get("mode") or "cloud"
-        if mode not in ("local", "cloud"):
-            raise SpecError("stack config", [SpecIssue((f"{CONFIG_NS}:mode",), f"must be local or cloud (got {mode!r})")])
-        sites = cfg.get_object("sites")
-        if sites is not None and (not isinstance(sites, list) or not all(isinstance(s, str) for s in sites)):
-            raise SpecError("stack config", [SpecIssue((f"{CONFIG_NS}:sites",),
-                                                       f"must be a list of site names (got {sites!r})")])
-        role = cfg.get("role") or "environment"
-        if role not in ("environment", "fleet"):
-            raise SpecError("stack config", [SpecIssue((f"{CONFIG_NS}:role",),
-                                                       f"must be environment or fleet (got {role!r})")])
-        site_stacks = cfg.get_object("siteStacks") or {}
-        if not isinstance(site_stacks, dict):
-            raise SpecError("stack config", [SpecIssue((f"{CONFIG_NS}:siteStacks",),
-                                                       f"must map site names to stack names (got {site_stacks!r})")])
-        return cls(
-            spec=cfg.require("spec"), mode=mode,  # type: ignore[arg-type]
-            sites=tuple(sites) if sites else None, role=role,  # type: ignore[arg-type]
-            site_stacks={str(k): str(v) for k, v in site_stacks.items()},
-            plan_file=cfg.get("plan"),
-            local_kubeconfig=cfg.get("localKubeconfig") or DEFAULT_KUBECONFIG,
-            local_contexts=dict(cfg.get_object("localContexts") or {}),
-            karpenter_chart_version=cfg.get("karpenterChartVersion") or KARPENTER_CHART_VERSION,
-            gpu_operator_chart_version=cfg.get("gpuOperatorChartVersion") or GPU_OPERATOR_CHART_VERSION,
-            ami_alias=cfg.get("amiAlias") or AMI_ALIAS,
-        )
+__all__ = ["CONFIG_NS", "Mode", "ProgramResult", "ProgramSettings", "load_plan", "main", "run", "select_sites",
+           "site_summary"]
 
 
 # --------------------------------------------------------------------------- pure decisions
@@ -105,26 +47,9 @@ def select_sites(env: Environment, plan: PlacementPlan, requested: tuple[str, ..
     unknown = [s for s in requested if s not in known]
     if unknown:
         raise SpecError("stack config", [SpecIssue(
-            (f"{CONFIG_NS}:sites",), f"no site {s!r} in environment {env.name!r} (sites: {', '.join(known)})")
+            (SITES,), f"no site {s!r} in environment {env.name!r} (sites: {', '.join(known)})")
             for s in unknown])
     return [s for s in known if s in set(requested)]
-
-
-def load_plan(env: Environment, plan_file: str | None) -> PlacementPlan:
-    if plan_file is None:
-        from policies.placement import solve
-
-        # The same solver and gap as `hybridml plan`: the same spec gives the same plan.
-        return solve(env)
-    path = Path(plan_file)
-    try:
-        plan = PlacementPlan.model_validate_json(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SpecError(str(path), [SpecIssue((f"{CONFIG_NS}:plan",), f"cannot read plan: {exc}")]) from None
-    if plan.environment != env.name:
-        raise SpecError(str(path), [SpecIssue((f"{CONFIG_NS}:plan",), f"plan is for environment "
-                                              f"{plan.environment!r}, the spec is {env.name!r}")])
-    return plan
 
 
 def site_summary(env: Environment, plan: PlacementPlan, site_name: str, mode: Mode) -> dict[str, Any]:
@@ -187,8 +112,8 @@ def build_clusters(env: Environment, plan: PlacementPlan, sites: list[str], sett
         else:
             assert isinstance(site, Datacenter)
             out[name] = OnPremCluster(name, OnPremClusterArgs(
-                site=site, kubeconfig=secret(f"onpremKubeconfig-{name}"), quotas=quotas,
-                context=get(f"onpremContext-{name}"),
+                site=site, kubeconfig=secret(onprem_kubeconfig_key(name, qualified=False)), quotas=quotas,
+                context=get(onprem_context_key(name)),
                 gpu_operator_chart_version=settings.gpu_operator_chart_version))
     return out
 
@@ -253,7 +178,7 @@ def run_fleet(settings: ProgramSettings, env: Environment, plan: PlacementPlan) 
 
 
 def stack_fingerprint(references: dict[str, Any] | None = None) -> str:
-    """The fingerprint of this run's inputs (hybridml/fingerprint.py): every config value the engine passed,
+    """The fingerprint of this run's inputs (hybridml/stack/fingerprint.py): every config value the engine passed,
     the program's source, spec, plan and SDK versions (and, for the fleet stack, the site stacks' outputs it
     read). Exported, so that a preview can skip a stack whose inputs have not changed since its last
     successful update."""

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from hybridml.shards import DEFAULT_RESOURCE_PARALLEL  # noqa: E402
+from hybridml.ops.shards import DEFAULT_RESOURCE_PARALLEL  # noqa: E402
 
 console = Console()
 
@@ -83,7 +83,7 @@ def _own_cpu() -> float:
 
 def run(environment: str, action: str, layout, parallel: int, label: str, plan: str, checkpoints: str,
         resource_parallel: int) -> dict:
-    from hybridml.rollout import rollout
+    from hybridml.ops.rollout import rollout
 
     t0 = time.monotonic()
     with console.status(f"{label}: {action} ..."):
@@ -118,7 +118,8 @@ def main() -> int:
     from hybridml.local.controlplane import api_client, component_cpu_seconds, state_dir_for
     from hybridml.local.fromspec import cluster_name
     from hybridml.local.sites import up_local
-    from hybridml.shards import CONFIG_NS, ConfigEntry, StackSpec
+    from hybridml.ops.shards import StackSpec
+    from hybridml.stack.config import SITES, ConfigEntry
 
     console.print(f"[bold]bench_rollout[/] {args.env}: GPUs and racks are SIMULATED (kwok nodes)")
     t0 = time.monotonic()
@@ -134,12 +135,12 @@ def main() -> int:
     def mono_layout(specs: list[StackSpec]) -> list[StackSpec]:
         shards = site_layout(specs)
         config = dict(shards[0].config)
-        config[f"{CONFIG_NS}:sites"] = ConfigEntry(json.dumps([s.sites[0] for s in shards]))
+        config[SITES] = ConfigEntry(json.dumps([s.sites[0] for s in shards]))
         return [StackSpec(name=f"{args.env}-bench-mono", role="site", sites=tuple(s.sites[0] for s in shards),
                           config=config)]
 
     # which sites (and their clusters) the run covers
-    from hybridml.rollout import prepare
+    from hybridml.ops.rollout import prepare
 
     specs, plan, _, _ = prepare(args.env, "preview", None, None, with_fleet=False)   # solves once
     plan = str(REPO / plan) if plan and not Path(plan).is_absolute() else plan

@@ -13,7 +13,7 @@ eval "$(scripts/toolchain.sh --env)"
 . scripts/pulumi_env.sh
 
 if pulumi stack select "$STACK" >/dev/null 2>&1; then
-  if .venv/bin/python -m hybridml.commands.local status local >/dev/null 2>&1; then
+  if .venv/bin/python -m hybridml.cli.local status local >/dev/null 2>&1; then
     recover_pending "$STACK"
     pulumi destroy --stack "$STACK" --yes --skip-preview
   else
@@ -25,7 +25,7 @@ if pulumi stack select "$STACK" >/dev/null 2>&1; then
 else
   echo "no stack $STACK in $PULUMI_BACKEND_URL: nothing to destroy"
 fi
-.venv/bin/python -m hybridml.commands.local down
+.venv/bin/python -m hybridml.cli.local down
 if [ "$PURGE" = 1 ]; then
   rm -rf .local/clusters .local/kubeconfig
   echo "removed .local/clusters"

@@ -45,7 +45,7 @@ phase_done "toolchain"
 . scripts/pulumi_env.sh
 
 phase "local control planes (simulated GPUs and racks: kwok nodes)"
-.venv/bin/python -m hybridml.commands.local up local
+.venv/bin/python -m hybridml.cli.local up local
 phase_done "control planes"
 
 phase "pulumi up --stack $STACK"

@@ -20,7 +20,7 @@ _CACHE: dict = {}
 def preview(spec: str, mode: str = "cloud", sites: tuple[str, ...] | None = None, stack: str | None = None,
             config: tuple[tuple[str, str], ...] = ()):
     """Cached run_preview: the program under mocks (prod takes a while: solve + ~500 resources)."""
-    from hybridml.preview import run_preview
+    from hybridml.ops.preview import run_preview
 
     key = (spec, mode, sites, stack, config)
     if key not in _CACHE:

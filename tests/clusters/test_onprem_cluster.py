@@ -4,7 +4,7 @@ from __future__ import annotations
 from google.protobuf import json_format
 
 from clusters import sizing
-from hybridml.preview import PREVIEW_KUBECONFIG, SECRET_SIG
+from hybridml.ops.preview import PREVIEW_KUBECONFIG, SECRET_SIG
 from infra import labels
 from infra.loader import load_environment
 from tests.pulumi_mocks import of_type, preview, where

@@ -242,7 +242,7 @@ def test_cli_exits_1_naming_host_and_task(fleet, inventory, first_run):
     import typer
     from typer.testing import CliRunner
 
-    from hybridml.commands.bootstrap import bootstrap as command
+    from hybridml.cli.bootstrap import bootstrap as command
 
     app = typer.Typer()
     app.command()(command)

@@ -6,7 +6,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from hybridml.commands.bootstrap import bootstrap
+from hybridml.cli.bootstrap import bootstrap
 
 app = typer.Typer()
 app.command()(bootstrap)

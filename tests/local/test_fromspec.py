@@ -221,7 +221,7 @@ def _schedule(clusters: dict[str, ClusterDef], pods: list[tuple[str, str, dict]]
 @pytest.fixture(scope="module")
 def rendered_pods():
     """Every pod the serving stack creates on the local clusters, from the real program under mocks."""
-    from hybridml.preview import run_preview
+    from hybridml.ops.preview import run_preview
 
     result = run_preview(LOCAL_SPEC, mode="local")
     assert result.workloads_deployed

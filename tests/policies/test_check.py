@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from hybridml.check import run_check
+from hybridml.ops.check import run_check
 from hybridml.cli import app
 from infra.loader import load_environment
 from policies.placement import solve

@@ -1,4 +1,4 @@
-"""Inputs fingerprints (hybridml/fingerprint.py) and the preview that skips unchanged stacks with them
+"""Inputs fingerprints (hybridml/stack/fingerprint.py) and the preview that skips unchanged stacks with them
 (`hybridml preview ENV --engine --skip-unchanged`; the real engine run is in tests/e2e/test_local_stack.py)."""
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from types import SimpleNamespace
 import pytest
 from pulumi import automation as auto
 
-from hybridml import fingerprint, rollout
-from hybridml.shards import StackSpec
+from hybridml.ops import rollout, stack_state
+from hybridml.stack import fingerprint
+from hybridml.stack.config import ConfigEntry, project_config_defaults, project_dir
+from hybridml.stack.planfile import write_plan
+from hybridml.ops.shards import StackSpec
 
 FILES = {"hybridml/program.py": b"print(1)", "infra/spec.py": b"x = 1"}
 VERSIONS = {"pulumi": "3.260.0"}
@@ -37,14 +40,14 @@ def test_the_program_inputs_cover_source_project_files_spec_and_plan(tmp_path):
     plan = tmp_path / "plan.json"
     plan.write_text("{}")
     files, versions = fingerprint.program_inputs(tmp_path, {"hybridml:spec": "local", "hybridml:plan": str(plan)})
-    assert "hybridml/fingerprint.py" in files and "Pulumi.yaml" in files
+    assert "hybridml/stack/fingerprint.py" in files and "Pulumi.yaml" in files
     assert files[f"hybridml:plan={plan}"] == b"{}"
     assert any(k.startswith("hybridml:spec=") for k in files)                # a shipped name resolves
     assert set(versions) == set(fingerprint.DISTRIBUTIONS) and versions["pulumi"] != "absent"
 
 
 def test_the_offline_preview_exports_it_as_a_secret():
-    from hybridml.preview import resolved_exports, run_preview
+    from hybridml.ops.preview import resolved_exports, run_preview
 
     result = run_preview("dev", stack="fingerprint-dev")
     values, secret = resolved_exports(result, (fingerprint.EXPORT,))
@@ -80,17 +83,17 @@ class RecordedStack:
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SITE = StackSpec(name="local-aws-use1", role="site", sites=("aws-use1",),
-                 config={"hybridml:spec": rollout.ConfigEntry("infra/environments/local.yaml"),
-                         "hybridml:sites": rollout.ConfigEntry('["aws-use1"]')})
+                 config={"hybridml:spec": ConfigEntry("infra/environments/local.yaml"),
+                         "hybridml:sites": ConfigEntry('["aws-use1"]')})
 FLEET = StackSpec(name="local-fleet", role="fleet", sites=("aws-use1",),
-                  config={"hybridml:spec": rollout.ConfigEntry("infra/environments/local.yaml"),
-                          "hybridml:role": rollout.ConfigEntry("fleet")}, after=("local-aws-use1",))
+                  config={"hybridml:spec": ConfigEntry("infra/environments/local.yaml"),
+                          "hybridml:role": ConfigEntry("fleet")}, after=("local-aws-use1",))
 MEMBERS = {"aws-use1": {"site": "aws-use1", "pipelines": 3, "kubeconfig": "apiVersion: v1"}}
 
 
 def _now(spec, references=None) -> str:
-    config = {**rollout.project_config_defaults(), **{k: v.value for k, v in spec.config.items()}}
-    return fingerprint.inputs_fingerprint(config, rollout.project_dir(), references)
+    config = {**project_config_defaults(), **{k: v.value for k, v in spec.config.items()}}
+    return fingerprint.inputs_fingerprint(config, project_dir(), references)
 
 
 def _state(recorded, members=None, pending=False):
@@ -107,11 +110,11 @@ def scripted(monkeypatch):
         stack = RecordedStack(result)
         monkeypatch.setattr(auto.Stack, "create_or_select", staticmethod(lambda name, ws: stack))
         monkeypatch.setattr(auto.Stack, "select", staticmethod(lambda name, ws: stack))
-        monkeypatch.setattr(rollout, "_clear_stale_locks", lambda name, out: 0)
-        monkeypatch.setattr(rollout, "_locked", lambda name: False)
-        monkeypatch.setattr(rollout, "_resource_count", lambda name, ws: 42)
-        monkeypatch.setattr(rollout.StateReader, "state", lambda self, name: states.get(name))
-        return stack, rollout.StateReader(None)
+        monkeypatch.setattr(rollout, "clear_stale_locks", lambda name, out: 0)
+        monkeypatch.setattr(stack_state, "locked", lambda name: False)
+        monkeypatch.setattr(rollout, "resource_count", lambda name, ws: 42)
+        monkeypatch.setattr(stack_state.StateReader, "state", lambda self, name: states.get(name))
+        return stack, stack_state.StateReader(None)
     return make
 
 
@@ -167,15 +170,15 @@ def test_a_resolved_plan_with_the_same_decision_leaves_the_plan_file_alone(tmp_p
     env = load_environment("local")
     path = tmp_path / "plans" / "local.json"
     first = solve(env)
-    rollout._write_plan(path, first)
+    write_plan(path, first)
     written = path.read_bytes()
     again = solve(env)
     again.solve_seconds = first.solve_seconds + 1.0          # a re-solve: other timings, same decision
-    rollout._write_plan(path, again)
+    write_plan(path, again)
     assert path.read_bytes() == written
     moved = first.model_copy(deep=True)
     moved.sites[0].pipelines = {}                             # another decision replaces it
-    rollout._write_plan(path, moved)
+    write_plan(path, moved)
     assert path.read_bytes() != written
 
 
@@ -187,13 +190,13 @@ def test_a_locked_stack_is_never_skipped_and_a_dead_processs_lock_is_cleared(tmp
     monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path}")
     locks = tmp_path / ".pulumi" / "locks" / "organization" / "hybridml" / "local-aws-use1"
     locks.mkdir(parents=True)
-    assert not rollout._locked("local-aws-use1")
+    assert not stack_state.locked("local-aws-use1")
     gone = subprocess.Popen(["true"])
     gone.wait()
     (locks / "a.json").write_text(json.dumps({"pid": gone.pid, "hostname": socket.gethostname()}))
-    assert rollout._locked("local-aws-use1") and not rollout._locked("local-dc-local")
+    assert stack_state.locked("local-aws-use1") and not stack_state.locked("local-dc-local")
     said = []
-    assert rollout._clear_stale_locks("local-aws-use1", said.append) == 1
-    assert not rollout._locked("local-aws-use1") and "which is gone" in said[0]
+    assert stack_state.clear_stale_locks("local-aws-use1", said.append) == 1
+    assert not stack_state.locked("local-aws-use1") and "which is gone" in said[0]
     monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://bucket")          # other backends: nothing to look at
-    assert rollout._lock_dirs("local-aws-use1") == []
+    assert stack_state.lock_dirs("local-aws-use1") == []

@@ -5,7 +5,7 @@ import yaml
 import pytest
 from typer.testing import CliRunner
 
-from hybridml.preview import write_kubernetes_yaml
+from hybridml.ops.preview import write_kubernetes_yaml
 from tests.pulumi_mocks import cluster_counts, preview
 
 

@@ -6,8 +6,8 @@ import json
 import pulumi
 import pytest
 
-from hybridml.preview import resolved_exports, run_preview
-from hybridml.preview_fastpath import _NOT_PLAIN, plain_copy
+from hybridml.ops.preview import resolved_exports, run_preview
+from hybridml.ops.preview_fastpath import _NOT_PLAIN, plain_copy
 
 
 def test_plain_trees_are_copied_as_the_sdk_serialises_them():

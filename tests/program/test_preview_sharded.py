@@ -8,8 +8,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from hybridml.preview import run_preview
-from hybridml.preview_shards import run_sharded_preview
+from hybridml.ops.preview import run_preview
+from hybridml.ops.preview_shards import run_sharded_preview
 
 
 def _by_cluster(manifests: dict[str, list[dict]]) -> dict[str, list[str]]:
@@ -57,7 +57,7 @@ def test_a_partial_selection_previews_its_site_stacks_only():
 
 
 def test_a_failing_stack_is_reported_and_the_others_go_on(monkeypatch):
-    import hybridml.preview as preview_module
+    import hybridml.ops.preview as preview_module
 
     real = preview_module.run_preview
 
@@ -103,7 +103,7 @@ def test_cli_unknown_site_exits_2():
 
 
 def test_cli_failed_stack_exits_1(monkeypatch):
-    import hybridml.preview as preview_module
+    import hybridml.ops.preview as preview_module
     from hybridml.cli import app
 
     real = preview_module.run_preview
@@ -136,7 +136,7 @@ def test_a_stuck_stack_is_killed_and_reported_instead_of_hanging(monkeypatch):
     import signal
     import time
 
-    import hybridml.preview as preview_module
+    import hybridml.ops.preview as preview_module
 
     real = preview_module.run_preview
 

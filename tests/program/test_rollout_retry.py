@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pulumi import automation as auto
 
-from hybridml import rollout
-from hybridml.shards import StackSpec
+from hybridml.ops import rollout
+from hybridml.ops.shards import StackSpec
 
 
 class ScriptedStack:
@@ -46,7 +46,7 @@ def scripted(monkeypatch):
         stack = ScriptedStack(errors)
         stack.adopted = 0
         monkeypatch.setattr(auto.Stack, "create_or_select", staticmethod(lambda name, ws: stack))
-        monkeypatch.setattr(rollout, "_clear_stale_locks", lambda name, out: stale_locks)
+        monkeypatch.setattr(rollout, "clear_stale_locks", lambda name, out: stale_locks)
 
         def adopting(st, ws, out):
             st.adopted += 1

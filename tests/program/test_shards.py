@@ -1,4 +1,4 @@
-"""Sharding an environment into site stacks + a fleet stack (hybridml/shards.py) and the fleet directory
+"""Sharding an environment into site stacks + a fleet stack (hybridml/ops/shards.py) and the fleet directory
 they publish (workloads/render/fleet.py): pure logic, no engine."""
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 import pytest
 import yaml
 
-from hybridml.shards import (ConfigEntry, ShardError, StackSpec, blocked_by, checkpoint_mode, fleet_stack_name,
-                             largest_first, parse_stack_config_yaml, select, stack_specs, stale_locks, transient_error, waves,
-                             whole_stack_spec)
+from hybridml.ops.shards import (ShardError, StackSpec, blocked_by, checkpoint_mode, fleet_stack_name, largest_first,
+                                 select, stack_specs, transient_error, waves, whole_stack_spec)
+from hybridml.ops.stack_state import stale_locks
+from hybridml.stack.config import ConfigEntry, StackConfigError, parse_stack_config_yaml
 from tests.conftest import REPO
 from workloads.render import fleet
 
@@ -134,7 +135,7 @@ def test_shipped_stack_configs_parse_and_mark_secrets():
     assert entries["hybridml:seed"].secret and not entries["hybridml:seed"].value
     assert json.loads(entries["hybridml:ctx"].value) == {"a": "b"}
     assert entries["hybridml:on"].value == "true"
-    with pytest.raises(ShardError, match="not a mapping"):
+    with pytest.raises(StackConfigError, match="Pulumi.bad.yaml: not a mapping"):
         parse_stack_config_yaml(["x"], "Pulumi.bad.yaml")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 from hybridml.local.fromspec import clusters_from_spec
-from hybridml.observe import ClusterObservation, FleetObservation, NodeObs, PodObs, WorkloadObs, parse_quantity
+from hybridml.ops.observe import ClusterObservation, FleetObservation, NodeObs, PodObs, WorkloadObs, parse_quantity
 from infra import labels as L
 from infra.spec import Environment
 from policies.placement.plan import PlacementPlan

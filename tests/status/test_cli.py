@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hybridml.cli import app
-from hybridml.commands import status as cmd
-from hybridml.observe import ClusterObservation
+from hybridml.cli import status as cmd
+from hybridml.ops.observe import ClusterObservation
 from infra.loader import load_environment
 from policies.placement import solve
 from tests.status.fleet import copy_fleet, healthy_fleet

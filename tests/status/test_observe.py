@@ -1,9 +1,9 @@
-"""hybridml.observe without a cluster: an unreachable API server or a missing context is reported, not raised."""
+"""hybridml.ops.observe without a cluster: an unreachable API server or a missing context is reported, not raised."""
 from __future__ import annotations
 
 import yaml
 
-from hybridml.observe import observe_fleet
+from hybridml.ops.observe import observe_fleet
 
 
 def test_unreachable_and_unknown_contexts_are_reported(tmp_path):

@@ -1,13 +1,13 @@
-"""hybridml.status (pure): synthetic observations of the real local env + its plan, each fault found."""
+"""hybridml.ops.status (pure): synthetic observations of the real local env + its plan, each fault found."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from hybridml.observe import (ClusterObservation, WorkloadObs, node_from_dict, parse_quantity, pod_from_dict,
+from hybridml.ops.observe import (ClusterObservation, WorkloadObs, node_from_dict, parse_quantity, pod_from_dict,
                               workload_from_dict)
-from hybridml.status import build_report, gpu_type, pod_tier
+from hybridml.ops.status import build_report, gpu_type, pod_tier
 from infra import labels as L
 from infra.loader import load_environment
 from policies.placement import solve
@@ -270,6 +270,6 @@ def test_reducers_read_kubernetes_json():
 
 def test_default_context_matches_the_program():
     from clusters.local_cluster import default_context
-    from hybridml.commands import status as cmd
+    from hybridml.cli import status as cmd
 
     assert cmd.default_context("aws-use1") == default_context("aws-use1")

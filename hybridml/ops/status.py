@@ -29,7 +29,7 @@ from typing import Any
 from infra import labels as L
 from infra.spec import Datacenter, Environment, PrivacyTier
 from policies.placement.plan import PlacementPlan
-from hybridml.observe import ClusterObservation, FleetObservation, PodObs
+from hybridml.ops.observe import ClusterObservation, FleetObservation, PodObs
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 LWS_ROLE = f"{L.PREFIX}/lws-role"                      # workloads.render.meta.LWS_ROLE

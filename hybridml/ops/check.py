@@ -1,13 +1,12 @@
 """`hybridml check`: the policy rules applied offline to everything the program would build.
 
-Runs the real program under the mock runtime (hybridml.preview), turns every registered
+Runs the real program under the mock runtime (hybridml.ops.preview), turns every registered
 resource into a ResourceView with the site of its Kubernetes provider, and evaluates the
 same rules the CrossGuard pack enforces at `pulumi preview`, plus the plan-level rules and a
 scan of the stack config for plaintext secrets. No cloud credentials, no Pulumi CLI.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -16,13 +15,12 @@ from pathlib import Path
 import pulumi
 import yaml
 
+from hybridml.stack.config import stack_files_for
 from infra.loader import load_environment
 from policies.facts import context_for
 from policies.placement.plan import PlacementPlan
 from policies.rules import ALL_RULES, Finding, ResourceView, evaluate
 from policies.rules.secrets import config_plaintext
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -41,17 +39,6 @@ class CheckReport:
         return [f for f in self.findings if not f.mandatory]
 
 
-def stack_files_for(spec_path: Path) -> list[Path]:
-    """Pulumi.<stack>.yaml files whose hybridml:spec names this spec."""
-    out = []
-    for path in sorted(REPO.glob("Pulumi.*.yaml")):
-        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-        named = config.get("hybridml:spec")
-        if named and (REPO / named).resolve() == spec_path.resolve():
-            out.append(path)
-    return out
-
-
 def config_findings(stack_file: Path) -> list[Finding]:
     config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
     return [Finding("secrets-not-in-config", f"{stack_file.name} {key}", "secret-looking config value in plaintext",
@@ -60,7 +47,7 @@ def config_findings(stack_file: Path) -> list[Finding]:
 
 
 def run_check(spec: str, *, plan: PlacementPlan | None = None, mode: str = "cloud") -> CheckReport:
-    from hybridml.preview import run_preview
+    from hybridml.ops.preview import run_preview
     from infra.loader import resolve_spec_path
     from policies.placement import solve
 
@@ -88,7 +75,3 @@ def run_check(spec: str, *, plan: PlacementPlan | None = None, mode: str = "clou
         findings.extend(config_findings(stack_file))
     return CheckReport(environment=env.name, resources=len(views), findings=findings,
                        seconds=time.perf_counter() - started)
-
-
-def load_plan_file(path: Path) -> PlacementPlan:
-    return PlacementPlan.model_validate(json.loads(path.read_text()))

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from hybridml.stack.config import PLAN, SPEC
+
 # what the program's behaviour can depend on: its rooms, its entry point and project file
 PROGRAM_ROOMS = ("hybridml", "clusters", "workloads", "infra", "policies", "datacenter")
 PROGRAM_FILES = ("Pulumi.yaml", "__main__.py")
@@ -25,7 +27,7 @@ PROGRAM_FILES = ("Pulumi.yaml", "__main__.py")
 # the models the spec is validated with)
 DISTRIBUTIONS = ("pulumi", "pulumi-kubernetes", "pulumi-aws", "highspy", "pydantic", "PyYAML")
 EXPORT = "inputs_fingerprint"
-SOURCE_ROOT = Path(__file__).resolve().parents[1]   # the checkout this package runs from
+SOURCE_ROOT = Path(__file__).resolve().parents[2]   # the checkout this package runs from
 
 
 def canonical_config(config: Mapping[str, str]) -> dict[str, str]:
@@ -76,12 +78,12 @@ def program_inputs(project: Path, config: Mapping[str, str]) -> tuple[dict[str, 
     for name in PROGRAM_FILES:
         if (project / name).is_file():
             files[name] = (project / name).read_bytes()
-    for key in ("hybridml:spec", "hybridml:plan"):
+    for key in (SPEC, PLAN):
         value = config.get(key)
         if not value:
             continue
         path = Path(value) if Path(value).is_absolute() else project / value
-        if not path.is_file() and key == "hybridml:spec":
+        if not path.is_file() and key == SPEC:
             from infra.loader import resolve_spec_path   # a shipped name ("prod")
 
             try:

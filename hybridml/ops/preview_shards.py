@@ -1,6 +1,6 @@
 """Offline preview of a sharded environment: every site stack and the fleet stack, in worker processes.
 
-`hybridml up ENV` deploys an environment as one stack per site plus the fleet stack (hybridml/shards.py);
+`hybridml up ENV` deploys an environment as one stack per site plus the fleet stack (hybridml/ops/shards.py);
 this previews exactly those stacks under Pulumi's mocks, as `run_preview` does for one stack, with
 the site stacks spread over a pool of processes (the SDK's registration is single-threaded Python, so
 processes are what use more than one core). The plan is solved once, here, and handed to every
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from hybridml.shards import largest_first, stack_specs
+from hybridml.ops.shards import largest_first, stack_specs
+from hybridml.stack.config import PLAN, SITES
 
 # what a site stack exports that the fleet stack reads (program.run_fleet)
 FLEET_INPUT_EXPORTS = ("fleet_members", "plan_digest")
@@ -96,7 +97,7 @@ class ShardedPreviewResult:
 
 def _preview_stack(job: dict) -> StackPreview:
     """One stack under mocks, in a worker process."""
-    from hybridml.preview import resolved_exports, run_preview
+    from hybridml.ops.preview import resolved_exports, run_preview
 
     outcome = StackPreview(stack=job["stack"], role=job["role"], sites=list(job["sites"]))
     try:
@@ -180,7 +181,7 @@ def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | No
                         stack_timeout: float = STACK_TIMEOUT_S) -> ShardedPreviewResult:
     """Preview the stacks `hybridml up` would deploy for SPEC: the (selected) site stacks in a pool of
     `workers` processes (default: one per CPU this process may use, at most one per stack), then the fleet stack."""
-    from hybridml import preview as _preview
+    from hybridml.ops import preview as _preview
     from hybridml import program
     from infra.loader import load_environment
     from policies.placement.plan import PlacementPlan
@@ -207,7 +208,7 @@ def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | No
         site_jobs, fleet_jobs = [], []
         for stack_spec in specs:
             config = {k: v.value for k, v in stack_spec.config.items()
-                      if k not in ("hybridml:plan", "hybridml:sites")}
+                      if k not in (PLAN, SITES)}
             job = {"spec": spec, "mode": mode, "plan_file": plan_path, "stack": stack_spec.name,
                    "role": stack_spec.role, "sites": stack_spec.sites, "config": config,
                    "want_manifests": want_manifests}

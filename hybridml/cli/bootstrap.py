@@ -1,6 +1,6 @@
 """`hybridml bootstrap SPEC --datacenter X [--check] [--limit ...]`: Ansible over the racks of a datacenter.
 
-Registered in hybridml/cli.py with ``app.command()(bootstrap)``. Prints live progress (one row per
+Registered in hybridml/cli/app.py. Prints live progress (one row per
 host), a per-host results table and a summary. Exit codes: 0 every host finished, 1 a host failed
 (the message names host and task) or was stopped by max_fail_percentage, 2 bad input (spec,
 overrides file, --limit, --datacenter) or Ansible missing.
@@ -17,26 +17,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from infra.errors import HybridmlError, SpecError
+from hybridml.cli.output import console, err_console, fail
+from infra.errors import HybridmlError
+
+NOTHING_BOOTSTRAPPED = "nothing was bootstrapped."
 
 STATUS_STYLE = {"pending": "dim", "running": "cyan", "ok": "green", "changed": "yellow", "failed": "bold red",
                 "aborted": "red", "not_run": "dim red"}
-
-
-def _consoles() -> tuple[Console, Console]:
-    out = Console() if Console().is_terminal else Console(width=160)
-    return out, Console(stderr=True, soft_wrap=True)
-
-
-def _fail(err: Console, exc: HybridmlError) -> None:
-    if isinstance(exc, SpecError):
-        err.print(f"[bold red]error:[/] invalid input {exc.file}", highlight=False)
-        for issue in exc.issues:
-            err.print(f"  {issue.render(exc.file)}", highlight=False, markup=False)
-        err.print("  nothing was bootstrapped.", highlight=False)
-    else:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
-    raise typer.Exit(exc.exit_code)
 
 
 class _Progress:
@@ -124,7 +111,7 @@ def bootstrap(
     from datacenter.files import load_overrides
     from datacenter.inventory import build_inventory
 
-    out, err = _consoles()
+    out, err = console, err_console
     try:
         env = load_environment(spec)
         if datacenter is None:
@@ -144,8 +131,7 @@ def bootstrap(
             return
         selected = inventory.select(limit)
     except HybridmlError as exc:
-        _fail(err, exc)
-        return
+        fail(exc, noun="input", hint=NOTHING_BOOTSTRAPPED)
 
     simulated = bool(inventory.vars.get("kubernetes_node_simulated"))
     batches = inventory.batches(selected)
@@ -190,8 +176,7 @@ def bootstrap(
             result = run_bootstrap(inventory, check=check, diff=diff or check, limit=selected, forks=forks,
                                    serial=serial, on_event=on_event)
     except HybridmlError as exc:
-        _fail(err, exc)
-        return
+        fail(exc, noun="input", hint=NOTHING_BOOTSTRAPPED)
 
     out.print(_results_table(result))
     counts = {s: result.count(s) for s in ("ok", "changed", "failed", "aborted", "not_run")}
@@ -209,8 +194,7 @@ def bootstrap(
             try:
                 nodes = register_kwok_nodes(kubeconfig, inventory, finished)
             except HybridmlError as exc:
-                _fail(err, exc)
-                return
+                fail(exc, noun="input", hint=NOTHING_BOOTSTRAPPED)
             out.print(f"registered {len(nodes)} host(s) as kwok nodes in {kubeconfig} with the inventory's labels "
                       f"and taints: {', '.join(nodes)}", highlight=False)
         elif finished:

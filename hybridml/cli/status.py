@@ -1,10 +1,10 @@
 """`hybridml status ENV`: one view across every cluster of an environment, compared with its plan.
 
-Registered in hybridml/cli.py (`_register_commands`). The plan: `--plan FILE`, else
+Registered in hybridml/cli/app.py. The plan: `--plan FILE`, else
 `.local/plans/<env>.json` when it exists (written by the rollout driver), else solved from the spec.
 Clusters: `--kubeconfig` (default `hybridml.local.state_dir_for(env)/kubeconfig`), context
-`hybridml-<site>` per site unless `--context SITE=CTX`. The comparison is hybridml/status.py (pure);
-reading the clusters is hybridml/observe.py (`observe_fleet`, replaceable in tests).
+`hybridml-<site>` per site unless `--context SITE=CTX`. The comparison is hybridml/ops/status.py (pure);
+reading the clusters is hybridml/ops/observe.py (`observe_fleet`, replaceable in tests).
 
 Exit codes: 0 healthy, 1 anything off (unready or missing replicas, misplaced pods, privacy-zone
 violations, an unreachable cluster the plan uses, negative latency headroom), 2 bad input.
@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.table import Table
 
-from hybridml.observe import observe_fleet  # tests replace this module attribute with a fake observer
+from hybridml.cli.output import console, err_console, fail, load
+from hybridml.ops.observe import observe_fleet  # tests replace this module attribute with a fake observer
+from infra.errors import SpecError, SpecIssue
 
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "dim"}
 MAX_FINDINGS = 40
@@ -29,9 +31,9 @@ STATE_STYLE = {"ok": "green", "declared": "cyan", "degraded": "red", "missing": 
 
 
 def default_plan_path(env_name: str) -> Path:
-    from hybridml.local.controlplane import DEFAULT_STATE_DIR
+    from hybridml.stack.planfile import plan_path
 
-    return DEFAULT_STATE_DIR / "plans" / f"{env_name}.json"
+    return plan_path(env_name)
 
 
 def default_kubeconfig(env_name: str) -> Path:
@@ -40,29 +42,17 @@ def default_kubeconfig(env_name: str) -> Path:
     return state_dir_for(env_name) / "kubeconfig"
 
 
-def _bad(file: str, field: str, reason: str) -> None:
-    from hybridml.cli import fail
-    from infra.errors import SpecError, SpecIssue
-
+def _bad(file: str, field: str, reason: str) -> NoReturn:
     fail(SpecError(file, [SpecIssue((field,), reason)]))
 
 
 def _load_plan(env, path: Path, field: str):
-    from policies.placement.plan import PlacementPlan
+    from hybridml.stack.planfile import read_plan_for
 
     try:
-        plan = PlacementPlan.model_validate_json(path.read_text())
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()
-        _bad(str(path), field, f"not a placement plan (hybridml plan SPEC --json FILE): "
-                               f"{first[0] if first else type(exc).__name__}")
-    if plan.environment != env.name:
-        _bad(str(path), field, f"the plan is for environment {plan.environment!r}, not {env.name!r}")
-    unknown = sorted({p.name for p in plan.pipelines} - {p.name for p in env.pipelines})
-    if unknown:
-        _bad(str(path), field, f"the plan places pipelines the spec does not have: {', '.join(unknown[:5])}"
-                               " (stale plan? hybridml plan SPEC --json FILE)")
-    return plan
+        return read_plan_for(env, path, field=field, strict=True)
+    except SpecError as exc:
+        fail(exc)
 
 
 def default_context(site: str) -> str:
@@ -95,8 +85,7 @@ def status(
     show_all: bool = typer.Option(False, "--all", help="List every pipeline, not only those with a problem."),
 ) -> None:
     """Fleet status: desired vs ready replicas, capacity, misplaced pods, privacy violations, latency headroom."""
-    from hybridml.cli import console, err_console, load
-    from hybridml.status import build_report
+    from hybridml.ops.status import build_report
 
     t0 = time.monotonic()
     env = load(env_arg)
@@ -123,14 +112,12 @@ def status(
         try:
             plan, source = solve(env), "solved from the spec"
         except PlacementInfeasible as exc:
-            from hybridml.cli import fail
-
             fail(exc)
 
     if kc.is_file():
         fleet = observe_fleet(kc, contexts)
     else:
-        from hybridml.observe import ClusterObservation, FleetObservation
+        from hybridml.ops.observe import ClusterObservation, FleetObservation
 
         fleet = FleetObservation({s: ClusterObservation(s, c, False, f"kubeconfig {kc} does not exist")
                                   for s, c in contexts.items()})

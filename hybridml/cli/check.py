@@ -8,6 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from hybridml.cli.output import console, err_console, fail
+from infra.errors import HybridmlError
+
 
 def check(
     spec: str = typer.Argument(..., help="Environment spec: a YAML path or a shipped name (local, dev, prod)."),
@@ -17,16 +20,15 @@ def check(
     show_advisory: bool = typer.Option(False, "--advisory", help="Also list advisory findings one by one."),
 ) -> None:
     """Run the program under mocks and apply every policy rule; exit 1 on any mandatory violation."""
-    from hybridml.check import load_plan_file, run_check
-    from hybridml.cli import console, err_console, fail
-    from infra.errors import HybridmlError, SpecError, SpecIssue
+    from hybridml.ops.check import run_check
+    from hybridml.stack.planfile import read_plan
 
     plan = None
     if plan_file is not None:
         try:
-            plan = load_plan_file(plan_file)
-        except (OSError, ValueError) as exc:
-            fail(SpecError(str(plan_file), [SpecIssue(("--plan",), f"not a plan file: {exc}")]))
+            plan = read_plan(plan_file, field="--plan")
+        except HybridmlError as exc:
+            fail(exc)
     with console.status("building the program under mocks and checking every resource..."):
         try:
             report = run_check(spec, plan=plan)

@@ -1,10 +1,7 @@
 """`hybridml local up|down|status [SPEC]`: the local control planes of the `local` stack (or of another
 environment, e.g. `sim`: the prod catalog on a kwok fleet at reference scale).
 
-Registered in hybridml/cli.py with::
-
-    from hybridml.commands.local import app as local_app
-    app.add_typer(local_app, name="local")
+Registered in hybridml/cli/app.py as the `local` group.
 
 One local Kubernetes control plane per site of the spec (etcd, kube-apiserver, controller-manager,
 scheduler, kwok) on 127.0.0.1, built by scripts/toolchain.sh. GPUs and racks are SIMULATED: the nodes
@@ -24,7 +21,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.errors import HybridmlError, SpecError
+from hybridml.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, abort, console, fail, fail_any
+from infra import labels as L
+from infra.errors import HybridmlError
+from infra.kube import quantity_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Local Kubernetes control planes with kwok-simulated GPU nodes and racks (the `local` stack).")
@@ -36,21 +36,6 @@ SIMULATED_NOTE = ("GPUs and racks are simulated: every node is a kwok fake node 
                   "capacity of the real instance or host; no container runs.")
 
 
-def _consoles() -> tuple[Console, Console]:
-    out = Console() if Console().is_terminal else Console(width=160)
-    return out, Console(stderr=True, soft_wrap=True)
-
-
-def _fail(err: Console, exc: Exception, code: int) -> None:
-    if isinstance(exc, SpecError):
-        err.print(f"[bold red]error:[/] invalid spec {exc.file}", highlight=False)
-        for issue in exc.issues:
-            err.print(f"  {issue.render(exc.file)}", highlight=False, markup=False)
-    else:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
-    raise typer.Exit(code)
-
-
 def _state_dir(state_dir: Optional[Path], env_name: Optional[str] = None):
     from hybridml.local.controlplane import DEFAULT_STATE_DIR, state_dir_for
 
@@ -60,27 +45,20 @@ def _state_dir(state_dir: Optional[Path], env_name: Optional[str] = None):
 
 
 def _cluster_table(clusters, title: str) -> Table:
-    from infra import labels as L
-
     table = Table(title=title, title_justify="left")
     for col in ("cluster (kube context)", "nodes", "GPUs", "CPU cores", "node groups"):
         table.add_column(col, justify="right" if col in ("nodes", "GPUs", "CPU cores") else "left")
     for c in clusters:
         gpus = sum(int(n.capacity.get(L.GPU_RESOURCE, 0)) for n in c.nodes)
-        cores = sum(_cores(n.capacity.get("cpu", "0")) for n in c.nodes)
+        cores = sum(quantity_value(n.capacity.get("cpu", "0")) for n in c.nodes)
         groups: dict[str, int] = {}
         for n in c.nodes:
-            key = n.labels.get("karpenter.sh/nodepool") or f"rack {n.labels.get(L.RACK, '?')}"
+            key = n.labels.get(L.KARPENTER_NODEPOOL) or f"rack {n.labels.get(L.RACK, '?')}"
             key += f" ({n.labels.get(L.INSTANCE_TYPE) or n.labels.get(L.PRIVACY_ZONE, '')})"
             groups[key] = groups.get(key, 0) + 1
         table.add_row(c.name, str(len(c.nodes)), str(gpus), f"{cores:g}",
                       ", ".join(f"{k} x{v}" for k, v in groups.items()))
     return table
-
-
-def _cores(v: str) -> float:
-    v = str(v)
-    return float(v[:-1]) / 1000 if v.endswith("m") else float(v)
 
 
 @app.command()
@@ -95,17 +73,17 @@ def up(spec: str = typer.Argument("local", help=SPEC_HELP),
     from hybridml.local.sites import plan_clusters, up_local
     from hybridml.local.toolchain import ToolchainMissing
 
-    out, err = _consoles()
+    out = console
     site_list = [s.strip() for s in sites.split(",")] if sites else None
     try:
         env, clusters = plan_clusters(spec, site_list)
     except (HybridmlError, ValueError) as exc:
-        _fail(err, exc, getattr(exc, "exit_code", 2))
+        fail_any(exc, EXIT_BAD_INPUT)
     out.print(f"[bold yellow]note:[/] {SIMULATED_NOTE}", highlight=False)
     out.print(_cluster_table(clusters, f"local control planes for {env.name}"))
     crds = None if no_crds else (crd_dir or DEFAULT_CRD_DIR)
     if crds is not None and not Path(crds).is_dir():
-        _fail(err, FileNotFoundError(f"CRD directory {crds} not found (--crd-dir, $HYBRIDML_CRD_DIR)"), 2)
+        abort(f"CRD directory {crds} not found (--crd-dir, $HYBRIDML_CRD_DIR)", EXIT_BAD_INPUT)
     t0 = time.monotonic()
     try:
         with out.status("starting control planes (a cold start installs the CRDs: about a minute)...") as status:
@@ -114,9 +92,9 @@ def up(spec: str = typer.Argument("local", help=SPEC_HELP),
                 status.update(msg)
             res = up_local(spec, _state_dir(state_dir, env.name), crds, sites=site_list, log=log)
     except ToolchainMissing as exc:
-        _fail(err, exc, 2)
+        fail_any(exc, EXIT_BAD_INPUT)
     except (RuntimeError, TimeoutError, OSError) as exc:
-        _fail(err, exc, 1)
+        fail_any(exc, EXIT_FAILED)
     _print_status(out, res.status)
     out.print(f"[green]ok[/] {len(res.clusters)} local clusters up in {res.timings['total']:.1f}s; "
               f"kubeconfig {res.kubeconfig} (contexts {', '.join(c.name for c in res.clusters)})", highlight=False)
@@ -134,12 +112,12 @@ def down(spec: Optional[str] = typer.Argument(None, help="Only the clusters of t
     """Stop what `up` started (only the processes it recorded). Data is kept: `up` resumes it."""
     from hybridml.local.sites import down_local, state_dir_of
 
-    out, err = _consoles()
+    out = console
     try:
         sd = state_dir_of(spec, state_dir)
         stopped = down_local(sd, spec)
     except HybridmlError as exc:
-        _fail(err, exc, exc.exit_code)
+        fail(exc, hint=None)
     if not stopped:
         out.print(f"no local clusters in {sd}")
     for name, comps in stopped.items():
@@ -154,7 +132,7 @@ def status(spec: Optional[str] = typer.Argument(None, help="Only the clusters of
     from hybridml.local.controlplane import status as cp_status
     from hybridml.local.fromspec import cluster_name
 
-    out, err = _consoles()
+    out = console
     env = None
     if spec is not None:
         from infra.loader import load_environment
@@ -162,7 +140,7 @@ def status(spec: Optional[str] = typer.Argument(None, help="Only the clusters of
         try:
             env = load_environment(spec)
         except HybridmlError as exc:
-            _fail(err, exc, exc.exit_code)
+            fail(exc, hint=None)
     sd = _state_dir(state_dir, env.name if env is not None else None)
     st = cp_status(sd)
     if env is not None:
@@ -187,5 +165,5 @@ def _print_status(out: Console, st) -> None:
     out.print(table)
 
 
-if __name__ == "__main__":  # python -m hybridml.commands.local up|down|status (before the CLI registers it)
+if __name__ == "__main__":  # python -m hybridml.cli.local up|down|status (before the CLI registers it)
     app()

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-CONFIG_NS = "hybridml"
+from hybridml.stack.config import PLAN, ROLE, SHARD_KEYS, SITE_STACKS, SITES, ConfigEntry, compact_json
+from infra.errors import HybridmlError
+
 FLEET = "fleet"
 Action = Literal["up", "preview", "destroy"]
 CHECKPOINT_CHOICES = ("auto", "every-step", "final")
@@ -32,12 +34,6 @@ CHECKPOINT_CHOICES = ("auto", "every-step", "final")
 DEFAULT_RESOURCE_PARALLEL = 64
 DEFAULT_RETRIES = 1   # runs of a stack again after a transient API-server error (transient_error)
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-
-
-@dataclass(frozen=True)
-class ConfigEntry:
-    value: str
-    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,8 +55,10 @@ def fleet_stack_name(environment: str) -> str:
     return f"{environment}-{FLEET}"
 
 
-class ShardError(ValueError):
-    """A sharding request that cannot be honoured (unknown site, bad stack name)."""
+class ShardError(HybridmlError):
+    """A sharding request that cannot be honoured (unknown site, bad stack name); exit 2."""
+
+    exit_code = 2
 
 
 def select(used_sites: list[str], all_sites: list[str], requested: list[str] | None) -> list[str]:
@@ -86,18 +84,16 @@ def stack_specs(environment: str, used_sites: list[str], selected: list[str], pl
             raise ShardError(f"site {s!r}: {site_stack_name(environment, s)!r} is not a valid Pulumi stack name")
     if FLEET in used_sites:
         raise ShardError(f"a site may not be called {FLEET!r}: the fleet stack is named {fleet_stack_name(environment)}")
-    shard_keys = {f"{CONFIG_NS}:sites", f"{CONFIG_NS}:plan", f"{CONFIG_NS}:role", f"{CONFIG_NS}:siteStacks"}
-    base = {k: v for k, v in base_config.items() if k not in shard_keys}
-    plan = {f"{CONFIG_NS}:plan": ConfigEntry(plan_path)}
+    base = {k: v for k, v in base_config.items() if k not in SHARD_KEYS}
+    plan = {PLAN: ConfigEntry(plan_path)}
     specs = [StackSpec(name=site_stack_name(environment, s), role="site", sites=(s,),
-                       config={**base, **plan, f"{CONFIG_NS}:sites": ConfigEntry(_json([s]))})
+                       config={**base, **plan, SITES: ConfigEntry(compact_json([s]))})
              for s in selected]
     if with_fleet:
         refs = {s: site_stack_name(environment, s) for s in used_sites}
         specs.append(StackSpec(
             name=fleet_stack_name(environment), role="fleet", sites=tuple(used_sites),
-            config={**base, **plan, f"{CONFIG_NS}:role": ConfigEntry(FLEET),
-                    f"{CONFIG_NS}:siteStacks": ConfigEntry(_json(refs))},
+            config={**base, **plan, ROLE: ConfigEntry(FLEET), SITE_STACKS: ConfigEntry(compact_json(refs))},
             after=tuple(refs[s] for s in used_sites)))
     return specs
 
@@ -138,35 +134,6 @@ def blocked_by(spec: StackSpec, failed: set[str]) -> list[str]:
     return [a for a in spec.after if a in failed]
 
 
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-def parse_stack_config_yaml(doc: Any, path: str) -> dict[str, ConfigEntry]:
-    """The `config:` block of a Pulumi.<stack>.yaml as entries; `secure:` values are marked secret
-    with no value (the caller decrypts them through the engine). Objects/lists become JSON with
-    their paths kept (Pulumi's structured config)."""
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ShardError(f"{path}: not a mapping")
-    config = doc.get("config") or {}
-    if not isinstance(config, dict):
-        raise ShardError(f"{path}: config: not a mapping")
-    out: dict[str, ConfigEntry] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            out[str(key)] = ConfigEntry("", secret=True)
-        elif isinstance(value, (dict, list)):
-            out[str(key)] = ConfigEntry(_json(value))
-        else:
-            out[str(key)] = ConfigEntry("" if value is None else str(value).lower() if isinstance(value, bool)
-                                        else str(value))
-    return out
-
-
 def checkpoint_mode(requested: str) -> Literal["every-step", "final"]:
     """How often the engine writes a stack's state during an update.
 
@@ -181,14 +148,6 @@ def checkpoint_mode(requested: str) -> Literal["every-step", "final"]:
     if requested == "auto":
         return "every-step"
     return requested  # type: ignore[return-value]
-
-
-def stale_locks(locks: dict[str, dict[str, Any]], hostname: str, alive: Any) -> list[str]:
-    """The lock files (name -> content of a file backend's lock JSON: pid, hostname, ...) left by a
-    Pulumi process of this host that no longer runs (an update killed outright); a lock of another
-    host, or of a live process, is never stale."""
-    return sorted(name for name, lock in locks.items()
-                  if lock.get("hostname") == hostname and isinstance(lock.get("pid"), int) and not alive(lock["pid"]))
 
 
 # What an overloaded or briefly unavailable API server / etcd answers (measured on the sim fleet: two

@@ -14,8 +14,8 @@ only for the objects it reports or writes, (2) skips the source-position stack c
 the monitor calls inline instead of on a thread pool, (4) pauses Python's cyclic garbage collector
 while the program runs: the SDK keeps every resource's futures alive until the end, so each
 generational pass rescans a growing heap (~65 MB per 1,000 resources, collected right after), and
-(5) serialises plain inputs without the SDK's coroutine per value (hybridml/preview_fastpath.py).
-The sharded layout runs its stacks in worker processes (hybridml/preview_shards.py).
+(5) serialises plain inputs without the SDK's coroutine per value (hybridml/ops/preview_fastpath.py).
+The sharded layout runs its stacks in worker processes (hybridml/ops/preview_shards.py).
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.proto import resource_pb2
 
-from hybridml import preview_fastpath
+from hybridml.ops import preview_fastpath
+from hybridml.stack.config import MODE, PLAN, SECRET_SEED, SITES, SPEC, onprem_kubeconfig_key
 
 PROJECT = "hybridml"
 ORGANIZATION = "organization"   # what a DIY (self-managed) backend calls every stack's organization
@@ -331,18 +332,18 @@ def stack_config(spec: str, mode: str = "cloud", sites: list[str] | None = None,
 
     import json
 
-    cfg = {"hybridml:spec": spec, "hybridml:mode": mode}
+    cfg = {SPEC: spec, MODE: mode}
     if sites:
-        cfg["hybridml:sites"] = json.dumps(sites)
+        cfg[SITES] = json.dumps(sites)
     if plan_file:
-        cfg["hybridml:plan"] = plan_file
+        cfg[PLAN] = plan_file
     secret_keys = []
     if mode == "cloud":
         # workloads/ derives the serving stack's credentials from this seed (a stack secret in real stacks)
-        cfg["hybridml:secretSeed"] = "preview-placeholder-seed"
-        secret_keys.append("hybridml:secretSeed")
+        cfg[SECRET_SEED] = "preview-placeholder-seed"
+        secret_keys.append(SECRET_SEED)
         for dc in load_environment(spec).datacenters:
-            key = f"hybridml:onpremKubeconfig-{dc.name}"
+            key = onprem_kubeconfig_key(dc.name)
             cfg[key] = PREVIEW_KUBECONFIG
             secret_keys.append(key)
     cfg.update(extra or {})
@@ -355,7 +356,7 @@ def run_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = Non
                 fast_paths: bool = True) -> PreviewResult:
     """Run `hybridml.program.main()` under mocks and return every registered resource.
 
-    `fast_paths=False` runs the SDK's serialiser unpatched (hybridml/preview_fastpath.py), for
+    `fast_paths=False` runs the SDK's serialiser unpatched (hybridml/ops/preview_fastpath.py), for
     the tests that show both give the same requests.
 
     Resets Pulumi's process-global runtime state first, so it can run several times in one process.

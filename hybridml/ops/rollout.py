@@ -1,7 +1,7 @@
 """Sharded rollout through the Pulumi Automation API (issue 8): `hybridml up|preview --engine|destroy ENV`.
 
 Solves the environment's placement once and writes it to ``.local/plans/<env>.json``; derives the
-site stacks and the fleet stack (hybridml/shards.py) with their config from the environment's stack
+site stacks and the fleet stack (hybridml/ops/shards.py) with their config from the environment's stack
 (``Pulumi.<env>.yaml``, secrets decrypted through the engine and re-encrypted per stack); runs them
 wave by wave (site stacks in parallel, then the fleet stack; the reverse for destroy), each through
 the same Pulumi program and CLI a user runs with ``pulumi up --stack <env>-<site>``. One failing stack
@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hybridml.ops.shards import (DEFAULT_RESOURCE_PARALLEL, DEFAULT_RETRIES, Action, StackSpec, blocked_by,
+                                 checkpoint_mode, largest_first, stack_specs, transient_error, waves,
+                                 whole_stack_spec)
+from hybridml.ops.shards import select as select_sites
+from hybridml.ops.stack_state import StateReader, clear_stale_locks, recover_pending, resource_count
+from hybridml.stack.config import MODE, SPEC, ConfigEntry, project_dir, read_stack_config
+from hybridml.stack.planfile import plan_path as plan_file_path
+from hybridml.stack.planfile import read_plan, write_plan
+from infra.errors import HybridmlError
 
-from hybridml.shards import (DEFAULT_RESOURCE_PARALLEL, DEFAULT_RETRIES, Action, ConfigEntry, StackSpec, blocked_by,
-                             checkpoint_mode, largest_first, parse_stack_config_yaml, stack_specs, stale_locks,
-                             transient_error, waves, whole_stack_spec)
-from hybridml.shards import select as select_sites
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PLAN_DIR = Path(".local") / "plans"       # relative to the project directory (the programs' cwd)
 LOG_DIR = Path(".local") / "rollout-logs"
 LOCAL_PASSPHRASE = "local-only"   # as scripts/pulumi_env.sh: simulated environments hold no secret
 
@@ -74,17 +75,13 @@ class RolloutResult:
                             "error": s.error, "note": s.note} for s in self.stacks]}
 
 
-class RolloutError(Exception):
+class RolloutError(HybridmlError):
     """The rollout cannot start (bad environment config, no toolchain); exit 2."""
+
+    exit_code = 2
 
 
 # --------------------------------------------------------------------------- environment of the CLI
-
-
-def project_dir() -> Path:
-    """The Pulumi project the stacks run (Pulumi.yaml, Pulumi.<stack>.yaml): this repository, or
-    $HYBRIDML_PROJECT_DIR (a copy of Pulumi.yaml + __main__.py elsewhere, as the end-to-end tests use)."""
-    return Path(os.environ.get("HYBRIDML_PROJECT_DIR") or REPO_ROOT).resolve()
 
 
 def pulumi_environment(mode: str, checkpoints: str = "auto") -> dict[str, str]:
@@ -120,21 +117,6 @@ def toolchain_environment() -> dict[str, str]:
     return env
 
 
-def read_stack_config(environment: str) -> dict[str, ConfigEntry]:
-    """The environment stack's config (Pulumi.<env>.yaml) as written: secret values still encrypted."""
-    path = project_dir() / f"Pulumi.{environment}.yaml"
-    if not path.exists():
-        raise RolloutError(f"{path}: no such stack config; an environment is a Pulumi.<env>.yaml "
-                           f"(hybridml:spec, hybridml:mode, ...) in {project_dir()}")
-    try:
-        entries = parse_stack_config_yaml(yaml.safe_load(path.read_text()), path.name)
-    except yaml.YAMLError as exc:
-        raise RolloutError(f"{path.name}: not YAML: {exc}") from None
-    if "hybridml:spec" not in entries:
-        raise RolloutError(f"{path.name}: config: hybridml:spec is required")
-    return entries
-
-
 def decrypt_secrets(environment: str, entries: dict[str, ConfigEntry], workspace) -> dict[str, ConfigEntry]:
     """Secret values of the environment's config, decrypted through the engine (only when there are any)."""
     if not any(e.secret for e in entries.values()):
@@ -162,7 +144,7 @@ def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expe
     """Run one stack's update; a transient API-server error (shards.transient_error) runs it again,
     up to `retries` times (the engine log keeps every attempt). `skip_unchanged` (preview, a StateReader):
     a stack whose inputs fingerprint equals the one its last successful update exported is reported
-    `same` without running the engine (hybridml/fingerprint.py)."""
+    `same` without running the engine (hybridml/stack/fingerprint.py)."""
     from pulumi import automation as auto
 
     run.state = "running"
@@ -200,7 +182,7 @@ def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expe
             except auto.StackNotFoundError:
                 run.error = "no such stack (nothing to destroy)"
                 return
-            _clear_stale_locks(spec.name, on_output)
+            clear_stale_locks(spec.name, on_output)
             stack.destroy(on_event=on_event, on_output=on_output, parallel=parallel)
             if remove:
                 workspace.remove_stack(spec.name)
@@ -211,7 +193,7 @@ def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expe
                 if stale:
                     stack.remove_all_config(stale)
                 stack.set_all_config({k: auto.ConfigValue(v.value, secret=v.secret) for k, v in spec.config.items()})
-            interrupted = _clear_stale_locks(spec.name, on_output) + _recover_pending(stack, on_output)
+            interrupted = clear_stale_locks(spec.name, on_output) + recover_pending(stack, on_output)
             if action == "up":
                 if interrupted:
                     stack = _adopting(stack, workspace, on_output)
@@ -236,7 +218,7 @@ def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expe
                 return
             break
         if (action != "destroy" or not remove) and not run.note:
-            run.resources = _resource_count(spec.name, workspace)
+            run.resources = resource_count(spec.name, workspace)
         run.state = "ok"
     finally:
         run.seconds = time.monotonic() - t0
@@ -263,163 +245,6 @@ def _adopting(stack, workspace, on_output: Callable[[str], None]):
     return auto.Stack.select(stack.name, forcing)
 
 
-def _clear_stale_locks(stack_name: str, on_output: Callable[[str], None]) -> int:
-    """A Pulumi process killed outright (SIGKILL, OOM, a lost CI runner) leaves its lock file in a file
-    backend and every later update of the stack refuses to start; remove the locks whose process, on
-    this host, is gone. Other backends (Pulumi Cloud, S3) are left alone."""
-    import socket
-
-    removed = 0
-    for stack_dir in _lock_dirs(stack_name):
-        locks = {}
-        for f in stack_dir.glob("*.json"):
-            try:
-                locks[f.name] = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-        for name in stale_locks(locks, socket.gethostname(), _pid_alive):
-            (stack_dir / name).unlink(missing_ok=True)
-            on_output(f"stack {stack_name}: removed the lock of process {locks[name]['pid']}, which is gone\n")
-            removed += 1
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _recover_pending(stack, on_output: Callable[[str], None]) -> int:
-    """An update killed mid-way leaves pending operations; clear them (server-side apply adopts the
-    objects on the next up) as scripts/pulumi_env.sh's recover_pending does for the local stack."""
-    try:
-        deployment = stack.export_stack().deployment or {}
-    except Exception:  # noqa: BLE001 - a brand-new stack has nothing to export
-        return 0
-    if not deployment.get("pending_operations"):
-        return 0
-    on_output(f"stack {stack.name}: clearing pending operations of an interrupted update\n")
-    stack.refresh(clear_pending_creates=True, on_output=on_output)
-    return 1
-
-
-class StateReader:
-    """What `--skip-unchanged` reads of each stack, once per rollout and cached (the CLI reads a whole
-    checkpoint per call: 2.4 s for a 2,200-resource stack): its last update and its state with secrets
-    shown (outputs, resources, pending operations)."""
-
-    def __init__(self, workspace) -> None:
-        self.workspace = workspace
-        self._states: dict[str, dict | None] = {}
-        self._lock = threading.Lock()
-
-    def state(self, name: str) -> dict | None:
-        with self._lock:
-            if name in self._states:
-                return self._states[name]
-        import subprocess
-
-        proc = subprocess.run(["pulumi", "stack", "export", "--show-secrets", "--stack", name, "--non-interactive"],
-                              cwd=project_dir(), capture_output=True, text=True, env={**os.environ})
-        state = (json.loads(proc.stdout).get("deployment") or {}) if proc.returncode == 0 else None
-        with self._lock:
-            self._states[name] = state
-        return state
-
-    def outputs(self, name: str) -> dict:
-        root = next((r for r in (self.state(name) or {}).get("resources") or []
-                     if r.get("type") == "pulumi:pulumi:Stack"), {})
-        return {k: _plaintext(v) for k, v in (root.get("outputs") or {}).items()}
-
-    def resource_count(self, name: str) -> int:
-        return len((self.state(name) or {}).get("resources") or [])
-
-    def unchanged(self, spec: StackSpec) -> tuple[bool, str]:
-        """(True, why) when the stack's last update succeeded, left nothing pending, and exported the
-        fingerprint of the inputs its program would run with now: the config this rollout gives it (the
-        stack's own for the whole-environment stack), the source, spec, plan and SDKs, and for the fleet
-        stack the outputs of the site stacks it references."""
-        from pulumi import automation as auto
-
-        from hybridml import fingerprint
-
-        try:
-            stack = auto.Stack.select(spec.name, self.workspace)
-        except auto.StackNotFoundError:
-            return False, "engine preview: no such stack yet"
-        if _locked(spec.name):
-            return False, "engine preview: the stack is locked (an update running, or killed)"
-        last = stack.info()
-        if last is None or last.kind != "update" or last.result != "succeeded":
-            return False, ("engine preview: the last update did not succeed" if last else
-                           "engine preview: never updated")
-        state = self.state(spec.name)
-        if state is None or state.get("pending_operations"):
-            return False, "engine preview: the state has pending operations"
-        recorded = self.outputs(spec.name).get(fingerprint.EXPORT)
-        if recorded is None:
-            return False, "engine preview: no inputs fingerprint exported by the last update"
-        given = {k: v.value for k, v in spec.config.items()} if spec.config else \
-            {k: v.value for k, v in stack.get_all_config().items()}
-        config = {**project_config_defaults(), **given}
-        references = {name: self.outputs(name).get("fleet_members") for name in spec.after} \
-            if spec.role == "fleet" else None
-        if recorded != fingerprint.inputs_fingerprint(config, project_dir(), references):
-            return False, "engine preview: inputs changed since the last update"
-        return True, f"inputs unchanged since the update of {last.end_time or last.start_time}: engine not run"
-
-
-def _plaintext(value: Any) -> Any:
-    """A state value as the program saw it: `stack export --show-secrets` writes a secret as
-    {<secret signature>: ..., "plaintext": <JSON text>}."""
-    if isinstance(value, dict):
-        if "plaintext" in value and len(value) == 2:
-            return _plaintext(json.loads(value["plaintext"]))
-        return {k: _plaintext(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plaintext(v) for v in value]
-    return value
-
-
-def _lock_dirs(stack_name: str) -> list[Path]:
-    """Where a file:// backend keeps the stack's update locks (none for other backends: they refuse a
-    second update themselves)."""
-    backend = os.environ.get("PULUMI_BACKEND_URL", "")
-    if not backend.startswith("file://"):
-        return []
-    return list((Path(backend[len("file://"):]).expanduser() / ".pulumi" / "locks").glob(f"*/*/{stack_name}"))
-
-
-def _locked(stack_name: str) -> bool:
-    return any(any(d.glob("*.json")) for d in _lock_dirs(stack_name))
-
-
-def project_config_defaults() -> dict[str, str]:
-    """Defaults Pulumi.yaml declares for project config keys: the engine passes them to the program when a
-    stack does not set the key, so they are part of what the program runs with."""
-    doc = yaml.safe_load((project_dir() / "Pulumi.yaml").read_text()) or {}
-    project = doc.get("name", "")
-    out = {}
-    for key, decl in (doc.get("config") or {}).items():
-        if isinstance(decl, dict) and "default" in decl:
-            name = key if ":" in key else f"{project}:{key}"
-            value = decl["default"]
-            out[name] = value if isinstance(value, str) else json.dumps(value)
-    return out
-
-
-def _resource_count(name: str, workspace) -> int:
-    try:
-        return next((r.resource_count or 0 for r in workspace.list_stacks() if r.name == name), 0)
-    except Exception:  # noqa: BLE001 - a count is informative only
-        return 0
-
-
 # --------------------------------------------------------------------------- the rollout
 
 
@@ -434,26 +259,26 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
 
     root = project_dir()
     written = read_stack_config(environment)
-    env_vars = pulumi_environment(written.get("hybridml:mode", ConfigEntry("cloud")).value, checkpoints)
+    env_vars = pulumi_environment(written.get(MODE, ConfigEntry("cloud")).value, checkpoints)
     os.environ.update(env_vars)   # the Automation API runs the CLI with this process's environment
     workspace = auto.LocalWorkspace(work_dir=str(root), env_vars=env_vars)
     config = decrypt_secrets(environment, written, workspace)
-    spec_path = config["hybridml:spec"].value
+    spec_path = config[SPEC].value
     if not Path(spec_path).is_absolute() and (root / spec_path).exists():
         spec_path = str(root / spec_path)   # stack config paths are relative to the project
     env = load_environment(spec_path)
     if plan_file is not None:
         plan_path = Path(plan_file).resolve()
-        plan = PlacementPlan.model_validate_json(plan_path.read_text())
+        plan = read_plan(plan_path, field="--plan")
     else:
-        plan_path = PLAN_DIR / f"{environment}.json"
+        plan_path = plan_file_path(environment, relative=True)
         if action == "destroy" and (root / plan_path).exists():
-            plan = PlacementPlan.model_validate_json((root / plan_path).read_text())
+            plan = read_plan(root / plan_path)
         else:
             from policies.placement import solve
 
             plan = solve(env)
-            _write_plan(root / plan_path, plan)
+            write_plan(root / plan_path, plan)
     used = plan.used_sites()
     selected = select_sites(used, [s.name for s in env.sites], sites)
     if monolithic:
@@ -464,22 +289,6 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
         specs = stack_specs(environment, used, selected, str(plan_path), config, with_fleet=with_fleet)
         specs = largest_first(specs, plan.site_sizes())
     return specs, str(plan_path), env_vars, workspace
-
-
-def _write_plan(path: Path, plan) -> None:
-    """Write the plan the stacks read, unless the file already holds the same decision: a re-solve differs
-    only in its timings, and rewriting the file would change every stack's inputs (hybridml:plan is read
-    by the program, so its bytes are in the inputs fingerprint) for nothing."""
-    from policies.placement.plan import PlacementPlan
-
-    if path.exists():
-        try:
-            if PlacementPlan.model_validate_json(path.read_text()).digest() == plan.digest():
-                return
-        except ValueError:
-            pass   # unreadable or from another version: replaced below
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(plan.model_dump_json(indent=1))
 
 
 def rollout(environment: str, action: Action, *, sites: list[str] | None = None, parallel: int = 4,

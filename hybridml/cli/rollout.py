@@ -1,5 +1,5 @@
 """`hybridml up ENV`, `hybridml destroy ENV` and `hybridml preview ENV --engine`: the environment's
-site stacks and fleet stack through the Pulumi Automation API (hybridml/rollout.py), in parallel and
+site stacks and fleet stack through the Pulumi Automation API (hybridml/ops/rollout.py), in parallel and
 in dependency order, with live per-stack progress and a summary.
 
 Exit codes: 0 every stack succeeded, 1 a stack failed (the others still ran; its error is shown),
@@ -15,7 +15,9 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from hybridml.shards import DEFAULT_RESOURCE_PARALLEL, DEFAULT_RETRIES, ShardError, checkpoint_mode
+from hybridml.cli.output import console, err_console, fail
+from hybridml.ops.shards import DEFAULT_RESOURCE_PARALLEL, DEFAULT_RETRIES, ShardError, checkpoint_mode
+from infra.errors import HybridmlError, SpecError, SpecIssue
 
 ENV_HELP = "Environment: the name of its stack config Pulumi.<env>.yaml (local, sim, dev, prod)."
 SITES_HELP = "Comma-separated sites: roll out only their stacks (then the fleet stack); default every used site."
@@ -47,9 +49,7 @@ def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel
                 expect_no_changes: bool = False, remove: bool = False, monolithic: bool = False,
                 json_out: bool = False, checkpoints: str = "auto", resource_parallel: int = DEFAULT_RESOURCE_PARALLEL,
                 retries: int = DEFAULT_RETRIES, skip_unchanged: bool = False) -> None:
-    from hybridml.cli import console, err_console, fail
-    from hybridml.rollout import RolloutError, rollout
-    from infra.errors import HybridmlError, SpecError, SpecIssue
+    from hybridml.ops.rollout import rollout
 
     for flag, value in (("--parallel", parallel), ("--resource-parallel", resource_parallel)):
         if value < 1:
@@ -63,7 +63,8 @@ def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel
     if plan_file is not None and not plan_file.is_file():
         fail(SpecError(str(plan_file), [SpecIssue(("--plan",), "no such plan file")]))
     title = f"hybridml {action} {environment}" + (" (monolithic stack)" if monolithic else " (site stacks, then fleet)")
-    from hybridml.rollout import LOG_DIR, project_dir
+    from hybridml.ops.rollout import LOG_DIR
+    from hybridml.stack.config import project_dir
 
     log_dir = project_dir() / LOG_DIR / f"{environment}-{action}"
     live = Live(_table([], action, title), console=console, refresh_per_second=4, transient=False,
@@ -85,7 +86,7 @@ def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel
         if live is not None:
             live.stop()
         fail(exc)
-    except (RolloutError, ShardError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         if live is not None:
             live.stop()
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
