@@ -11,7 +11,6 @@ is idempotent and safe to re-run) and needs nothing but a kubeconfig path.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,13 +18,16 @@ import subprocess
 from pathlib import Path
 from typing import Iterable
 
+from infra import labels as L
 from infra.errors import HybridmlError
+from infra.kube import kwok_node, machine_id, parse_quantity
 
 from datacenter.inventory import Inventory, InventoryHost
 
-KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 FIELD_MANAGER = "hybridml-bootstrap"
 DEFAULT_KUBELET_VERSION = "v1.33.4"
+DEFAULT_MAX_PODS = 110   # the kubelet's default maxPods
+BOOTSTRAPPED_BY = {"hybridml.io/bootstrapped-by": "ansible (kubeadm join simulated)"}
 
 
 class KwokRegistrationError(HybridmlError):
@@ -34,20 +36,22 @@ class KwokRegistrationError(HybridmlError):
     exit_code = 1
 
 
-def _taint(text: str) -> dict[str, str]:
-    key_value, _, effect = text.rpartition(":")
-    key, _, value = key_value.partition("=")
-    out = {"key": key, "effect": effect}
-    if value:
-        out["value"] = value
-    return out
-
-
-def _allocatable(host: InventoryHost) -> dict[str, str]:
+def allocatable(host: InventoryHost, default_max_pods: int = DEFAULT_MAX_PODS) -> dict[str, str]:
+    """What the host's kubelet offers pods: its cores and memory minus the system reservation
+    (`kubernetes_node_system_reserved`), in millicores and MiB, and its maxPods."""
     reserved = host.vars.get("kubernetes_node_system_reserved") or {}
-    cpu_m = host.cores * 1000 - int(str(reserved.get("cpu", "0m")).rstrip("m") or 0)
-    mem_mi = int(host.memory_gib * 1024) - int(str(reserved.get("memory", "0Mi")).rstrip("Mi") or 0)
-    return {"cpu": f"{cpu_m}m", "memory": f"{mem_mi}Mi", "pods": str(host.vars.get("kubernetes_node_max_pods", 110))}
+    cpu_m = host.cores * 1000 - _millicores(reserved.get("cpu"))
+    mem_mi = int(host.memory_gib * 1024) - _mebibytes(reserved.get("memory"))
+    return {"cpu": f"{cpu_m}m", "memory": f"{mem_mi}Mi",
+            "pods": str(host.vars.get("kubernetes_node_max_pods", default_max_pods))}
+
+
+def _millicores(quantity: object) -> int:
+    return int(parse_quantity(quantity) * 1000) if quantity not in (None, "") else 0
+
+
+def _mebibytes(quantity: object) -> int:
+    return int(parse_quantity(quantity) / 2 ** 20) if quantity not in (None, "") else 0
 
 
 def node_manifests(inventory: Inventory, hosts: Iterable[str] | None = None) -> list[dict]:
@@ -59,31 +63,23 @@ def node_manifests(inventory: Inventory, hosts: Iterable[str] | None = None) -> 
     for name in names:
         host = inventory.host(name)
         labels = dict(host.labels)
-        labels.update({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                       "type": "kwok"})
+        labels.update({L.HOSTNAME: name, L.OS: "linux", L.ARCH: "amd64", L.KWOK_TYPE: "kwok"})
         if host.role == "control-plane":
-            labels["node-role.kubernetes.io/control-plane"] = ""
-        machine_id = hashlib.sha256(f"{inventory.datacenter}/{name}".encode()).hexdigest()[:32]
-        out.append({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "labels": dict(sorted(labels.items())),
-                "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0",
-                                "hybridml.io/bootstrapped-by": "ansible (kubeadm join simulated)"},
-            },
-            "spec": {"taints": [_taint(t) for t in host.taints]},
-            "status": {
-                "capacity": {"cpu": str(host.cores), "memory": f"{int(host.memory_gib * 1024)}Mi", "pods": "110"},
-                "allocatable": _allocatable(host),
-                "addresses": [{"type": "InternalIP", "address": host.node_ip}, {"type": "Hostname", "address": name}],
-                "nodeInfo": {"kubeletVersion": kubelet_version, "kubeProxyVersion": kubelet_version,
-                             "operatingSystem": "linux", "architecture": "amd64", "kernelVersion": "simulated",
-                             "machineID": machine_id, "systemUUID": machine_id, "bootID": machine_id,
-                             "containerRuntimeVersion": "containerd://1.6.20", "osImage": "Debian GNU/Linux 12 (bookworm)"},
-            },
-        })
+            labels[L.CONTROL_PLANE_ROLE] = ""
+        machine = machine_id(inventory.datacenter, name)
+        node = kwok_node(
+            name, labels=labels, taints=host.taints,
+            capacity={"cpu": str(host.cores), "memory": f"{int(host.memory_gib * 1024)}Mi",
+                      "pods": str(DEFAULT_MAX_PODS)},
+            allocatable=allocatable(host), annotations=BOOTSTRAPPED_BY,
+            addresses=[{"type": "InternalIP", "address": host.node_ip}, {"type": "Hostname", "address": name}],
+            node_info={"kubeletVersion": kubelet_version, "kubeProxyVersion": kubelet_version,
+                       "operatingSystem": "linux", "architecture": "amd64", "kernelVersion": "simulated",
+                       "machineID": machine, "systemUUID": machine, "bootID": machine,
+                       "containerRuntimeVersion": "containerd://1.6.20",
+                       "osImage": "Debian GNU/Linux 12 (bookworm)"})
+        node["metadata"]["labels"] = dict(sorted(node["metadata"]["labels"].items()))
+        out.append(node)
     return out
 
 

@@ -37,8 +37,9 @@ console = Console()
 
 def pods_running(env_name: str, sites: list[str]) -> tuple[int, int]:
     """(Running, all) pods outside kube-system over the sites' clusters."""
-    from hybridml.local.controlplane import api_client, state_dir_for
+    from hybridml.local.controlplane import api_client
     from hybridml.local.fromspec import cluster_name
+    from hybridml.local.paths import state_dir_for
 
     running = total = 0
     for site in sites:
@@ -114,12 +115,13 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
-    from hybridml.local.apimetrics import fetch_metrics, mutating_latency
-    from hybridml.local.controlplane import api_client, component_cpu_seconds, state_dir_for
+    from hybridml.local.controlplane import api_client
     from hybridml.local.fromspec import cluster_name
+    from hybridml.local.paths import state_dir_for
     from hybridml.local.sites import up_local
     from hybridml.ops.shards import StackSpec
     from hybridml.stack.config import SITES, ConfigEntry
+    from tools.sim_metrics import component_cpu_seconds, fetch_metrics, mutating_latency
 
     console.print(f"[bold]bench_rollout[/] {args.env}: GPUs and racks are SIMULATED (kwok nodes)")
     t0 = time.monotonic()

@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hybridml.local.apimetrics import fetch_metrics, mutating_latency  # noqa: E402
-from hybridml.local.controlplane import api_client, component_cpu_seconds, state_dir_for, status  # noqa: E402
+from hybridml.local.controlplane import api_client, status  # noqa: E402
+from hybridml.local.paths import state_dir_for  # noqa: E402
+from tools.sim_metrics import component_cpu_seconds, fetch_metrics, mutating_latency  # noqa: E402
 
 NAMESPACE = "sim-bench"
 NAME = "throughput-probe"

@@ -37,7 +37,7 @@ SIMULATED_NOTE = ("GPUs and racks are simulated: every node is a kwok fake node 
 
 
 def _state_dir(state_dir: Optional[Path], env_name: Optional[str] = None):
-    from hybridml.local.controlplane import DEFAULT_STATE_DIR, state_dir_for
+    from hybridml.local.paths import DEFAULT_STATE_DIR, state_dir_for
 
     if state_dir is not None:
         return state_dir
@@ -69,9 +69,9 @@ def up(spec: str = typer.Argument("local", help=SPEC_HELP),
        no_crds: bool = typer.Option(False, "--no-crds", help="Install no CRDs (the serving stack needs them)."),
        sites: Optional[str] = typer.Option(None, "--sites", help="Comma-separated sites; default every site.")) -> None:
     """Start (or reconcile) one local control plane per site of SPEC; idempotent."""
-    from hybridml.local.controlplane import DEFAULT_CRD_DIR
+    from hybridml.local.paths import DEFAULT_CRD_DIR
     from hybridml.local.sites import plan_clusters, up_local
-    from hybridml.local.toolchain import ToolchainMissing
+    from infra.errors import ToolchainMissing
 
     out = console
     site_list = [s.strip() for s in sites.split(",")] if sites else None

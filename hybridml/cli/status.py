@@ -37,7 +37,7 @@ def default_plan_path(env_name: str) -> Path:
 
 
 def default_kubeconfig(env_name: str) -> Path:
-    from hybridml.local.controlplane import state_dir_for
+    from hybridml.local.paths import state_dir_for
 
     return state_dir_for(env_name) / "kubeconfig"
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .controlplane import DEFAULT_CRD_DIR, DEFAULT_STATE_DIR, down, status, up
+from .controlplane import down, status, up
+from .paths import DEFAULT_CRD_DIR, DEFAULT_STATE_DIR
 
 
 def _load(path: Path) -> list:

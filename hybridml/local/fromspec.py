@@ -28,14 +28,13 @@ from collections.abc import Iterable, Sequence
 from clusters.local_cluster import default_context
 from clusters.sizing import NodePoolPlan, node_pools, site_privacy_zone
 from datacenter.inventory import build_inventory
-from hybridml.local.controlplane import ClusterDef, NodeDef, Taint
+from datacenter.kwok import allocatable
+from hybridml.local.nodes import ClusterDef, NodeDef
 from infra import labels
+from infra.kube import Taint, parse_taint
 from infra.spec import CloudSite, Datacenter, Environment, InstanceType
 from policies.placement.plan import PlacementPlan
 
-SIMULATED_LABEL = labels.SIMULATED
-NODE_POOL_LABEL = "karpenter.sh/nodepool"          # what Karpenter puts on the nodes of a pool
-CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
 SYSTEM_POOL = "system"
 MAX_PODS = 110
 SPARE_NODES_PER_GPU_POOL = 1
@@ -59,7 +58,7 @@ def _mi(gib: float) -> str:
 
 
 def _common(site: CloudSite | Datacenter, kind: str) -> dict[str, str]:
-    return {labels.SITE: site.name, labels.SITE_KIND: kind, SIMULATED_LABEL: "true"}
+    return {labels.SITE: site.name, labels.SITE_KIND: kind, labels.SIMULATED: "true"}
 
 
 def _instance_node(site: CloudSite, it: InstanceType, index: int, pool_name: str, pool_labels: dict[str, str],
@@ -71,8 +70,8 @@ def _instance_node(site: CloudSite, it: InstanceType, index: int, pool_name: str
         labels.INSTANCE_TYPE: it.name,
         labels.REGION: site.region,
         labels.ZONE: zone,
-        NODE_POOL_LABEL: pool_name,
-        CAPACITY_TYPE_LABEL: capacity_type,
+        labels.KARPENTER_NODEPOOL: pool_name,           # what Karpenter puts on the nodes of a pool
+        labels.KARPENTER_CAPACITY_TYPE: capacity_type,
     }
     capacity = {"cpu": str(it.vcpus), "memory": _mi(it.memory_gib), "pods": str(MAX_PODS)}
     if it.gpu:
@@ -127,33 +126,19 @@ def cloud_nodes(env: Environment, site: CloudSite, plan: PlacementPlan) -> list[
     return nodes
 
 
-def _reserved(value: str | None, unit: str) -> int:
-    if not value:
-        return 0
-    return int(str(value).removesuffix(unit) or 0)
-
-
 def datacenter_nodes(env: Environment, site: Datacenter) -> list[NodeDef]:
     inv = build_inventory(env, site.name)
     gpus = {h.name: h.gpu for _, h in site.all_hosts() if h.gpu}
     nodes: list[NodeDef] = []
     for host in inv.hosts:
-        reserved = host.vars.get("kubernetes_node_system_reserved") or {}
-        cpu_m = host.cores * 1000 - _reserved(reserved.get("cpu"), "m")
-        mem_mi = int(host.memory_gib * 1024) - _reserved(reserved.get("memory"), "Mi")
-        capacity = {"cpu": f"{cpu_m}m", "memory": f"{mem_mi}Mi",
-                    "pods": str(host.vars.get("kubernetes_node_max_pods", MAX_PODS))}
+        capacity = allocatable(host, MAX_PODS)   # the host minus the kubelet's system reservation
         node_labels = {**_common(site, "datacenter"), **host.labels}
         gpu = gpus.get(host.name)
         if gpu:
             capacity[labels.GPU_RESOURCE] = str(gpu.count)
             node_labels[labels.GPU_PRODUCT] = labels.gpu_product(gpu.type)
-        taints = []
-        for t in host.taints:
-            kv, _, effect = t.rpartition(":")
-            key, _, value = kv.partition("=")
-            taints.append(Taint(key, value, effect or "NoSchedule"))
-        nodes.append(NodeDef(name=host.name, labels=node_labels, taints=taints, capacity=capacity))
+        nodes.append(NodeDef(name=host.name, labels=node_labels, taints=[parse_taint(t) for t in host.taints],
+                             capacity=capacity))
     return nodes
 
 

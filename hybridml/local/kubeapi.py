@@ -15,8 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.errors import HybridmlError
 
-class KubeAPIError(RuntimeError):
+
+class KubeAPIError(HybridmlError, RuntimeError):
+    """The API server answered with an unexpected HTTP status.
+
+    A HybridmlError like every error hybridml raises on purpose; still a RuntimeError too, which
+    `hybridml local up` (hybridml/cli/local.py) and `up_cluster` catch to report a cluster that
+    failed to come up."""
+
     def __init__(self, method: str, path: str, status: int, body: str):
         self.status = status
         self.body = body

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybridml.local.controlplane import (DEFAULT_CRD_DIR, DEFAULT_STATE_DIR, ClusterDef, ClusterStatus, api_client,
-                                         down, state_dir_for, status, up)
+from hybridml.local.controlplane import ClusterStatus, api_client, down, status, up
 from hybridml.local.fromspec import cluster_name, clusters_from_spec
 from hybridml.local.kubeapi import KubeAPI
+from hybridml.local.nodes import ClusterDef
+from hybridml.local.paths import DEFAULT_CRD_DIR, DEFAULT_STATE_DIR, state_dir_for
+from infra import labels
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = "infra/environments/local.yaml"
 STORAGE_CLASS = "hybridml-local"
 # The CRDs the serving stack uses on a local cluster (no Karpenter there): every file of the CRD
@@ -62,7 +63,7 @@ def ensure_storage_class(api: KubeAPI) -> None:
         "kind": "StorageClass",
         "metadata": {"name": STORAGE_CLASS,
                      "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
-                     "labels": {"hybridml.io/simulated": "true"}},
+                     "labels": {labels.SIMULATED: "true"}},
         "provisioner": "kubernetes.io/host-path",
         "reclaimPolicy": "Delete",
         "volumeBindingMode": "Immediate",

@@ -2,7 +2,8 @@
 
 The script installs symlinks to the pinned binaries in ``~/.cache/hybridml/bin/current`` (or
 ``$HYBRIDML_CACHE/bin/current``); ``eval "$(scripts/toolchain.sh --env)"`` exports
-``HYBRIDML_TOOLCHAIN_BIN`` and ``HYBRIDML_KWOK_STAGES`` pointing there.
+``HYBRIDML_TOOLCHAIN_BIN`` and ``HYBRIDML_KWOK_STAGES`` pointing there. A missing binary raises
+`infra.errors.ToolchainMissing` (exit code 2), naming what is missing and where it was looked for.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from infra.errors import ToolchainMissing
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "toolchain.sh"
 
@@ -35,17 +38,15 @@ KWOK_STAGE_FILES = (
 )
 
 
-class ToolchainMissing(RuntimeError):
-    """Raised when a binary of the local toolchain cannot be found."""
-
-    def __init__(self, missing: list[str], searched: list[Path]):
-        self.missing = missing
-        self.searched = searched
-        super().__init__(
-            f"toolchain binaries not found: {', '.join(missing)} "
-            f"(searched {', '.join(str(p) for p in searched)} and PATH); "
-            "build them with `scripts/toolchain.sh` (or `eval \"$(scripts/toolchain.sh --env)\"`)"
-        )
+def _missing(missing: list[str], searched: list[Path]) -> ToolchainMissing:
+    """The error for binaries not found (``missing`` and ``searched`` are kept on it)."""
+    error = ToolchainMissing(
+        f"toolchain binaries not found: {', '.join(missing)} "
+        f"(searched {', '.join(str(p) for p in searched)} and PATH); "
+        "build them with `scripts/toolchain.sh` (or `eval \"$(scripts/toolchain.sh --env)\"`)"
+    )
+    error.missing, error.searched = missing, searched
+    return error
 
 
 def cache_dir() -> Path:
@@ -81,7 +82,7 @@ def find_binaries(names: tuple[str, ...] = CONTROL_PLANE_BINARIES) -> dict[str, 
         else:
             found[n] = p
     if missing:
-        raise ToolchainMissing(missing, toolchain_bin_dirs())
+        raise _missing(missing, toolchain_bin_dirs())
     return found
 
 
@@ -99,7 +100,7 @@ def kwok_stage_files() -> list[Path]:
         files = [d / f for f in KWOK_STAGE_FILES]
         if all(f.is_file() for f in files):
             return files
-    raise ToolchainMissing(["kwok-stages/" + f for f in KWOK_STAGE_FILES[:1]], candidates)
+    raise _missing(["kwok-stages/" + f for f in KWOK_STAGE_FILES[:1]], candidates)
 
 
 def script_environment() -> tuple[dict[str, str] | None, str]:

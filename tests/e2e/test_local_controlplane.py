@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from hybridml.local import DEFAULT_CRD_DIR, api_client, down, status, up
-from hybridml.local.controlplane import COMPONENTS, component_cpu_seconds
-from hybridml.local.toolchain import ToolchainMissing, find_binaries, kwok_stage_files
+from hybridml.local.components import COMPONENTS
+from hybridml.local.toolchain import find_binaries, kwok_stage_files
+from infra.errors import ToolchainMissing
+from tools.sim_metrics import component_cpu_seconds
 
 pytestmark = pytest.mark.e2e
 

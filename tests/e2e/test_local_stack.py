@@ -38,8 +38,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybridml.local.controlplane import DEFAULT_CRD_DIR, api_client, down
+from hybridml.local.controlplane import api_client, down
 from hybridml.local.fromspec import cluster_name
+from hybridml.local.paths import DEFAULT_CRD_DIR
 from hybridml.local.sites import up_local
 from infra import labels as L
 from tests.conftest import REPO, require
@@ -628,7 +629,9 @@ def test_a_killed_rollout_resumes_without_orphans(stack, apis, checkpoints):
 def test_a_failing_site_does_not_stop_the_others(clusters, stack, apis):
     """From empty, with dc-local's API server down: aws-use1 still rolls out, dc-local fails with its
     error, the fleet stack is skipped naming it; once the cluster is back, destroy cleans up."""
-    from hybridml.local.controlplane import ClusterPaths, _stop, up as cp_up
+    from hybridml.local.controlplane import up as cp_up
+    from hybridml.local.paths import ClusterPaths
+    from hybridml.local.processes import stop_process as _stop
 
     dc = [c for c in clusters["clusters"] if c.name == cluster_name("dc-local")]
     paths = ClusterPaths(clusters["state_dir"] / "clusters" / cluster_name("dc-local"))

@@ -18,9 +18,11 @@ import time
 
 import pytest
 
-from hybridml.local.controlplane import ClusterDef, NodeDef, api_client, down, up
+from hybridml.local.controlplane import api_client, down, up
+from hybridml.local.nodes import ClusterDef, NodeDef
 from hybridml.local.kubeapi import KubeAPIError
-from hybridml.local.toolchain import ToolchainMissing, find_binaries, kwok_stage_files
+from hybridml.local.toolchain import find_binaries, kwok_stage_files
+from infra.errors import ToolchainMissing
 from policies.rules import ALL_RULES, Context, ResourceView, evaluate
 from tests.conftest import require
 

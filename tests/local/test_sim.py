@@ -10,15 +10,16 @@ from collections import Counter
 import pytest
 import yaml
 
-from hybridml.local.apimetrics import histogram_quantile, mutating_latency, parse_samples
-from hybridml.local.controlplane import (DEFAULT_STATE_DIR, NodeDef, Taint, _node_object, _node_ops, quantity,
-                                         state_dir_for)
 from hybridml.local.fromspec import clusters_from_spec
+from hybridml.local.nodes import NodeDef, node_object, node_ops
+from hybridml.local.paths import DEFAULT_STATE_DIR, state_dir_for
 from hybridml.local.sites import state_dir_of
 from infra import labels as L
+from infra.kube import Taint, quantity_or_none, quantity_value
 from infra.loader import load_environment
 from policies.placement import solve
 from tests.conftest import REPO
+from tools.sim_metrics import histogram_quantile, mutating_latency, parse_samples
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def sim():
 
 
 def _cores(v: str) -> float:
-    return float(quantity(v))
+    return quantity_value(v)
 
 
 # --- the sim environment -------------------------------------------------------------------------
@@ -62,7 +63,7 @@ def test_sim_fleet_is_at_reference_scale(sim):
         assert n.labels[L.RACK] and n.labels[L.ZONE] and n.labels[L.PRIVACY_ZONE] in ("internal", "pii", "restricted")
     assert {n.labels[L.PRIVACY_ZONE] for n in dc} >= {"internal", "pii"}
     assert all(n.labels[L.SIMULATED] == "true" for n in nodes)
-    assert 1000 <= len(nodes) <= 2500  # what one 2-core machine carries (see controlplane's sizing notes)
+    assert 1000 <= len(nodes) <= 2500  # what one 2-core machine carries (sizing notes: hybridml/local/components.py)
 
 
 # --- state dirs ----------------------------------------------------------------------------------
@@ -79,18 +80,18 @@ def test_each_environment_has_its_own_state_dir(tmp_path):
 
 # --- node sync: no spurious updates ---------------------------------------------------------------
 def test_quantities_compare_by_value():
-    assert quantity("63000m") == quantity("63")
-    assert quantity("1179648Mi") == quantity("1152Gi")
-    assert quantity("1e3") == quantity("1k")
-    assert quantity("0.5") == quantity("500m")
-    assert quantity("nope") is None
+    assert quantity_or_none("63000m") == quantity_or_none("63")
+    assert quantity_or_none("1179648Mi") == quantity_or_none("1152Gi")
+    assert quantity_or_none("1e3") == quantity_or_none("1k")
+    assert quantity_or_none("0.5") == quantity_or_none("500m")
+    assert quantity_or_none("nope") is None
 
 
 def test_a_node_as_the_apiserver_returns_it_needs_no_update():
     n = NodeDef(name="ash-r01-h01", labels={"a": "b"},
                 taints=[Taint("hybridml.io/privacy-zone", "pii", "NoSchedule")],
                 capacity={"cpu": "57600m", "memory": "1179648Mi", "nvidia.com/gpu": "4"})
-    obj = _node_object(n)
+    obj = node_object(n)
     live = {
         "metadata": {"name": n.name, "labels": dict(obj["metadata"]["labels"]),
                      "annotations": {**obj["metadata"]["annotations"], "node.alpha.kubernetes.io/ttl": "30"}},
@@ -99,10 +100,10 @@ def test_a_node_as_the_apiserver_returns_it_needs_no_update():
         "status": {"capacity": {"cpu": "57600m", "memory": "1152Gi", "nvidia.com/gpu": "4", "pods": "110",
                                 "ephemeral-storage": "1Ti"}},
     }
-    assert _node_ops(obj, live) == []
-    assert _node_ops(obj, None) == [("POST", "/api/v1/nodes", obj)]
+    assert node_ops(obj, live) == []
+    assert node_ops(obj, None) == [("POST", "/api/v1/nodes", obj)]
     live["status"]["capacity"]["cpu"] = "32"
-    assert [op[1] for op in _node_ops(obj, live)] == [f"/api/v1/nodes/{n.name}/status"]
+    assert [op[1] for op in node_ops(obj, live)] == [f"/api/v1/nodes/{n.name}/status"]
 
 
 # --- apiserver latency ---------------------------------------------------------------------------

@@ -1,24 +1,37 @@
-"""kube-apiserver request latency from its Prometheus ``/metrics``, against the Kubernetes API call
-latency SLO (https://github.com/kubernetes/community/blob/master/sig-scalability/slos/api_call_latency.md):
-mutating calls on single objects, p99 <= 1 s per (resource, verb).
+"""Metric readers of the simulated-fleet benchmarks (scripts/bench_rollout.py,
+scripts/sim_pod_throughput.py) on the local control planes of hybridml.local.
+
+* kube-apiserver request latency from its Prometheus ``/metrics``, against the Kubernetes API call
+  latency SLO (https://github.com/kubernetes/community/blob/master/sig-scalability/slos/api_call_latency.md):
+  mutating calls on single objects, p99 <= 1 s per (resource, verb);
+* the CPU each control-plane component has used (`component_cpu_seconds`, from /proc).
 
 The parsing and the quantile are pure (`mutating_latency(text)`); `fetch_metrics(api)` and
 `cluster_latency(name, state_dir)` read a live local control plane with the stdlib client::
 
-    from hybridml.local.apimetrics import cluster_latency
+    from tools.sim_metrics import cluster_latency
     print(cluster_latency("hybridml-aws-use1", state_dir_for("sim")).summary())
 
 The histogram is cumulative since the apiserver started; pass ``baseline`` (an earlier scrape) to
 measure only the calls made in between (e.g. one deployment), like the SLO's 5-minute window.
 Quantiles are interpolated linearly inside a bucket, as Prometheus' ``histogram_quantile`` does.
+
+Measurement only, so not in the installed package: no product code imports it (tools/__init__.py).
 """
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from hybridml.local.components import COMPONENTS
+from hybridml.local.controlplane import api_client
+from hybridml.local.kubeapi import KubeAPIError
+from hybridml.local.paths import cluster_dirs, resolve_state_dir
+from hybridml.local.processes import proc_stat, running_pid
 
 DURATION_METRIC = "apiserver_request_duration_seconds"
 MUTATING_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE"})  # single-object writes (not DELETECOLLECTION)
@@ -162,16 +175,12 @@ def fetch_metrics(api: Any) -> str:
     (the admin client of a local control plane may read it)."""
     status, data = api.request_raw("GET", "/metrics", accept="text/plain")
     if status != 200:
-        from .kubeapi import KubeAPIError
-
         raise KubeAPIError("GET", "/metrics", status, data.decode(errors="replace"))
     return data.decode()
 
 
 def cluster_latency(name: str, state_dir: Any = None, baseline: str | None = None) -> LatencyReport:
     """Mutating-call latency of a local control plane brought up by ``hybridml local up``."""
-    from .controlplane import api_client
-
     api = api_client(name, state_dir)
     try:
         return mutating_latency(fetch_metrics(api), baseline)
@@ -179,5 +188,22 @@ def cluster_latency(name: str, state_dir: Any = None, baseline: str | None = Non
         api.close()
 
 
+# --- CPU of the components ----------------------------------------------------------------------
+def component_cpu_seconds(state_dir: str | os.PathLike | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) the running components have used so far, per component, summed over the
+    clusters (for measuring where a rollout's CPU goes: take it before and after)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for paths in cluster_dirs(resolve_state_dir(state_dir)):
+        for comp in COMPONENTS:
+            pid = running_pid(paths, comp)
+            if pid is None:
+                continue
+            fields = proc_stat(pid)
+            if fields is not None:   # utime, stime
+                out[comp] = out.get(comp, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 __all__ = ["CallLatency", "DURATION_METRIC", "LatencyReport", "MUTATING_VERBS", "SLO_SECONDS", "cluster_latency",
-           "fetch_metrics", "histogram_quantile", "mutating_latency", "parse_samples"]
+           "component_cpu_seconds", "fetch_metrics", "histogram_quantile", "mutating_latency", "parse_samples"]
