@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import labels as L
+from infra.kube import quantity_value
 
 PAGE_SIZE = 500
 CONNECT_TIMEOUT_S = 5.0
@@ -108,31 +109,14 @@ Observer = Callable[[Path, Mapping[str, str]], FleetObservation]
 # --------------------------------------------------------------------------- pure reducers
 
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-_SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
-def parse_quantity(value: Any) -> float:
-    """A Kubernetes resource quantity ("500m", "16Gi", "2", 4) as a float in base units; 0 when empty."""
-    if value is None or value == "":
-        return 0.0
-    if isinstance(value, (int, float)):
-        return float(value)
-    m = _QUANTITY.match(str(value).strip())
-    if not m or m.group(2) not in _SUFFIX:
-        raise ValueError(f"not a Kubernetes quantity: {value!r}")
-    return float(m.group(1)) * _SUFFIX[m.group(2)]
-
-
 def node_from_dict(d: Mapping[str, Any]) -> NodeObs:
     meta, spec, status = d.get("metadata") or {}, d.get("spec") or {}, d.get("status") or {}
     alloc = status.get("allocatable") or status.get("capacity") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     taints = tuple((t.get("key", ""), t.get("value") or "", t.get("effect", "")) for t in spec.get("taints") or [])
     return NodeObs(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}), taints=taints,
-                   cpu=parse_quantity(alloc.get("cpu")), memory_gib=parse_quantity(alloc.get("memory")) / 2**30,
-                   gpus=int(parse_quantity(alloc.get(L.GPU_RESOURCE))), ready=ready,
+                   cpu=quantity_value(alloc.get("cpu")), memory_gib=quantity_value(alloc.get("memory")) / 2**30,
+                   gpus=int(quantity_value(alloc.get(L.GPU_RESOURCE))), ready=ready,
                    unschedulable=bool(spec.get("unschedulable")))
 
 
@@ -142,9 +126,9 @@ def _requests(containers: list[dict]) -> tuple[float, float, int]:
     for c in containers or []:
         res = c.get("resources") or {}
         req, lim = res.get("requests") or {}, res.get("limits") or {}
-        cpu += parse_quantity(req.get("cpu", lim.get("cpu")))
-        mem += parse_quantity(req.get("memory", lim.get("memory")))
-        gpus += int(parse_quantity(lim.get(L.GPU_RESOURCE, req.get(L.GPU_RESOURCE))))
+        cpu += quantity_value(req.get("cpu", lim.get("cpu")))
+        mem += quantity_value(req.get("memory", lim.get("memory")))
+        gpus += int(quantity_value(lim.get(L.GPU_RESOURCE, req.get(L.GPU_RESOURCE))))
     return cpu, mem / 2**30, gpus
 
 

@@ -32,8 +32,6 @@ from policies.placement.plan import PlacementPlan
 from hybridml.ops.observe import ClusterObservation, FleetObservation, PodObs
 
 ERROR, WARNING, INFO = "error", "warning", "info"
-LWS_ROLE = f"{L.PREFIX}/lws-role"                      # workloads.render.meta.LWS_ROLE
-KSERVE_ISVC = "serving.kserve.io/inferenceservice"     # the label KServe puts on predictor pods
 EXAMPLES = 3                                           # pod names quoted per aggregated finding
 _PRODUCT_TO_TYPE = {v: k for k, v in L.GPU_PRODUCTS.items()}
 
@@ -168,13 +166,13 @@ def _pipeline_of(pod: PodObs, isvc_pipeline: dict[tuple[str, str], str]) -> str 
     name = pod.labels.get(L.PIPELINE)
     if name:
         return name
-    isvc = pod.labels.get(KSERVE_ISVC)
+    isvc = pod.labels.get(L.KSERVE_ISVC)
     return isvc_pipeline.get((pod.namespace, isvc)) if isvc else None
 
 
 def _is_replica(pod: PodObs) -> bool:
     """A pod that stands for one replica: every pod except the workers of a multi-node (LWS) replica."""
-    return pod.labels.get(LWS_ROLE) != "worker"
+    return pod.labels.get(L.LWS_ROLE) != "worker"
 
 
 # --------------------------------------------------------------------------- the report

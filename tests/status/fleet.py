@@ -6,7 +6,8 @@ from __future__ import annotations
 import copy
 
 from hybridml.local.fromspec import clusters_from_spec
-from hybridml.ops.observe import ClusterObservation, FleetObservation, NodeObs, PodObs, WorkloadObs, parse_quantity
+from infra.kube import quantity_value
+from hybridml.ops.observe import ClusterObservation, FleetObservation, NodeObs, PodObs, WorkloadObs
 from infra import labels as L
 from infra.spec import Environment
 from policies.placement.plan import PlacementPlan
@@ -16,8 +17,8 @@ from workloads import planning
 def node_obs(n) -> NodeObs:
     cap = n.capacity
     return NodeObs(name=n.name, labels=dict(n.labels), taints=tuple((t.key, t.value, t.effect) for t in n.taints),
-                   cpu=parse_quantity(cap.get("cpu")), memory_gib=parse_quantity(cap.get("memory")) / 2**30,
-                   gpus=int(parse_quantity(cap.get(L.GPU_RESOURCE))))
+                   cpu=quantity_value(cap.get("cpu")), memory_gib=quantity_value(cap.get("memory")) / 2**30,
+                   gpus=int(quantity_value(cap.get(L.GPU_RESOURCE))))
 
 
 def pod(site: str, pipeline: str, tier: str, node: str | None, i: int = 0, *, cpu: float = 1.0, gpus: int = 0,

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from hybridml.ops.observe import (ClusterObservation, WorkloadObs, node_from_dict, parse_quantity, pod_from_dict,
+from hybridml.ops.observe import (ClusterObservation, WorkloadObs, node_from_dict, pod_from_dict,
                               workload_from_dict)
 from hybridml.ops.status import build_report, gpu_type, pod_tier
 from infra import labels as L
@@ -233,15 +233,6 @@ def test_pipelines_filter_limits_rows(env, plan, fleet):
 
 
 # --------------------------------------------------------------------------- reducers (observe.py, pure)
-
-
-def test_parse_quantity():
-    assert parse_quantity("500m") == 0.5
-    assert parse_quantity("16Gi") == 16 * 2**30
-    assert parse_quantity("2") == 2 and parse_quantity(4) == 4 and parse_quantity(None) == 0
-    assert parse_quantity("1e3") == 1000 and parse_quantity("1k") == 1000
-    with pytest.raises(ValueError):
-        parse_quantity("lots")
 
 
 def test_reducers_read_kubernetes_json():

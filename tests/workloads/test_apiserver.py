@@ -19,7 +19,8 @@ IN_CI = os.environ.get("CI") == "true"
 
 
 def _require_toolchain() -> None:
-    from hybridml.local.toolchain import ToolchainMissing, find_binaries, kwok_stage_files
+    from hybridml.local.toolchain import find_binaries, kwok_stage_files
+    from infra.errors import ToolchainMissing
 
     try:
         find_binaries()

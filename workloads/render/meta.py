@@ -11,7 +11,7 @@ MANAGED_BY = "pulumi"
 
 # Workload-level label/annotation keys (the placement keys live in infra.labels).
 VARIANT = f"{L.PREFIX}/variant"            # A/B variant of a pipeline
-LWS_ROLE = f"{L.PREFIX}/lws-role"          # leader | worker of a multi-node vLLM replica
+LWS_ROLE = L.LWS_ROLE
 FEATURE_VIEW = f"{L.PREFIX}/feature-view"
 COLLECTION = f"{L.PREFIX}/collection"
 USER_REGION = f"{L.PREFIX}/user-region"    # on gateway routes: the region a route serves
