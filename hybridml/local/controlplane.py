@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import LocalClusterError, LocalClusterTimeout
 from .components import COMPONENT_ENV, COMPONENTS, component_argv, write_component_files
 from .crds import install_crds
 from .kubeapi import KubeAPI
@@ -75,9 +76,9 @@ def _wait_etcd(port: int, timeout: float, alive: Any) -> None:
         except (OSError, ValueError):
             pass
         if not alive():
-            raise RuntimeError("etcd exited during startup")
+            raise LocalClusterError("etcd exited during startup")
         time.sleep(0.1)
-    raise TimeoutError(f"etcd on port {port} not healthy after {timeout:.0f}s")
+    raise LocalClusterTimeout(f"etcd on port {port} not healthy after {timeout:.0f}s")
 
 
 def _ports(paths: ClusterPaths, state_dir: Path, state: dict[str, Any]) -> dict[str, int]:
@@ -153,9 +154,9 @@ def up_cluster(
             release_node_leases(api)
         ensure("kwok")
         ensure("keda-sim")
-    except (RuntimeError, TimeoutError) as e:
+    except (RuntimeError, TimeoutError) as e:   # LocalClusterError, KubeAPIError, or an OS-level timeout
         tails = _tails(paths, [comp for comp in COMPONENTS if paths.logfile(comp).exists()])
-        raise RuntimeError(f"cluster {c.name}: {e}\n{tails}") from e
+        raise LocalClusterError(f"cluster {c.name}: {e}\n{tails}") from e
 
     if crd_dir is not None and Path(crd_dir).is_dir():
         t0 = time.monotonic()
@@ -174,7 +175,7 @@ def up_cluster(
     time.sleep(0.2)
     dead = [comp for comp in COMPONENTS if running_pid(paths, comp) is None]
     if dead:
-        raise RuntimeError(f"cluster {c.name}: components exited: {', '.join(dead)}\n{_tails(paths, dead)}")
+        raise LocalClusterError(f"cluster {c.name}: components exited: {', '.join(dead)}\n{_tails(paths, dead)}")
     return _status_of(paths)
 
 
@@ -195,7 +196,7 @@ def warm_openapi(api: KubeAPI, timeout: float = 600.0) -> int:
         api.close()
         api.timeout = previous
     if status_code != 200:
-        raise RuntimeError(f"{api.server}/openapi/v2: HTTP {status_code}: {body[:200]!r}")
+        raise LocalClusterError(f"{api.server}/openapi/v2: HTTP {status_code}: {body[:200]!r}")
     return len(body)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .errors import LocalClusterTimeout
 from .kubeapi import KubeAPI
 from .paths import write_json
 
@@ -146,7 +147,7 @@ def wait_crds_established(api: KubeAPI, crds: list[dict[str, Any]], timeout: flo
         pending = still
         if pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"CRDs not Established after {timeout:.0f}s: {sorted({p[3] for p in pending})}")
+                raise LocalClusterTimeout(f"CRDs not Established after {timeout:.0f}s: {sorted({p[3] for p in pending})}")
             time.sleep(0.2)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from infra.errors import HybridmlError
 
+from .errors import LocalClusterError, LocalClusterTimeout
+
 
 class KubeAPIError(HybridmlError, RuntimeError):
     """The API server answered with an unexpected HTTP status.
@@ -158,6 +160,6 @@ class KubeAPI:
             if self.healthy(endpoint):
                 return
             if alive is not None and not alive():
-                raise RuntimeError(f"{self.server} process exited while waiting for {endpoint}")
+                raise LocalClusterError(f"{self.server} process exited while waiting for {endpoint}")
             time.sleep(0.25)
-        raise TimeoutError(f"{self.server}{endpoint} not healthy after {timeout:.0f}s")
+        raise LocalClusterTimeout(f"{self.server}{endpoint} not healthy after {timeout:.0f}s")

@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import LocalClusterError
+
 DAYS = "3650"
 
 
@@ -38,7 +40,7 @@ def _openssl(*args: str, cwd: Path | None = None) -> None:
         ["openssl", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(args)} failed:\n{proc.stdout}")
+        raise LocalClusterError(f"openssl {' '.join(args)} failed:\n{proc.stdout}")
 
 
 def _ec_key(path: Path) -> None:
