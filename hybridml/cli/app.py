@@ -7,23 +7,30 @@ from __future__ import annotations
 
 import typer
 
-from hybridml.cli import bootstrap, check, local, plan, preflight, preview, rollout, status
+from hybridml.cli.bootstrap import bootstrap
+from hybridml.cli.check import check
+from hybridml.cli.local import app as local_app
 from hybridml.cli.output import fail
+from hybridml.cli.plan import plan, validate
+from hybridml.cli.preflight import preflight
+from hybridml.cli.preview import preview
+from hybridml.cli.rollout import destroy, up
+from hybridml.cli.status import status
 from infra.errors import HybridmlError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Infrastructure as code for ML inference on a hybrid fleet.")
 
-app.command()(plan.validate)
-app.command()(plan.plan)
-app.command()(preview.preview)
-app.command()(preflight.preflight)
-app.command()(check.check)
-app.command("bootstrap")(bootstrap.bootstrap)
-app.command("up")(rollout.up)
-app.command("destroy")(rollout.destroy)
-app.command("status")(status.status)
-app.add_typer(local.app, name="local")
+app.command()(validate)
+app.command()(plan)
+app.command()(preview)
+app.command()(preflight)
+app.command()(check)
+app.command()(bootstrap)
+app.command()(up)
+app.command()(destroy)
+app.command()(status)
+app.add_typer(local_app, name="local")
 
 
 def main() -> None:  # pragma: no cover - console script shim

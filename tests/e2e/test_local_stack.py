@@ -44,6 +44,7 @@ from hybridml.local.paths import DEFAULT_CRD_DIR
 from hybridml.local.sites import up_local
 from infra import labels as L
 from tests.conftest import REPO, require
+from tests.e2e import kube
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -190,80 +191,6 @@ def apis(clusters):
 # --------------------------------------------------------------------------- cluster checks
 
 
-def _items(api, path: str) -> list[dict]:
-    return api.get(path)["items"]
-
-
-def _wait(what: str, done, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(1)
-
-
-def _workloads_ready(apis) -> list[str]:
-    """Deployments/StatefulSets not (yet) ready, as readable strings (empty: all ready)."""
-    bad = []
-    for site, api in apis.items():
-        for kind, path in (("Deployment", "/apis/apps/v1/deployments"), ("StatefulSet", "/apis/apps/v1/statefulsets")):
-            for o in _items(api, path):
-                want = o["spec"].get("replicas", 1)
-                st = o.get("status") or {}
-                if st.get("readyReplicas", 0) != want or st.get("observedGeneration") != o["metadata"]["generation"]:
-                    bad.append(f"{site} {kind} {o['metadata']['namespace']}/{o['metadata']['name']}: "
-                               f"{st.get('readyReplicas', 0)}/{want} ready")
-    return bad
-
-
-def _pods(apis) -> dict[str, list[dict]]:
-    return {site: [p for p in _items(api, "/api/v1/pods") if p["metadata"]["namespace"] != "kube-system"]
-            for site, api in apis.items()}
-
-
-def _nodes(apis) -> dict[str, dict[str, dict]]:
-    return {site: {n["metadata"]["name"]: n for n in _items(api, "/api/v1/nodes")} for site, api in apis.items()}
-
-
-def _gpu_request(pod: dict) -> int:
-    total = 0
-    for c in pod["spec"].get("containers") or []:
-        res = c.get("resources") or {}
-        total += int((res.get("limits") or res.get("requests") or {}).get(L.GPU_RESOURCE, 0) or 0)
-    return total
-
-
-def _pulumi_managed(apis, kinds: set[str]) -> set[tuple[str, str, str, str]]:
-    """Objects in the clusters written by Pulumi (a pulumi-kubernetes field manager), for the given kinds."""
-    out = set()
-    for site, api in apis.items():
-        resources = _discovery(api)
-        for kind in sorted(kinds):
-            path = resources.get(kind)
-            if path is None:
-                continue
-            for o in api.get(path)["items"]:
-                managers = {m.get("manager", "") for m in o["metadata"].get("managedFields") or []}
-                if any(m.startswith("pulumi") for m in managers):
-                    out.add((cluster_name(site), kind, o["metadata"].get("namespace") or "", o["metadata"]["name"]))
-    return out
-
-
-def _discovery(api) -> dict[str, str]:
-    """kind -> list path of every listable resource (core, apps, ... and CRDs)."""
-    paths: dict[str, str] = {}
-    core = api.get("/api/v1")
-    for r in core["resources"]:
-        if "/" not in r["name"] and "list" in r.get("verbs", []):
-            paths.setdefault(r["kind"], f"/api/v1/{r['name']}")
-    for g in api.get("/apis")["groups"]:
-        gv = g["preferredVersion"]["groupVersion"]
-        for r in api.get(f"/apis/{gv}")["resources"]:
-            if "/" not in r["name"] and "list" in r.get("verbs", []):
-                paths.setdefault(r["kind"], f"/apis/{gv}/{r['name']}")
-    return paths
-
-
 # --------------------------------------------------------------------------- the tests
 
 
@@ -273,7 +200,7 @@ def test_up_deploys_the_serving_stack_and_every_workload_becomes_ready(clusters,
     changes = _changes(proc.stdout)
     assert changes.get("created", 0) > 100, _tail(proc)
     # Pulumi waited for readiness; the clusters agree
-    _wait("every Deployment/StatefulSet ready", lambda: not _workloads_ready(apis), timeout=60)
+    kube.wait("every Deployment/StatefulSet ready", lambda: not kube.workloads_ready(apis), timeout=60)
     TIMINGS["warm toolchain -> all pods Running"] = time.monotonic() - clusters["t0"]
     state = stack.state_objects()
     kinds = {k for _, k, _, _ in state}
@@ -285,8 +212,8 @@ def test_up_deploys_the_serving_stack_and_every_workload_becomes_ready(clusters,
         assert {"hybridml-gateway", "ml-internal"} <= namespaces, (site, namespaces)
         assert quotas and quotas <= namespaces
     MONOLITH["objects"] = state
-    pods = _pods(apis)
-    nodes = _nodes(apis)
+    pods = kube.pods(apis)
+    nodes = kube.nodes(apis)
     assert sum(len(p) for p in pods.values()) >= 15
     for site, site_pods in pods.items():
         for p in site_pods:
@@ -300,13 +227,13 @@ def test_up_deploys_the_serving_stack_and_every_workload_becomes_ready(clusters,
 
 
 def test_gpu_pods_only_on_gpu_nodes_and_sensitive_pods_only_in_their_zones(clusters, apis):
-    pods, nodes = _pods(apis), _nodes(apis)
-    gpu_pods = [(s, p) for s, ps in pods.items() for p in ps if _gpu_request(p)]
+    pods, nodes = kube.pods(apis), kube.nodes(apis)
+    gpu_pods = [(s, p) for s, ps in pods.items() for p in ps if kube.gpu_request(p)]
     assert gpu_pods, "the local spec runs GPU pipelines"
     for site, p in gpu_pods:
         node = nodes[site][p["spec"]["nodeName"]]
         assert site == "aws-use1", f"GPU pod {p['metadata']['name']} on {site}"
-        assert int(node["status"]["capacity"].get(L.GPU_RESOURCE, 0)) >= _gpu_request(p)
+        assert int(node["status"]["capacity"].get(L.GPU_RESOURCE, 0)) >= kube.gpu_request(p)
         wanted = (p["spec"].get("nodeSelector") or {}).get(L.GPU_PRODUCT)
         assert wanted is None or node["metadata"]["labels"][L.GPU_PRODUCT] == wanted
     sensitive = 0
@@ -393,12 +320,12 @@ def test_crossguard_pack_lets_the_unbroken_control_through(stack, broken):
 def _assert_clean(apis, stack_objects_before: set) -> None:
     """Nothing Pulumi wrote is left in the clusters."""
     kinds = {k for _, k, _, _ in stack_objects_before}
-    left = _pulumi_managed(apis, kinds)
+    left = kube.pulumi_managed(apis, kinds)
     assert not left, f"left behind after destroy: {sorted(left)[:20]}"
     for site, api in apis.items():
-        names = {n["metadata"]["name"] for n in _items(api, "/api/v1/namespaces")}
+        names = {n["metadata"]["name"] for n in kube.items(api, "/api/v1/namespaces")}
         assert names <= {"default", "kube-system", "kube-public", "kube-node-lease"}, (site, names)
-        assert not _items(api, "/api/v1/persistentvolumes"), f"{site}: volumes left behind"
+        assert not kube.items(api, "/api/v1/persistentvolumes"), f"{site}: volumes left behind"
 
 
 def test_destroy_removes_everything_it_created(stack, apis):
@@ -407,18 +334,8 @@ def test_destroy_removes_everything_it_created(stack, apis):
     TIMINGS["pulumi destroy"] = proc.seconds
     assert _changes(proc.stdout).get("deleted", 0) >= len(before), _tail(proc)
     assert not stack.state_objects()
-    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    kube.wait("namespaces and volumes to be gone", lambda: kube.gone(apis), timeout=120)
     _assert_clean(apis, before)
-
-
-def _gone(apis) -> bool:
-    for api in apis.values():
-        if {n["metadata"]["name"] for n in _items(api, "/api/v1/namespaces")} - \
-                {"default", "kube-system", "kube-public", "kube-node-lease"}:
-            return False
-        if _items(api, "/api/v1/persistentvolumes"):
-            return False
-    return True
 
 
 def _recover_pending(stack: Stack) -> int:
@@ -462,11 +379,11 @@ def test_interrupted_up_converges_without_orphans(stack, apis):
     pending = _recover_pending(stack)
     print(f"interrupted after {created} creates; {pending} pending operations cleared")
     stack.up()
-    assert not _workloads_ready(apis)
+    assert not kube.workloads_ready(apis)
     preview = stack.pulumi("preview", "--expect-no-changes", "--diff=false", stack="local")
     assert preview.returncode == 0, _tail(preview)
     state = stack.state_objects()
-    managed = _pulumi_managed(apis, {k for _, k, _, _ in state})
+    managed = kube.pulumi_managed(apis, {k for _, k, _, _ in state})
     orphans = managed - state
     assert not orphans, f"objects in the clusters that the stack does not know: {sorted(orphans)[:20]}"
 
@@ -474,7 +391,7 @@ def test_interrupted_up_converges_without_orphans(stack, apis):
 def test_final_destroy_leaves_the_clusters_as_local_up_made_them(stack, apis):
     before = stack.state_objects()
     stack.pulumi("destroy", "--yes", "--skip-preview", stack="local", check=True)
-    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    kube.wait("namespaces and volumes to be gone", lambda: kube.gone(apis), timeout=120)
     _assert_clean(apis, before)
 
 
@@ -506,7 +423,7 @@ def test_sharded_up_deploys_the_same_objects_as_the_single_stack(stack, apis):
     names = [s["name"] for s in result["stacks"]]
     assert sorted(names[:-1]) == sorted(SHARDS) and names[-1] == "local-fleet", result   # sites biggest first
     assert all(s["state"] == "ok" for s in result["stacks"]), result
-    _wait("every Deployment/StatefulSet ready", lambda: not _workloads_ready(apis), timeout=60)
+    kube.wait("every Deployment/StatefulSet ready", lambda: not kube.workloads_ready(apis), timeout=60)
     sharded = set().union(*(stack.state_objects(s) for s in (*SHARDS, "local-fleet")))
     # the shards' objects are disjoint, and together they are exactly what the single stack made
     per_stack = [stack.state_objects(s) for s in (*SHARDS, "local-fleet")]
@@ -554,21 +471,8 @@ def test_sharded_destroy_leaves_the_clusters_clean(stack, apis):
     assert proc.returncode == 0, _tail(proc)
     states = [s["name"] for s in _rollout_json(proc)["stacks"]]
     assert states[0] == "local-fleet"
-    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    kube.wait("namespaces and volumes to be gone", lambda: kube.gone(apis), timeout=120)
     _assert_clean(apis, before)
-
-
-def _kill_session(sid: int) -> None:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:           # field 6 of /proc/PID/stat: the session id
-            try:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _lock_files(stack: Stack) -> list[Path]:
@@ -591,7 +495,7 @@ def test_a_killed_rollout_resumes_without_orphans(stack, apis, checkpoints):
         deadline = time.monotonic() + 300
         created = 0
         while time.monotonic() < deadline and proc.poll() is None:
-            created = len(_pulumi_managed(apis, {"Namespace", "ConfigMap", "Deployment", "Service"}))
+            created = len(kube.pulumi_managed(apis, {"Namespace", "ConfigMap", "Deployment", "Service"}))
             if created >= 12:
                 break
             time.sleep(0.5)
@@ -602,7 +506,7 @@ def test_a_killed_rollout_resumes_without_orphans(stack, apis, checkpoints):
         proc.wait()
         # The engines' plugins (language hosts, providers) run in process groups of their own: they
         # outlive a SIGKILL of the group, as after a real kill. They are still in the rollout's session.
-        _kill_session(proc.pid)
+        kube.kill_session(proc.pid)
     time.sleep(1)
     locks = _lock_files(stack)
     assert locks, "a killed engine leaves its lock behind (else this test tests nothing)"
@@ -615,14 +519,14 @@ def test_a_killed_rollout_resumes_without_orphans(stack, apis, checkpoints):
         result = _rollout_json(proc)
         assert result["checkpoints"] == checkpoints and all(s["state"] == "ok" for s in result["stacks"]), result
         assert not _lock_files(stack)
-        _wait("every Deployment/StatefulSet ready", lambda: not _workloads_ready(apis), timeout=60)
+        kube.wait("every Deployment/StatefulSet ready", lambda: not kube.workloads_ready(apis), timeout=60)
         state = set().union(*(stack.state_objects(s) for s in (*SHARDS, "local-fleet")))
-        orphans = _pulumi_managed(apis, {k for _, k, _, _ in state}) - state
+        orphans = kube.pulumi_managed(apis, {k for _, k, _, _ in state}) - state
         assert not orphans, f"objects in the clusters that no stack knows: {sorted(orphans)[:20]}"
     finally:   # the next test starts from empty clusters whatever happened here
         proc = _hybridml(stack, "destroy", "local", "--json")
     assert proc.returncode == 0, _tail(proc)
-    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    kube.wait("namespaces and volumes to be gone", lambda: kube.gone(apis), timeout=120)
     _assert_clean(apis, state)
 
 
@@ -650,5 +554,5 @@ def test_a_failing_site_does_not_stop_the_others(clusters, stack, apis):
     assert before
     proc = _hybridml(stack, "destroy", "local", "--json")
     assert proc.returncode == 0, _tail(proc)
-    _wait("namespaces and volumes to be gone", lambda: _gone(apis), timeout=120)
+    kube.wait("namespaces and volumes to be gone", lambda: kube.gone(apis), timeout=120)
     _assert_clean(apis, before)
