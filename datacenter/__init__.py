@@ -4,7 +4,7 @@
 - `datacenter.driver`: runs playbooks/bootstrap.yml with ansible-runner, per-host results, live events.
 - `datacenter.kwok`: registers simulated hosts as kwok nodes of a cluster.
 - `datacenter.pulumi_racks`: racks as Pulumi resources (bootstrapped when new or changed).
-- `datacenter.testhosts`: local test hosts in network namespaces (root), for tests and benchmarks.
 
+The test hosts the bootstrap is tested against live in tools/testhosts (not part of the package).
 See datacenter/README.md.
 """

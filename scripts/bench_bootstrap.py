@@ -3,7 +3,7 @@
 
     sudo .venv/bin/python scripts/bench_bootstrap.py [--spec local] [--runs first|second] [--json out.json]
 
-Each measurement starts from freshly created test hosts (datacenter/testhosts.py: same addresses,
+Each measurement starts from freshly created test hosts (tools/testhosts/: same addresses,
 same cached base image), so both modes do the full first bootstrap. Prints hosts/minute of each mode
 and their ratio from this one run; the test hosts are removed at the end. Needs root.
 """
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from infra.loader import load_environment
 
-    from datacenter import testhosts
+    from tools import testhosts
     from datacenter.driver import _ansible_env, run_bootstrap
     from datacenter.files import load_overrides
     from datacenter.inventory import build_inventory

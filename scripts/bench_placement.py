@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from infra.generate import generate  # noqa: E402
+from tools.generate import generate  # noqa: E402
 from infra.loader import load_environment, parse_environment  # noqa: E402
 from policies.placement import solve  # noqa: E402
 from policies.placement.greedy import greedy_baseline  # noqa: E402

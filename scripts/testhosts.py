@@ -6,7 +6,7 @@
     scripts/testhosts.py down                        # removes everything `up` made; idempotent
     scripts/testhosts.py build                       # only build/cache the base image + repository
 
-How they are made: datacenter/testhosts.py. `up` writes an inventory overrides file for the
+How they are made: tools/testhosts/. `up` writes an inventory overrides file for the
 bootstrap: <state>/inventory-overrides.yaml (printed at the end).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datacenter import testhosts  # noqa: E402
+from tools import testhosts  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Real bootstrap of 2 racks x 3 test hosts over SSH (network namespaces on this machine, needs root).
 
-One module-scoped fleet (datacenter/testhosts.py), used in order:
+One module-scoped fleet (tools/testhosts/), used in order:
 first bootstrap -> hosts checked over SSH -> second run changes nothing -> --check changes nothing
 -> one host down: the others finish -> two hosts down: max_fail_percentage stops the later rack
 -> teardown leaves nothing behind.
@@ -54,7 +54,7 @@ def _missing_prerequisite() -> str | None:
 def fleet(tmp_path_factory):
     reason = _missing_prerequisite()
     require(reason is None, reason or "")
-    from datacenter import testhosts
+    from tools import testhosts
 
     state = tmp_path_factory.mktemp("testhosts")
     KERNEL_BEFORE.update(kernel_settings())
@@ -261,7 +261,7 @@ def test_cli_exits_1_naming_host_and_task(fleet, inventory, first_run):
 
 
 def test_teardown_removes_everything(fleet):
-    from datacenter import testhosts
+    from tools import testhosts
 
     removed = testhosts.down(fleet.state_dir)
     assert any(r.startswith("netns hml-") for r in removed)

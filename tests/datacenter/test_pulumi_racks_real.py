@@ -51,7 +51,7 @@ def project(tmp_path_factory):
     require(reason is None, reason or "")
     cli = _pulumi_cli()
     require(cli is not None, "the Pulumi CLI is not built (scripts/toolchain.sh pulumi)")
-    from datacenter import testhosts
+    from tools import testhosts
 
     root = tmp_path_factory.mktemp("pulumi-racks")
     _, hosts = testhosts.hosts_from_spec("local", "dc-local")

@@ -124,7 +124,7 @@ def test_generator_can_produce_feasible_specs():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_scaled_fleet_plan_is_valid(seed):
-    from infra.generate import generate
+    from tools.generate import generate
 
     env = parse_environment(dump(generate("dev", 1, seed=seed)))
     assert_plan_valid(env, solve(env))
