@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import math
 
-from infra.spec import CloudSite, Datacenter, Environment, PrivacyTier
+from infra.spec import CloudSite, Environment
 from policies.placement import candidates as cand
-from policies.placement.plan import (DataPlacement, Explanation, PipelinePlacement, PlacementPlan, SitePlan)
+from policies.placement.plan import (
+    DataPlacement,
+    Explanation,
+    PipelinePlacement,
+    PlacementPlan,
+    SitePlan,
+)
+from policies.placement.rows import CapacityRow, RowKind
 
 TIGHT = 1e-6
 
@@ -31,26 +38,25 @@ def _cloud_gpu_capacity(site: CloudSite) -> dict[str, int]:
     return out
 
 
-def _exhausted(env: Environment, v, res, nodes: dict) -> set[str]:
+def _exhausted(env: Environment, v, res, nodes: dict) -> set[CapacityRow]:
     """Capacity limits with no room left: datacenter rows, quotas within one node, max_nodes reached.
 
     Cloud GPU/CPU node rows (bound 0) only say that bought nodes are used; they are not limits.
     """
-    out = set()
-    for name, (row, ub) in v.capacity_rows.items():
-        kind, site_name, what, *rest = name.split("|")
+    out: set[CapacityRow] = set()
+    for key, (row, ub) in v.capacity_rows.items():
         room = ub - res.row_values[row]
-        if kind == "quota":
-            site = env.site(site_name)
-            smallest = min(it.vcpus for it in site.instance_types if it.quota_family == what)
+        if key.kind is RowKind.QUOTA:
+            site = env.site(key.site)
+            smallest = min(it.vcpus for it in site.instance_types if it.quota_family == key.family)
             if room < smallest:
-                out.add(name)
-        elif ub > 0 and room <= 1e-6 and kind != "max_nodes":
-            out.add(name)
+                out.add(key)
+        elif ub > 0 and room <= 1e-6 and key.kind is not RowKind.MAX_NODES:
+            out.add(key)
     for site in env.cloud_sites:
         for it in site.instance_types:
             if it.max_nodes is not None and nodes[(site.name, it.name)] >= it.max_nodes:
-                out.add(f"max_nodes|{site.name}|{it.name}")
+                out.add(CapacityRow(RowKind.MAX_NODES, site.name, instance_type=it.name))
     return out
 
 
@@ -152,7 +158,7 @@ def assemble_plan(env: Environment, el, v, res, *, lp_bound: float, elapsed: flo
         sites=sites, pipelines=pipelines, data=data)
 
 
-def _explain(env: Environment, el, p, reps: dict[str, int], routing, tight_rows: set[str]) -> Explanation:
+def _explain(env: Environment, el, p, reps: dict[str, int], routing, tight_rows: set[CapacityRow]) -> Explanation:
     demand = el.demand[p.name]
     chosen = []
     for s, n in sorted(reps.items()):
@@ -172,10 +178,10 @@ def _explain(env: Environment, el, p, reps: dict[str, int], routing, tight_rows:
             continue
         site = env.site(s)
         routable = [r for r in demand if s in el.routes[(p.name, r)]]
-        full = [row for row in tight_rows if row.split("|")[1] == s and _row_concerns(env, row, p)]
+        full = [row for row in tight_rows if row.site == s and row.concerns(env, p)]
         here = cand.replica_cost(p, site)
         if full:
-            rejected[s] = "capacity: " + ", ".join(_row_label(r) for r in sorted(full)) + " fully used"
+            rejected[s] = "capacity: " + ", ".join(r.label for r in sorted(full)) + " fully used"
         elif demand and not routable:
             rejected[s] = "latency: no demand region within SLO from here (only useful as spread)"
         elif here > cheapest_chosen + 1e-9:
@@ -203,57 +209,11 @@ def _explain(env: Environment, el, p, reps: dict[str, int], routing, tight_rows:
         binding.append(f"privacy: {p.privacy_tier.value} only on {', '.join(el.sites[p.name])}")
     for s in sorted(reps):
         for row in sorted(tight_rows):
-            if row.split("|")[1] == s and _row_concerns(env, row, p):
-                binding.append(f"{s}: {_row_label(row)} fully used")
+            if row.site == s and row.concerns(env, p):
+                binding.append(f"{s}: {row.label} fully used")
     for dep in p.dependencies:
         binding.append(f"dependency {dep.kind} {dep.target!r} within {dep.latency_budget_ms:g} ms")
 
     where = ", ".join(f"{s} ({n})" for s, n in sorted(reps.items()))
     summary = f"{total} replica(s) on {where}"
     return Explanation(summary=summary, chosen=chosen, rejected=dict(sorted(rejected.items())), binding=binding)
-
-
-_ZONES = [t.value for t in PrivacyTier]
-
-
-def _row_concerns(env: Environment, row: str, p) -> bool:
-    kind, _site, what, *rest = row.split("|")
-    zone = rest[0] if rest else (what if kind in ("cpu", "memory") and what in _ZONES else None)
-    if zone is not None:
-        site = env.site(_site)
-        if isinstance(site, Datacenter):
-            home = cand.datacenter_capacity(site).home.get(p.privacy_tier.rank)
-            if home is None or _ZONES[home] != zone:
-                return False
-    if kind == "gpu":
-        return bool(p.gpu) and p.gpu.type == what.split("@")[0]
-    if kind in ("cpu", "memory") and what.endswith("-nodes"):       # the nodes of one GPU type
-        return bool(p.gpu) and p.gpu.type == what.removesuffix("-nodes")
-    if kind in ("cpu", "memory"):
-        return not p.gpu or what != "nodes"
-    site = env.site(_site)
-    if kind == "max_nodes":
-        it = next(i for i in site.instance_types if i.name == what)
-        return (it.gpu.type == p.gpu.type) if (it.gpu and p.gpu) else (not it.gpu and not p.gpu)
-    if kind == "quota":
-        return any(i.quota_family == what and ((i.gpu and p.gpu and i.gpu.type == p.gpu.type) or (not i.gpu and not p.gpu))
-                   for i in site.instance_types)
-    return False
-
-
-def _row_label(row: str) -> str:
-    kind, _site, what, *rest = row.split("|")
-    label = {"gpu": f"{what} GPUs", "cpu": "CPU cores", "memory": "memory", "quota": f"{what} vCPU quota",
-             "max_nodes": f"max_nodes of {what}"}[kind]
-    if kind == "gpu" and "@" in what:
-        gtype, types = what.split("@", 1)
-        label = f"{gtype} GPUs on {types.replace('+', ', ')}"
-    if kind in ("cpu", "memory") and what == "nodes":
-        label = f"{kind} of CPU nodes"
-    elif kind in ("cpu", "memory") and what.endswith("-nodes"):
-        label = f"{kind} of {what.removesuffix('-nodes')} nodes"
-    elif kind in ("cpu", "memory"):
-        label += f" (zone {what})"
-    if rest:
-        label += f" (zone {rest[0]})"
-    return label

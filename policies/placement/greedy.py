@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from infra.spec import CloudSite, Datacenter, Environment
 from policies.placement import candidates as cand
-from policies.placement.plan import Baseline
 from policies.placement.candidates import data_pieces, dep_key
-from policies.placement.solver import eligibility
+from policies.placement.eligibility import eligibility
+from policies.placement.plan import Baseline
 
 
 @dataclass

@@ -19,91 +19,21 @@ from dataclasses import dataclass, field
 from infra.errors import InfeasibleReason, PlacementInfeasible
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
 from policies.placement import candidates as cand
-from policies.placement.milp import FEASIBLE, INF, Model, Result, solver_version
 from policies.placement.candidates import data_pieces, dep_key
-from policies.placement.explain import _row_concerns, assemble_plan
+from policies.placement.eligibility import (
+    Eligibility,
+    eligibility,
+    static_infeasibility,
+)
+from policies.placement.explain import assemble_plan
+from policies.placement.milp import FEASIBLE, INF, Model, Result, solver_version
 from policies.placement.plan import PlacementPlan
+from policies.placement.rows import CapacityRow, RowKind
 
 LATENCY_TIEBREAK = 1e-7  # $/h per (rps x ms): orders equal-cost choices by RTT, never outweighs a real cost
 REPLICA_TIEBREAK = 1e-4  # $/h per cloud replica: no idle replicas on already-paid nodes
 DATA_TIEBREAK = 1e-4     # $/h per cloud data store
 ELASTIC_PENALTY = 1e6    # $/h per unit of missing capacity when diagnosing infeasibility
-
-
-@dataclass
-class Eligibility:
-    """Static decisions shared by the solver, the explainer and the baseline."""
-
-    sites: dict[str, list[str]] = field(default_factory=dict)                   # p -> eligible sites
-    routes: dict[tuple[str, str], list[str]] = field(default_factory=dict)      # (p, r) -> sites within SLO
-    rejected: dict[str, dict[str, str]] = field(default_factory=dict)           # p -> site -> reason
-    data_sites: dict[str, list[str]] = field(default_factory=dict)              # data key -> sites allowed
-    near: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)   # (p, dep key, s) -> data sites in budget
-    demand: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def eligibility(env: Environment) -> Eligibility:
-    el = Eligibility(demand=cand.effective_demand(env))
-    pieces = data_pieces(env)
-    for key, piece in pieces.items():
-        el.data_sites[key] = [s.name for s in env.sites if cand.data_rejection(env, piece.tier, s) is None
-                              and not (isinstance(s, CloudSite) and not any(not it.gpu for it in s.instance_types))]
-    for p in env.pipelines:
-        ok, rejected = [], {}
-        for site in env.sites:
-            why = cand.site_rejection(env, p, site)
-            if why is None:
-                for dep in p.dependencies:
-                    key = dep_key(dep)
-                    near = [d for d in el.data_sites[key] if env.site_rtt(site.name, d) <= dep.latency_budget_ms + 1e-9]
-                    if not near:
-                        why = (f"dependency: no site allowed for {pieces[key].tier.value} {dep.kind} {dep.target!r} "
-                               f"within {dep.latency_budget_ms:g} ms")
-                        break
-                    el.near[(p.name, key, site.name)] = near
-            if why is None and el.demand[p.name]:
-                routable = [r for r in el.demand[p.name] if cand.route_rejection(env, p, r, site) is None]
-                if not routable and p.spread.min_sites == 1 and p.min_replicas <= cand.per_site_minimum(p):
-                    # Serving nobody within SLO, such a site could only add failover capacity; keep it
-                    # out unless spread or min_replicas ask for more sites than the SLO allows.
-                    why = "latency: " + "; ".join(cand.route_rejection(env, p, r, site) for r in el.demand[p.name])
-            if why is None:
-                ok.append(site.name)
-            else:
-                rejected[site.name] = why
-        el.sites[p.name] = ok
-        el.rejected[p.name] = rejected
-        for r in el.demand[p.name]:
-            el.routes[(p.name, r)] = [s for s in ok if cand.route_rejection(env, p, r, env.site(s)) is None]
-    return el
-
-
-def static_infeasibility(env: Environment, el: Eligibility) -> list[InfeasibleReason]:
-    """Per-pipeline contradictions that no amount of capacity can fix."""
-    reasons = []
-    for p in env.pipelines:
-        need = f" with {cand.gpu_label(p.gpu.count, p.gpu.type)}" if p.gpu else ""
-        if not el.sites[p.name]:
-            detail = "; ".join(f"{s}: {why}" for s, why in el.rejected[p.name].items())
-            reasons.append(InfeasibleReason(p.name, "eligibility", f"no site can hold {p.privacy_tier.value}{need}: {detail}",
-                                            "allow the tier on a site, offer the GPU type, or relax pinned_sites"))
-            continue
-        for r in el.demand[p.name]:
-            if not el.routes[(p.name, r)]:
-                whys = []
-                for s in env.sites:
-                    why = el.rejected[p.name].get(s.name) or cand.route_rejection(env, p, r, s)
-                    whys.append(f"{s.name}: {why}")
-                reasons.append(InfeasibleReason(
-                    p.name, "latency/privacy",
-                    f"no site allowed for {p.privacy_tier.value} within {p.latency.network_budget_ms:g} ms of {r}{need} "
-                    f"(SLO {p.latency.p99_ms:g} ms - service {p.latency.service_ms:g} ms): " + "; ".join(whys),
-                    "raise latency.p99_ms, add a closer allowed site, or drop demand_rps for that region"))
-        if len(el.sites[p.name]) < p.spread.min_sites:
-            reasons.append(InfeasibleReason(
-                p.name, "spread", f"spread.min_sites={p.spread.min_sites} but only {len(el.sites[p.name])} site(s) "
-                f"are eligible: {', '.join(el.sites[p.name])}", "lower spread.min_sites"))
-    return reasons
 
 
 @dataclass
@@ -113,23 +43,21 @@ class _Vars:
     f: dict = field(default_factory=dict)
     n: dict = field(default_factory=dict)
     z: dict = field(default_factory=dict)
-    slack: dict = field(default_factory=dict)  # capacity row name -> slack var (elastic mode)
-    capacity_rows: dict = field(default_factory=dict)  # name -> (row, upper bound or None)
+    slack: dict[CapacityRow, int] = field(default_factory=dict)  # row -> its slack var (elastic mode)
+    capacity_rows: dict[CapacityRow, tuple[int, float]] = field(default_factory=dict)  # -> (row, upper bound)
 
 
 def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[Model, _Vars]:
     m, v = Model(), _Vars()
     pieces = data_pieces(env)
 
-    def cap_row(name: str, terms: list, ub: float):
+    def cap_row(key: CapacityRow, terms: list, ub: float) -> None:
         # Cloud node rows (bound 0) only tie replicas to bought nodes; the limits are quotas and max_nodes.
-        kind, site_name = name.split("|")[:2]
-        node_row = kind in ("gpu", "cpu", "memory") and isinstance(env.site(site_name), CloudSite)
-        if elastic and not node_row:
+        if elastic and not key.ties_nodes_only:
             s = m.var(0, INF, ELASTIC_PENALTY)
-            v.slack[name] = s
+            v.slack[key] = s
             terms = terms + [(s, -1.0)]
-        v.capacity_rows[name] = (m.row(terms, -INF, ub), ub)
+        v.capacity_rows[key] = (m.row(terms, -INF, ub), ub)
 
     # ---- cloud nodes
     for site in env.cloud_sites:
@@ -137,7 +65,7 @@ def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[
             ub = INF if it.max_nodes is None else it.max_nodes
             if elastic and it.max_nodes is not None:
                 v.n[(site.name, it.name)] = m.var(0, INF, it.hourly_usd, integer=True)
-                cap_row(f"max_nodes|{site.name}|{it.name}", [(v.n[(site.name, it.name)], 1.0)], it.max_nodes)
+                cap_row(CapacityRow(RowKind.MAX_NODES, site.name, instance_type=it.name), [(v.n[(site.name, it.name)], 1.0)], it.max_nodes)
             else:
                 v.n[(site.name, it.name)] = m.var(0, ub, it.hourly_usd, integer=True)
 
@@ -219,15 +147,15 @@ def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[
                         continue
                     terms += [(v.n[(site.name, it.name)], -float(it.gpu.count)) for it in pool if it.name in fset]
                     full = len(fset) == len(pool)
-                    cap_row(f"gpu|{site.name}|{gtype}" if full else f"gpu|{site.name}|{gtype}@{'+'.join(sorted(fset))}",
-                            terms, 0)
+                    cap_row(CapacityRow(RowKind.GPU, site.name, gpu_type=gtype,
+                                        instance_types=() if full else tuple(sorted(fset))), terms, 0)
                 # ... and the replicas' CPU and memory fit the allocatable part of those GPU nodes
                 for dim in ("cpu", "memory"):
                     terms = [(v.x[(p.name, site.name)], p.resources.cpu if dim == "cpu" else p.resources.memory_gib)
                              for p in users]
                     terms += [(v.n[(site.name, it.name)],
                                -cand.CLOUD_ALLOCATABLE * (it.vcpus if dim == "cpu" else it.memory_gib)) for it in pool]
-                    cap_row(f"{dim}|{site.name}|{gtype}-nodes", terms, 0)
+                    cap_row(CapacityRow(RowKind(dim), site.name, gpu_type=gtype), terms, 0)
             cpu_users = [p for p in here if not p.gpu]
             if cpu_users or data_here:
                 cpu_nodes = [it for it in site.instance_types if not it.gpu]
@@ -237,12 +165,12 @@ def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[
                     terms += [(v.z[(d.key, site.name)], d.cpu if dim == "cpu" else d.memory_gib) for d in data_here]
                     terms += [(v.n[(site.name, it.name)],
                                -cand.CLOUD_ALLOCATABLE * (it.vcpus if dim == "cpu" else it.memory_gib)) for it in cpu_nodes]
-                    cap_row(f"{dim}|{site.name}|nodes", terms, 0)
+                    cap_row(CapacityRow(RowKind(dim), site.name, cpu_nodes=True), terms, 0)
             for family, quota in sorted(site.vcpu_quotas.items()):
                 terms = [(v.n[(site.name, it.name)], float(it.vcpus)) for it in site.instance_types
                          if it.quota_family == family]
                 if terms:
-                    cap_row(f"quota|{site.name}|{family}", terms, float(quota))
+                    cap_row(CapacityRow(RowKind.QUOTA, site.name, family=family), terms, float(quota))
         else:
             capacity = cand.datacenter_capacity(site)
             for zone, (cores, mem, gpus) in sorted(capacity.by_zone.items()):
@@ -251,14 +179,14 @@ def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[
                 if not users and not data_l:
                     continue
                 tier = PrivacyTier(list(PrivacyTier)[zone])
-                cap_row(f"cpu|{site.name}|{tier.value}",
+                cap_row(CapacityRow(RowKind.CPU, site.name, zone=tier),
                         [(v.x[(p.name, site.name)], p.resources.cpu) for p in users] +
                         [(v.z[(d.key, site.name)], d.cpu) for d in data_l], cores)
-                cap_row(f"memory|{site.name}|{tier.value}",
+                cap_row(CapacityRow(RowKind.MEMORY, site.name, zone=tier),
                         [(v.x[(p.name, site.name)], p.resources.memory_gib) for p in users] +
                         [(v.z[(d.key, site.name)], d.memory_gib) for d in data_l], mem)
                 for gtype in sorted({p.gpu.type for p in users if p.gpu}):
-                    cap_row(f"gpu|{site.name}|{gtype}|{tier.value}",
+                    cap_row(CapacityRow(RowKind.GPU, site.name, gpu_type=gtype, zone=tier),
                             [(v.x[(p.name, site.name)], float(p.gpu.count)) for p in users if p.gpu and p.gpu.type == gtype],
                             float(gpus.get(gtype, 0)))
     return m, v
@@ -292,25 +220,15 @@ def _capacity_diagnosis(env: Environment, el: Eligibility, time_limit: float) ->
     if res.status not in ("optimal", "time_limit"):
         res = m.solve(relax=True, time_limit=time_limit)
     reasons = []
-    for name, idx in sorted(v.slack.items()):
+    for key, idx in sorted(v.slack.items()):
         short = res.values[idx]
         if short <= 1e-6:
             continue
-        kind, site, what, *rest = name.split("|")
-        wanting = sorted(p for (p, s) in v.x if s == site and res.values[v.x[(p, s)]] > 0.5
-                         and _row_concerns(env, name, env.pipeline(p)))
-        unit = {"gpu": "GPUs", "cpu": "cores", "memory": "GiB", "quota": "vCPUs", "max_nodes": "nodes"}[kind]
-        label = {"gpu": f"{what} GPU capacity", "cpu": "CPU capacity", "memory": "memory capacity",
-                 "quota": f"on-demand {what} vCPU quota", "max_nodes": f"max_nodes of {what}"}[kind]
-        if rest:
-            label += f" in racks of privacy zone {rest[0]}"
-        elif kind in ("cpu", "memory") and what == "nodes":
-            label = f"{kind} on cloud CPU nodes"
-        elif kind in ("cpu", "memory") and what.endswith("-nodes"):
-            label = f"{kind} on cloud {what.removesuffix('-nodes')} GPU nodes"
+        wanting = sorted(p for (p, s) in v.x if s == key.site and res.values[v.x[(p, s)]] > 0.5
+                         and key.concerns(env, env.pipeline(p)))
         reasons.append(InfeasibleReason(
             ", ".join(wanting[:5]) + (f" (+{len(wanting) - 5} more)" if len(wanting) > 5 else "") or None,
-            "capacity", f"{site}: {label} short by {math.ceil(short - 1e-6)} {unit}",
+            "capacity", f"{key.site}: {key.shortage_label} short by {math.ceil(short - 1e-6)} {key.unit}",
             "add capacity or quota at this site, allow more sites for these pipelines, or lower their demand"))
     if not reasons:
         reasons.append(InfeasibleReason(None, "unknown", "the solver found no feasible placement within the time limit",

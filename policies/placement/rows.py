@@ -1,0 +1,139 @@
+"""Capacity rows of the placement model as typed keys: what a row limits, where, and for whom.
+
+One row per limit the solver keeps: GPUs of a type on a site's nodes (or on a subset of its instance
+types), cores and memory of a pool of nodes or of a datacenter privacy zone, a vCPU quota family, the
+max_nodes of an instance type. The solver builds them, its infeasibility diagnosis and the plan's
+explanations read them. Pure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from infra.spec import Datacenter, Environment, Pipeline, PrivacyTier
+from policies.placement import candidates as cand
+
+
+class RowKind(str, Enum):
+    GPU = "gpu"
+    CPU = "cpu"
+    MEMORY = "memory"
+    QUOTA = "quota"
+    MAX_NODES = "max_nodes"
+
+
+UNITS = {RowKind.GPU: "GPUs", RowKind.CPU: "cores", RowKind.MEMORY: "GiB", RowKind.QUOTA: "vCPUs",
+         RowKind.MAX_NODES: "nodes"}
+
+
+@dataclass(frozen=True)
+class CapacityRow:
+    """A capacity limit. Exactly one of the scope fields says which part of the site it covers:
+
+    - `gpu_type` (+ `instance_types` for a subset of that type's instances): GPU rows, and the cores
+      and memory of one GPU type's cloud nodes;
+    - `cpu_nodes`: cores and memory of a cloud site's CPU-only nodes (replicas without GPUs, data stores);
+    - `zone`: a datacenter privacy zone (its cores, memory, and GPUs per `gpu_type`);
+    - `family`: an on-demand vCPU quota family; `instance_type`: that type's max_nodes.
+    """
+
+    kind: RowKind
+    site: str
+    gpu_type: str | None = None
+    instance_types: tuple[str, ...] = ()
+    cpu_nodes: bool = False
+    zone: PrivacyTier | None = None
+    family: str | None = None
+    instance_type: str | None = None
+
+    def __str__(self) -> str:
+        """A stable, readable name (`gpu|aws-use1|H100`); also the order rows are reported in."""
+        if self.kind is RowKind.QUOTA:
+            what = self.family
+        elif self.kind is RowKind.MAX_NODES:
+            what = self.instance_type
+        elif self.kind is RowKind.GPU:
+            what = self.gpu_type + (f"@{'+'.join(self.instance_types)}" if self.instance_types else "")
+            if self.zone is not None:
+                return f"gpu|{self.site}|{what}|{self.zone.value}"
+        elif self.zone is not None:
+            what = self.zone.value
+        else:
+            what = "nodes" if self.cpu_nodes else f"{self.gpu_type}-nodes"
+        return f"{self.kind.value}|{self.site}|{what}"
+
+    def __lt__(self, other: CapacityRow) -> bool:
+        return str(self) < str(other)
+
+    @property
+    def ties_nodes_only(self) -> bool:
+        """Cloud node rows (bound 0) only tie replicas to the nodes bought; they limit nothing."""
+        return self.kind in (RowKind.GPU, RowKind.CPU, RowKind.MEMORY) and self.zone is None
+
+    def concerns(self, env: Environment, p: Pipeline) -> bool:
+        """Does this limit constrain where pipeline `p` can go?"""
+        if self.zone is not None:
+            site = env.site(self.site)
+            if isinstance(site, Datacenter):
+                home = cand.datacenter_capacity(site).home.get(p.privacy_tier.rank)
+                if home is None or list(PrivacyTier)[home] != self.zone:
+                    return False
+        if self.kind is RowKind.GPU:
+            return bool(p.gpu) and p.gpu.type == self.gpu_type
+        if self.kind in (RowKind.CPU, RowKind.MEMORY):
+            if self.zone is not None:
+                return True
+            if self.cpu_nodes:
+                return not p.gpu
+            return bool(p.gpu) and p.gpu.type == self.gpu_type
+        site = env.site(self.site)
+        if self.kind is RowKind.MAX_NODES:
+            it = next(i for i in site.instance_types if i.name == self.instance_type)
+            return (it.gpu.type == p.gpu.type) if (it.gpu and p.gpu) else (not it.gpu and not p.gpu)
+        return any(i.quota_family == self.family and ((i.gpu and p.gpu and i.gpu.type == p.gpu.type)
+                                                      or (not i.gpu and not p.gpu))
+                   for i in site.instance_types)
+
+    @property
+    def label(self) -> str:
+        """What is used up, as the plan's explanations say it ("H100 GPUs", "CPU cores (zone pii)")."""
+        if self.kind is RowKind.GPU:
+            label = (f"{self.gpu_type} GPUs on {', '.join(self.instance_types)}" if self.instance_types
+                     else f"{self.gpu_type} GPUs")
+        elif self.kind is RowKind.QUOTA:
+            label = f"{self.family} vCPU quota"
+        elif self.kind is RowKind.MAX_NODES:
+            label = f"max_nodes of {self.instance_type}"
+        elif self.zone is not None:
+            label = ("CPU cores" if self.kind is RowKind.CPU else "memory") + f" (zone {self.zone.value})"
+        elif self.cpu_nodes:
+            label = f"{self.kind.value} of CPU nodes"
+        else:
+            label = f"{self.kind.value} of {self.gpu_type} nodes"
+        if self.kind is RowKind.GPU and self.zone is not None:
+            label += f" (zone {self.zone.value})"
+        return label
+
+    @property
+    def shortage_label(self) -> str:
+        """What falls short, as an infeasible spec's reason says it ("H100 GPU capacity in racks of ...")."""
+        if self.kind is RowKind.GPU:
+            what = self.gpu_type + (f"@{'+'.join(self.instance_types)}" if self.instance_types else "")
+            label = f"{what} GPU capacity"
+        elif self.kind is RowKind.QUOTA:
+            label = f"on-demand {self.family} vCPU quota"
+        elif self.kind is RowKind.MAX_NODES:
+            label = f"max_nodes of {self.instance_type}"
+        elif self.zone is not None:
+            label = "CPU capacity" if self.kind is RowKind.CPU else "memory capacity"
+        elif self.cpu_nodes:
+            label = f"{self.kind.value} on cloud CPU nodes"
+        else:
+            label = f"{self.kind.value} on cloud {self.gpu_type} GPU nodes"
+        if self.zone is not None and self.kind is RowKind.GPU:
+            label += f" in racks of privacy zone {self.zone.value}"
+        return label
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.kind]
