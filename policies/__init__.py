@@ -1,1 +1,3 @@
-"""Placement (policies/placement) and the policy rules checked at preview and in CI."""
+"""Two rooms under one roof: placement (`policies/placement`, right after infra/ in the data flow) and the
+checks (`policies/rules`, `facts`, `crossguard`, `pack`: last in the data flow, they read what the program
+renders). Placement imports only infra/; the checks may import every room upstream of them."""
