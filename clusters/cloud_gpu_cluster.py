@@ -28,8 +28,16 @@ from clusters import iam
 from clusters.baseline import namespaces as baseline_namespaces
 from clusters.gpu_stack import GPU_OPERATOR_CHART_VERSION, NvidiaGpuStack, NvidiaGpuStackArgs
 from clusters.handle import ClusterHandle
-from clusters.karpenter import (AMI_ALIAS, DISCOVERY_TAG, KARPENTER_CHART, KARPENTER_CHART_VERSION,
-                                KARPENTER_NAMESPACE, KARPENTER_SERVICE_ACCOUNT, ec2_node_class, node_pool)
+from clusters.karpenter import (
+    AMI_ALIAS,
+    DISCOVERY_TAG,
+    KARPENTER_CHART,
+    KARPENTER_CHART_VERSION,
+    KARPENTER_NAMESPACE,
+    KARPENTER_SERVICE_ACCOUNT,
+    ec2_node_class,
+    node_pool,
+)
 from clusters.kube_baseline import ClusterBaseline, ClusterBaselineArgs, cluster_facts, readiness_gate
 from clusters.sizing import SYSTEM_INSTANCE_TYPE, SYSTEM_NODES, NodePoolPlan, QuotaPlan, SubnetPlan, site_tiers
 from infra import labels
@@ -146,12 +154,12 @@ class CloudGpuCluster(pulumi.ComponentResource):
         karpenter_node_role = self._node_role(f"{name}-karpenter-node-role", a)
 
         # ---- the cluster
-        public = bool(site.api_allowed_cidrs)
+        public_endpoint = bool(site.api_allowed_cidrs)
         cluster = aws.eks.Cluster(
             f"{name}-eks", name=cluster_name, version=site.kubernetes_version, role_arn=cluster_role.arn,
             vpc_config={"subnet_ids": [s.id for s in private_subnets], "security_group_ids": [api_sg.id],
-                        "endpoint_private_access": True, "endpoint_public_access": public,
-                        "public_access_cidrs": list(site.api_allowed_cidrs) if public else None},
+                        "endpoint_private_access": True, "endpoint_public_access": public_endpoint,
+                        "public_access_cidrs": list(site.api_allowed_cidrs) if public_endpoint else None},
             encryption_config={"provider": {"key_arn": key.arn}, "resources": ["secrets"]},
             enabled_cluster_log_types=LOG_TYPES,
             # API access entries instead of the aws-auth ConfigMap; the identity running `pulumi up` is admin.

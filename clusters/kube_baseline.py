@@ -10,8 +10,14 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from clusters.baseline import (LIMIT_RANGE_DEFAULT_REQUEST, MANAGED_BY, MANAGED_BY_VALUE, PRIORITY_CLASSES,
-                               NamespaceSpec, PriorityClassSpec)
+from clusters.baseline import (
+    LIMIT_RANGE_DEFAULT_REQUEST,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    PRIORITY_CLASSES,
+    NamespaceSpec,
+    PriorityClassSpec,
+)
 from clusters.sizing import QuotaPlan
 
 
@@ -54,14 +60,14 @@ class ClusterBaseline(pulumi.ComponentResource):
                 preemption_policy="PreemptLowerPriority" if pc.preempting else "Never",
                 opts=child))
 
-        limits = []
+        limits: list[pulumi.CustomResource] = []
         for q in args.quotas:
-            ns = self.namespaces.get(q.namespace)
-            if ns is None:
+            namespace = self.namespaces.get(q.namespace)
+            if namespace is None:
                 raise pulumi.RunError(
                     f"{name}: quota for namespace {q.namespace!r}, which site {args.site} does not create "
                     f"(its namespaces: {', '.join(self.namespaces)}); the plan placed tier {q.tier} work there")
-            in_ns = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[ns])
+            in_ns = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[namespace])
             limits.append(k8s.core.v1.ResourceQuota(
                 f"{name}-quota-{q.namespace}",
                 metadata={"name": "hybridml-plan", "namespace": q.namespace,

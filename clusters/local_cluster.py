@@ -7,6 +7,7 @@ advertise `nvidia.com/gpu` and the GPU-product/instance-type labels themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -42,7 +43,7 @@ class LocalCluster(pulumi.ComponentResource):
         super().__init__("hybridml:clusters:LocalCluster", name, None, opts)
         site = args.site
         context = args.context or default_context(site.name)
-        kind = "cloud" if isinstance(site, CloudSite) else "datacenter"
+        kind: Literal["cloud", "datacenter"] = "cloud" if isinstance(site, CloudSite) else "datacenter"
         self.provider = k8s.Provider(
             f"{name}-k8s", kubeconfig=args.kubeconfig_path, context=context, enable_server_side_apply=True,
             # `pulumi destroy` after `hybridml local down` must not hang on a cluster that is gone.

@@ -12,8 +12,9 @@ A type offered in only some of the zones is a warning: Karpenter launches it whe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from clusters.sizing import SYSTEM_INSTANCE_TYPE, SYSTEM_INSTANCE_VCPUS, SYSTEM_NODES, node_pools
 from infra.spec import CloudSite, Environment
@@ -131,7 +132,7 @@ def run_preflight(env: Environment, plan: PlacementPlan,
     if client is None:
         import boto3
 
-        def client(service: str, region: str):  # type: ignore[no-redef]
+        def client(service: str, region: str) -> Any:
             return boto3.client(service, region_name=region)
 
     report = PreflightReport()

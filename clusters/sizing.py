@@ -65,7 +65,7 @@ def subnet_plan(site: CloudSite) -> list[SubnetPlan]:
             ("sites", site.name, "vpc_cidr"),
             f"VPC {site.vpc_cidr} is too small for {n} zones (private subnets would be /{private_prefix}, "
             f"public /{public_prefix}); use a /20 or larger, e.g. 10.0.0.0/16")])
-    blocks = list(vpc.subnets(new_prefix=private_prefix))
+    blocks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(vpc.subnets(new_prefix=private_prefix))
     public_block = blocks[-1]
     publics = list(public_block.subnets(new_prefix=public_prefix))
     return [SubnetPlan(zone=z, private_cidr=str(blocks[i]), public_cidr=str(publics[i]))

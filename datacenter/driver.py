@@ -18,16 +18,16 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from infra.errors import HybridmlError
-
 from datacenter.files import ANSIBLE_CFG, PLAYBOOK, ROLES_DIR, playbook_hash
 from datacenter.inventory import Inventory
+from infra.errors import HybridmlError
 
 #: The playbook's last task; a host that reached it finished the bootstrap.
 FINAL_TASK = "Bootstrap | Record what bootstrapped this host"
@@ -202,7 +202,7 @@ def run_bootstrap(inventory: Inventory, *, check: bool = False, diff: bool | Non
     emit = tracker.emit
 
     own_dir = workdir is None
-    base = Path(tempfile.mkdtemp(prefix=f"hybridml-bootstrap-{inventory.datacenter}-")) if own_dir else Path(workdir)
+    base = Path(tempfile.mkdtemp(prefix=f"hybridml-bootstrap-{inventory.datacenter}-")) if workdir is None else Path(workdir)
     base.mkdir(parents=True, exist_ok=True)
     (base / "inventory").mkdir(exist_ok=True)
     (base / "inventory" / "hosts.yml").write_text(inventory.to_yaml())

@@ -4,9 +4,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from infra.errors import SpecError, SpecIssue
-
 from datacenter.inventory import InventoryOverrides, parse_overrides
+from infra.errors import SpecError, SpecIssue
 
 DATACENTER_DIR = Path(__file__).resolve().parent
 PLAYBOOK = DATACENTER_DIR / "playbooks" / "bootstrap.yml"

@@ -66,8 +66,8 @@ class _Strict(BaseModel):
 
 class HostOverride(_Strict):
     address: ipaddress.IPv4Address | None = Field(
-        None, description="Management address Ansible connects to (ansible_host). Default: the spec address.")
-    ssh_port: int | None = Field(None, ge=1, le=65535, description="Default: the spec's ssh_port.")
+        default=None, description="Management address Ansible connects to (ansible_host). Default: the spec address.")
+    ssh_port: int | None = Field(default=None, ge=1, le=65535, description="Default: the spec's ssh_port.")
     vars: dict[str, Any] = Field(default_factory=dict, description="Host vars, over everything else.")
 
 
@@ -83,15 +83,15 @@ class ExtraHost(_Strict):
     address: ipaddress.IPv4Address
     cores: int = Field(ge=1)
     memory_gib: float = Field(gt=0)
-    role: str = Field("worker", pattern=r"^(worker|control-plane)$")
-    ssh_port: int = Field(22, ge=1, le=65535)
+    role: str = Field(default="worker", pattern=r"^(worker|control-plane)$")
+    ssh_port: int = Field(default=22, ge=1, le=65535)
     vars: dict[str, Any] = Field(default_factory=dict)
 
 
 class InventoryOverrides(_Strict):
     """An inventory overrides file: everything the spec does not say about reaching and configuring hosts."""
 
-    datacenter: str | None = Field(None, description="If set, must name the datacenter being bootstrapped.")
+    datacenter: str | None = Field(default=None, description="If set, must name the datacenter being bootstrapped.")
     vars: dict[str, Any] = Field(default_factory=dict, description="Group vars of the datacenter group.")
     racks: dict[str, RackOverride] = Field(default_factory=dict)
     hosts: dict[str, HostOverride] = Field(default_factory=dict)
@@ -274,7 +274,7 @@ class Inventory:
         return json.loads(json.dumps(asdict(self), default=str))
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> "Inventory":
+    def from_data(cls, data: dict[str, Any]) -> Inventory:
         return cls(datacenter=data["datacenter"], group=data["group"],
                    max_fail_percentage=int(data["max_fail_percentage"]),
                    racks=tuple(RackInventory(**{**r, "hosts": tuple(r["hosts"])}) for r in data["racks"]),
@@ -360,8 +360,8 @@ def build_inventory(env: Environment, datacenter: str, overrides: InventoryOverr
     entries: list[tuple[str, str, Host | ExtraHost, tuple]] = []  # (rack, privacy_zone, host, path)
     zones = {r.name: r.privacy_zone.value for r in dc.racks}
     for ri, rack in enumerate(dc.racks):
-        for hi, host in enumerate(rack.all_hosts()):
-            entries.append((rack.name, rack.privacy_zone.value, host, ("sites", site_index, "racks", ri, "hosts", hi)))
+        for hi, spec_host in enumerate(rack.all_hosts()):
+            entries.append((rack.name, rack.privacy_zone.value, spec_host, ("sites", site_index, "racks", ri, "hosts", hi)))
     # every host of the environment, other datacenters included: an added host must clash with none
     spec_names = {h.name: rack.name for d in env.datacenters for rack, h in d.all_hosts()}
     spec_addresses = {str(h.address): h.name for d in env.datacenters for _, h in d.all_hosts()}
@@ -391,6 +391,7 @@ def build_inventory(env: Environment, datacenter: str, overrides: InventoryOverr
     # connection addresses after overrides must be unique (a clash would bootstrap one box twice);
     # the blame goes to what the overrides file moved or added, never to an untouched spec host
     by_address: dict[str, list[tuple[str, tuple | None]]] = {}
+    where: tuple[str | int, ...] | None
     for _, _, host, path in entries:
         ov = overrides.hosts.get(host.name)
         if ov and ov.address:

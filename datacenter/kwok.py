@@ -15,14 +15,13 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
+from datacenter.inventory import Inventory, InventoryHost
 from infra import labels as L
 from infra.errors import HybridmlError
 from infra.kube import kwok_node, machine_id, parse_quantity
-
-from datacenter.inventory import Inventory, InventoryHost
 
 FIELD_MANAGER = "hybridml-bootstrap"
 DEFAULT_KUBELET_VERSION = "v1.33.4"

@@ -27,6 +27,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
+from datacenter.driver import BootstrapError
 from datacenter.inventory import Inventory
 
 #: Inputs whose change means "bootstrap this rack again".
@@ -84,7 +85,7 @@ class RackBootstrapProvider(pulumi.dynamic.ResourceProvider):
                 cmd.append("--check")
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if not result_file.exists():
-                raise Exception(f"bootstrap of rack {rack} of {props['datacenter']} could not run: "
+                raise BootstrapError(f"bootstrap of rack {rack} of {props['datacenter']} could not run: "
                                 f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
             result = json.loads(result_file.read_text())
         hosts = {name: {"status": h["status"], "changed": h["changed"], "failed_task": h["failed_task"],
@@ -94,7 +95,7 @@ class RackBootstrapProvider(pulumi.dynamic.ResourceProvider):
             detail = "; ".join(f"{name}: {h['status']}" + (f" at {h['failed_task']!r}: {h['message']}"
                                                            if h["failed_task"] else f" ({h['message']})")
                                for name, h in bad.items())
-            raise Exception(f"bootstrap of rack {rack} of {props['datacenter']} failed for {len(bad)}/{len(hosts)} "
+            raise BootstrapError(f"bootstrap of rack {rack} of {props['datacenter']} failed for {len(bad)}/{len(hosts)} "
                             f"host(s): {detail}" + (f" (Ansible artifacts: {result['artifacts_dir']})"
                                                      if result.get("artifacts_dir") else ""))
         return {**props, "hosts": hosts,

@@ -10,9 +10,10 @@ hybridml/stack/planfile.py.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pulumi
 
@@ -21,8 +22,8 @@ from clusters.local_cluster import default_context
 from clusters.sizing import namespace_quotas, node_pools, subnet_plan
 from hybridml.stack import fingerprint
 from hybridml.stack.config import CONFIG_NS, SITES, Mode, onprem_context_key, onprem_kubeconfig_key
-from hybridml.stack.settings import ProgramSettings
 from hybridml.stack.planfile import load_plan
+from hybridml.stack.settings import ProgramSettings
 from infra.errors import SpecError, SpecIssue
 from infra.spec import CloudSite, Datacenter, Environment
 from policies.placement.plan import PlacementPlan
@@ -233,10 +234,13 @@ def import_components() -> None:
     """Import what `run` imports lazily (cluster components, the serving stack) and read the source files the
     inputs fingerprint hashes: the offline preview does it before its clock starts, and before forking its
     workers, so a build measures the build."""
-    import clusters.cloud_gpu_cluster, clusters.local_cluster, clusters.onprem_cluster  # noqa: E401, F401
-    import clusters.referenced_cluster, workloads.fleet_directory, workloads.stack  # noqa: E401, F401
-    import policies.placement  # noqa: F401
     import importlib
+
+    import clusters.cloud_gpu_cluster  # noqa: E401, F401
+    import clusters.local_cluster
+    import clusters.onprem_cluster
+    import clusters.referenced_cluster  # noqa: E401, F401
+    import policies.placement  # noqa: F401
 
     fingerprint.program_inputs(Path.cwd(), {})   # reads and caches the source the fingerprint hashes
     # both SDKs load a module on first use of its attribute (pulumi_aws.ec2 alone is ~180 modules)

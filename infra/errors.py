@@ -6,6 +6,7 @@ Library code raises these; only the CLI prints them and picks exit codes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class HybridmlError(Exception):
@@ -96,7 +97,21 @@ class PolicyFailure(HybridmlError):
         super().__init__(f"{len(violations)} policy violation(s)")
 
 
-class ToolchainMissing(HybridmlError):
-    """A Go-built tool (pulumi, kube-apiserver, kwok, ...) is not on PATH."""
+class InvalidValue(HybridmlError, ValueError):
+    """A value handed to a library helper is malformed (a Kubernetes quantity, a manifest without a kind).
+    Still a ValueError, so validators and callers that expect one keep working."""
 
     exit_code = 2
+
+
+class ToolchainMissing(HybridmlError):
+    """A Go-built tool (pulumi, kube-apiserver, kwok, ...) is not on PATH.
+
+    ``missing`` names what was not found, ``searched`` the directories looked in (both may be empty)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, missing: list[str] | None = None, searched: list[Path] | None = None):
+        self.missing: list[str] = missing if missing is not None else []
+        self.searched: list[Path] = searched if searched is not None else []
+        super().__init__(message)

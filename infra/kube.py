@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from infra import labels as L
+from infra.errors import InvalidValue
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 DEFAULT_TAINT_EFFECT = "NoSchedule"
@@ -70,20 +71,20 @@ GIB = 2 ** 30
 def parse_quantity(value: Any) -> Decimal:
     """A Kubernetes resource quantity ("500m", "16Gi", "1e3", 4) as an exact number in base units.
 
-    Raises ValueError on anything else (booleans, non-finite numbers, unknown suffixes)."""
+    Raises InvalidValue (a ValueError) on anything else (booleans, non-finite numbers, unknown suffixes)."""
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+        raise InvalidValue(f"not a Kubernetes quantity: {value!r}")
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"not a Kubernetes quantity: {value!r}")
+            raise InvalidValue(f"not a Kubernetes quantity: {value!r}")
         return Decimal(str(value))
     match = _QUANTITY.match(str(value).strip())
     if not match:
-        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+        raise InvalidValue(f"not a Kubernetes quantity: {value!r}")
     try:
         number = Decimal(match.group(1))
     except InvalidOperation:  # pragma: no cover - the pattern admits only decimal numbers
-        raise ValueError(f"not a Kubernetes quantity: {value!r}") from None
+        raise InvalidValue(f"not a Kubernetes quantity: {value!r}") from None
     suffix = match.group(2) or ""
     if suffix in _BINARY:
         return number * _BINARY[suffix]

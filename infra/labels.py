@@ -5,6 +5,8 @@ inventories put them on hosts, and policy rules read them. Define a key once, he
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from infra.spec import PrivacyTier
 
 PREFIX = "hybridml.io"
@@ -72,7 +74,7 @@ def zones_allowed_for(tier: PrivacyTier) -> list[str]:
     return [t.value for t in order[order.index(tier):]]
 
 
-def home_zone(tier: PrivacyTier, zones_present) -> str | None:
+def home_zone(tier: PrivacyTier, zones_present: Iterable[PrivacyTier | str]) -> str | None:
     """The zone a workload of `tier` runs in at a datacenter with racks of `zones_present`: the least
     sensitive zone that may hold it. A pii rack could hold internal work too, but internal pods that
     spill onto pii racks (the scheduler packs whatever node scores best, and hard rack spread draws

@@ -10,14 +10,16 @@ from pathlib import Path as FsPath
 from typing import Any, TypeVar
 
 import yaml
-
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from infra.errors import SpecError, SpecIssue
 from infra.references import check_references
 from infra.spec import Environment
 
 M = TypeVar("M", bound=BaseModel)
+# A key path into a YAML document: mapping keys and sequence indexes.
+KeyPath = tuple[str | int, ...]
 
 ENVIRONMENTS_DIR = FsPath(__file__).parent / "environments"
 
@@ -49,7 +51,7 @@ def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
     return node, data
 
 
-def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+def _line_index(node: yaml.Node, path: KeyPath = (), out: dict[KeyPath, int] | None = None) -> dict[KeyPath, int]:
     """Map every key path in the document to its 1-based line."""
     out = {} if out is None else out
     out.setdefault(path, node.start_mark.line + 1)
@@ -65,9 +67,9 @@ def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> d
     return out
 
 
-def _normalise_loc(loc: tuple, data: Any) -> tuple:
+def _normalise_loc(loc: KeyPath, data: Any) -> KeyPath:
     """Drop the union-tag parts pydantic adds to a location (e.g. 'cloud', 'vllm') and keep real keys."""
-    out: list = []
+    out: list[str | int] = []
     node = data
     for part in loc:
         if isinstance(node, dict) and part in node:
@@ -87,11 +89,11 @@ def _normalise_loc(loc: tuple, data: Any) -> tuple:
     return tuple(out)
 
 
-def _is_tag(node: dict, part: str) -> bool:
+def _is_tag(node: dict[str, Any], part: str) -> bool:
     return node.get("kind") == part
 
 
-def line_for(lines: dict[tuple, int], path: tuple) -> int | None:
+def line_for(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
     for cut in range(len(path), -1, -1):
         if path[:cut] in lines:
             return lines[path[:cut]]
@@ -109,7 +111,7 @@ def load_environment(spec: str | FsPath) -> Environment:
     return parse_environment(text, file)
 
 
-def parse_model(text: str, file: str, model: type[M], what: str, *, empty_ok: bool = False) -> tuple[M, dict]:
+def parse_model(text: str, file: str, model: type[M], what: str, *, empty_ok: bool = False) -> tuple[M, dict[KeyPath, int]]:
     """Parse YAML into a pydantic model; errors name file, line, field path and reason.
 
     Returns the model and the line index (key path -> line) for checks that follow.
@@ -168,7 +170,7 @@ def _known_fields(model: type[BaseModel]) -> set[str]:
     return names
 
 
-def _suggest_field(model: type[BaseModel], err: dict) -> str:
+def _suggest_field(model: type[BaseModel], err: ErrorDetails) -> str:
     import difflib
 
     close = difflib.get_close_matches(str(err["loc"][-1]), sorted(_known_fields(model)), n=1, cutoff=0.75)

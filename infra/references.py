@@ -6,20 +6,24 @@ the first), each with the field path that points at the offending value.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Collection, Iterable
+from typing import TypeVar
+
 from infra.errors import SpecIssue
 from infra.spec import CloudSite, Environment
 
 Path = tuple[str | int, ...]
+T = TypeVar("T")
 
 
-def _duplicates(items, key) -> dict[str, list[int]]:
+def _duplicates(items: Iterable[T], key: Callable[[T], str]) -> dict[str, list[int]]:
     seen: dict[str, list[int]] = {}
     for i, item in enumerate(items):
         seen.setdefault(key(item), []).append(i)
     return {k: v for k, v in seen.items() if len(v) > 1}
 
 
-def _did_you_mean(value: str, options) -> str:
+def _did_you_mean(value: str, options: Collection[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(value, sorted(options), n=1)

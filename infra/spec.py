@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from enum import Enum
 from functools import cached_property
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -63,7 +63,10 @@ class UserRegion(StrictModel):
 class GpuShape(StrictModel):
     type: str = Field(description="GPU type name used across the spec, e.g. H100, A100, L4.")
     count: Annotated[int, Field(ge=1, le=16)]
-    memory_gib: PositiveFloat = Field(80, description="Memory per GPU in GiB. Default 80.")
+    memory_gib: PositiveFloat = Field(default=80, description="Memory per GPU in GiB. Default 80.")
+
+
+CapacityType = Literal["on-demand", "spot", "reserved"]
 
 
 class InstanceType(StrictModel):
@@ -72,12 +75,12 @@ class InstanceType(StrictModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
     vcpus: Annotated[int, Field(ge=1)]
     memory_gib: PositiveFloat
-    gpu: GpuShape | None = Field(None, description="GPUs per instance; none for CPU instance types.")
+    gpu: GpuShape | None = Field(default=None, description="GPUs per instance; none for CPU instance types.")
     hourly_usd: PositiveFloat = Field(description="On-demand price per instance-hour.")
     max_nodes: Annotated[int, Field(ge=0)] | None = Field(
-        None, description="Cap on instances of this type (capacity reservation / availability). Default: only the quota limits.")
-    capacity_types: list[Literal["on-demand", "spot", "reserved"]] = Field(
-        default_factory=lambda: ["on-demand"], description="Karpenter capacity types. Default on-demand.")
+        default=None, description="Cap on instances of this type (capacity reservation / availability). Default: only the quota limits.")
+    capacity_types: list[CapacityType] = Field(
+        default_factory=lambda: list[CapacityType](["on-demand"]), description="Karpenter capacity types. Default on-demand.")
 
     @property
     def quota_family(self) -> str:
@@ -105,14 +108,14 @@ class CloudSite(StrictModel):
     instance_types: list[InstanceType] = Field(min_length=1)
     vcpu_quotas: dict[Literal["P", "G", "standard"], Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="On-demand vCPU Service Quotas per family. Missing family: unlimited.")
-    kubernetes_version: str = Field("1.33", pattern=r"^1\.\d+$")
-    vpc_cidr: str = Field("10.0.0.0/16", description="VPC CIDR. Default 10.0.0.0/16.")
+    kubernetes_version: str = Field(default="1.33", pattern=r"^1\.\d+$")
+    vpc_cidr: str = Field(default="10.0.0.0/16", description="VPC CIDR. Default 10.0.0.0/16.")
     api_allowed_cidrs: list[str] = Field(
         default_factory=list, description="CIDRs allowed to reach a public EKS endpoint. Default: private endpoint only.")
 
     @field_validator("vpc_cidr", "api_allowed_cidrs")
     @classmethod
-    def _cidr(cls, value):
+    def _cidr(cls, value: str | list[str]) -> str | list[str]:
         for v in [value] if isinstance(value, str) else value:
             ipaddress.ip_network(v)
         return value
@@ -148,12 +151,12 @@ class Rack(StrictModel):
 
     name: Name
     privacy_zone: PrivacyTier = Field(
-        PrivacyTier.internal, description="Most sensitive tier this rack's network zone may hold. Default internal.")
+        default=PrivacyTier.internal, description="Most sensitive tier this rack's network zone may hold. Default internal.")
     hosts: list[Host] = Field(default_factory=list)
     host_pools: list[HostPool] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _not_empty(self):
+    def _not_empty(self) -> Self:
         if not self.hosts and not self.host_pools:
             raise ValueError("a rack needs at least one entry in hosts or host_pools")
         return self
@@ -189,14 +192,14 @@ class Datacenter(StrictModel):
     country: str = Field(pattern=r"^[A-Z]{2}$")
     network_zone: str = Field(description="Routing domain / WAN zone of the datacenter.")
     privacy_tiers: list[PrivacyTier] | None = Field(
-        None, description="Tiers this site may hold. Default: every tier up to its most sensitive rack zone.")
+        default=None, description="Tiers this site may hold. Default: every tier up to its most sensitive rack zone.")
     racks: list[Rack] = Field(min_length=1)
     marginal_cost: MarginalCost = Field(default_factory=MarginalCost)
     system_reserved_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.1, description="Share of each host kept for the OS, kubelet and daemons. Default 0.1.")
+        default=0.1, description="Share of each host kept for the OS, kubelet and daemons. Default 0.1.")
     max_fail_percentage: Annotated[int, Field(ge=0, le=100)] = Field(
-        20, description="Ansible rolling bootstrap: abort later racks once this share of a batch failed. Default 20.")
-    kubernetes_api: str | None = Field(None, description="API server URL; credentials come from stack secrets.")
+        default=20, description="Ansible rolling bootstrap: abort later racks once this share of a batch failed. Default 20.")
+    kubernetes_api: str | None = Field(default=None, description="API server URL; credentials come from stack secrets.")
 
     @property
     def allowed_tiers(self) -> list[PrivacyTier]:
@@ -213,7 +216,7 @@ class Datacenter(StrictModel):
         return [(rack, host) for rack in self.racks for host in rack.all_hosts()]
 
 
-Site = Annotated[Union[CloudSite, Datacenter], Field(discriminator="kind")]
+Site = Annotated[CloudSite | Datacenter, Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- network
@@ -226,7 +229,7 @@ class Network(StrictModel):
         description="user region -> site -> RTT ms; every pair is required.")
     site_rtt_ms: dict[str, dict[str, NonNegativeFloat]] = Field(
         default_factory=dict, description="site -> site -> RTT ms; every unordered pair of distinct sites is required.")
-    intra_site_rtt_ms: NonNegativeFloat = Field(0.5, description="RTT inside one site. Default 0.5 ms.")
+    intra_site_rtt_ms: NonNegativeFloat = Field(default=0.5, description="RTT inside one site. Default 0.5 ms.")
 
 
 # --------------------------------------------------------------------------- data dependencies
@@ -239,9 +242,9 @@ class FeatureView(StrictModel):
     entities: list[str] = Field(min_length=1)
     privacy_tier: PrivacyTier = PrivacyTier.internal
     ttl_seconds: Annotated[int, Field(ge=0)] = 86400
-    online_memory_gib: PositiveFloat = Field(4, description="Redis memory per site replica. Default 4 GiB.")
-    online_cpu: PositiveFloat = Field(1, description="Redis cores per site replica. Default 1.")
-    streaming: bool = Field(False, description="Ingest from a stream with a Flink job. Default false.")
+    online_memory_gib: PositiveFloat = Field(default=4, description="Redis memory per site replica. Default 4 GiB.")
+    online_cpu: PositiveFloat = Field(default=1, description="Redis cores per site replica. Default 1.")
+    streaming: bool = Field(default=False, description="Ingest from a stream with a Flink job. Default false.")
 
 
 class VectorCollection(StrictModel):
@@ -262,10 +265,10 @@ class Dependency(StrictModel):
 
     feature_view: Name | None = None
     collection: Name | None = None
-    latency_budget_ms: PositiveFloat = Field(5, description="Max RTT pipeline site -> data site. Default 5 ms.")
+    latency_budget_ms: PositiveFloat = Field(default=5, description="Max RTT pipeline site -> data site. Default 5 ms.")
 
     @model_validator(mode="after")
-    def _exactly_one(self):
+    def _exactly_one(self) -> Self:
         if (self.feature_view is None) == (self.collection is None):
             raise ValueError("set exactly one of feature_view or collection")
         return self
@@ -312,7 +315,7 @@ class CpuEngine(StrictModel):
     health_path: str = "/healthz"
 
 
-Engine = Annotated[Union[VllmEngine, TritonEngine, CpuEngine], Field(discriminator="kind")]
+Engine = Annotated[VllmEngine | TritonEngine | CpuEngine, Field(discriminator="kind")]
 
 
 class GpuRequest(StrictModel):
@@ -333,7 +336,7 @@ class Latency(StrictModel):
     service_ms: PositiveFloat = Field(description="The service-time part of p99_ms.")
 
     @model_validator(mode="after")
-    def _service_within(self):
+    def _service_within(self) -> Self:
         if self.service_ms >= self.p99_ms:
             raise ValueError(f"service_ms ({self.service_ms}) must be below p99_ms ({self.p99_ms}): "
                              "nothing would be left for the network")
@@ -345,15 +348,15 @@ class Latency(StrictModel):
 
 
 class Spread(StrictModel):
-    min_sites: Annotated[int, Field(ge=1, le=16)] = Field(1, description="Distinct sites. Default 1.")
+    min_sites: Annotated[int, Field(ge=1, le=16)] = Field(default=1, description="Distinct sites. Default 1.")
     min_replicas_per_site: Annotated[int, Field(ge=1)] = Field(
-        1, description="Replicas wherever the pipeline runs at all. Default 1 (2 keeps a site up across a zone loss).")
-    zone_max_skew: Annotated[int, Field(ge=1)] = Field(1, description="Topology spread over zones/racks. Default 1.")
+        default=1, description="Replicas wherever the pipeline runs at all. Default 1 (2 keeps a site up across a zone loss).")
+    zone_max_skew: Annotated[int, Field(ge=1)] = Field(default=1, description="Topology spread over zones/racks. Default 1.")
 
 
 class Autoscaling(StrictModel):
     max_replicas_factor: Annotated[float, Field(ge=1)] = Field(
-        2.0, description="max replicas = factor x planned replicas. Default 2.")
+        default=2.0, description="max replicas = factor x planned replicas. Default 2.")
     scale_to_zero: bool = False
     target_queue_depth: Annotated[int, Field(ge=1)] = 8
 
@@ -378,12 +381,12 @@ class Pipeline(StrictModel):
     model: str = Field(description="Model artifact: hub id or storage URI.")
     resources: Resources
     capacity_rps: PositiveFloat = Field(description="Peak requests/s one replica sustains within service_ms.")
-    target_utilization: Annotated[float, Field(gt=0, le=1)] = Field(0.7, description="Headroom. Default 0.7.")
+    target_utilization: Annotated[float, Field(gt=0, le=1)] = Field(default=0.7, description="Headroom. Default 0.7.")
     demand_rps: dict[str, NonNegativeFloat] = Field(description="Peak requests/s per user region.")
     latency: Latency
     privacy_tier: PrivacyTier = PrivacyTier.internal
     allowed_jurisdictions: list[str] | None = Field(
-        None, description="pii/restricted: where requests may be served. Default: the user region's own.")
+        default=None, description="pii/restricted: where requests may be served. Default: the user region's own.")
     min_replicas: Annotated[int, Field(ge=0)] = 1
     spread: Spread = Field(default_factory=Spread)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
@@ -391,7 +394,7 @@ class Pipeline(StrictModel):
     variants: list[Variant] = Field(default_factory=list)
     shadow: Shadow | None = None
     pinned_sites: list[Name] | None = Field(
-        None, description="Restrict placement to these sites (an operator override). Default: any allowed site.")
+        default=None, description="Restrict placement to these sites (an operator override). Default: any allowed site.")
 
     @property
     def gpu(self) -> GpuRequest | None:
@@ -433,7 +436,7 @@ class Environment(StrictModel):
 
     # ---- lookups used everywhere downstream; cheap enough to recompute
 
-    def site(self, name: str):
+    def site(self, name: str) -> CloudSite | Datacenter:
         for s in self.sites:
             if s.name == name:
                 return s
@@ -468,7 +471,7 @@ class Environment(StrictModel):
                 return r
         raise KeyError(name)
 
-    def site_allows(self, site, tier: PrivacyTier) -> bool:
+    def site_allows(self, site: CloudSite | Datacenter, tier: PrivacyTier) -> bool:
         tiers = site.allowed_tiers if isinstance(site, Datacenter) else site.privacy_tiers
         return tier in tiers
 

@@ -6,18 +6,28 @@ import os
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pulumi_policy import (EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy)
+from pulumi_policy import (
+    EnforcementLevel,
+    Policy,
+    PolicyResource,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
 from pulumi_policy.proxy import UnknownValueError
 
 from policies.facts import context_for, view
-from policies.rules import ALL_RULES, Enforcement, Rule
+from policies.rules import ALL_RULES, Context, Enforcement, Rule
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @lru_cache(maxsize=1)
-def _context():
+def _context() -> Context:
     from infra.loader import load_environment
     from policies.placement import solve
 
@@ -30,11 +40,11 @@ def _level(rule: Rule) -> EnforcementLevel:
     return EnforcementLevel.MANDATORY if rule.enforcement is Enforcement.mandatory else EnforcementLevel.ADVISORY
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """CrossGuard hands properties over as read-only proxies (Mapping/Sequence, not dict/list) that
     raise on values unknown at preview: the pure rules expect plain data (unknown -> None)."""
     if isinstance(value, Mapping):
-        out = {}
+        out: dict[Any, Any] = {}
         for key in value:
             try:
                 out[key] = _plain(value[key])
@@ -42,7 +52,7 @@ def _plain(value):
                 out[key] = None
         return out
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        items = []
+        items: list[Any] = []
         for i in range(len(value)):
             try:
                 items.append(_plain(value[i]))
@@ -52,13 +62,14 @@ def _plain(value):
     return value
 
 
-def _provider_name(args) -> str | None:
+def _provider_name(args: ResourceValidationArgs | PolicyResource) -> str | None:
     provider = getattr(args, "provider", None)
-    return getattr(provider, "name", None) if provider is not None else None
+    name: str | None = getattr(provider, "name", None) if provider is not None else None
+    return name
 
 
 def _resource_policy(rule: Rule) -> ResourceValidationPolicy:
-    def validate(args, report_violation):
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         ctx = _context()
         r = view(args.resource_type, args.name, _plain(args.props), _provider_name(args), ctx.sites, args.urn)
         for finding in rule.findings(r, ctx):
@@ -70,16 +81,16 @@ def _resource_policy(rule: Rule) -> ResourceValidationPolicy:
 
 
 def _stack_policy(rule: Rule) -> StackValidationPolicy:
-    def validate(args, report_violation):
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         ctx = _context()
         views = [view(r.resource_type, r.name, _plain(r.props), _provider_name(r), ctx.sites, r.urn)
                  for r in args.resources]
         for finding in rule.stack_findings(views, ctx):
-            report_violation(f"{finding.resource}: {finding.message}. Fix: {finding.fix}")
+            report_violation(f"{finding.resource}: {finding.message}. Fix: {finding.fix}", None)
 
     return StackValidationPolicy(name=rule.name, description=rule.description,
                                  enforcement_level=_level(rule), validate=validate)
 
 
-def policies() -> list:
+def policies() -> list[Policy]:
     return [(_resource_policy(r) if r.check else _stack_policy(r)) for r in ALL_RULES]

@@ -1,9 +1,14 @@
 """Site facts for policy checks, from the spec (and the plan). Pure."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from infra import labels as L
 from infra.spec import CloudSite, Environment
 from policies.rules.base import Context, ResourceView, SiteFacts
+
+if TYPE_CHECKING:
+    from policies.placement.plan import PlacementPlan
 
 
 def site_facts(env: Environment) -> dict[str, SiteFacts]:
@@ -18,11 +23,11 @@ def site_facts(env: Environment) -> dict[str, SiteFacts]:
     return out
 
 
-def context_for(env: Environment, plan=None) -> Context:
+def context_for(env: Environment, plan: PlacementPlan | None = None) -> Context:
     return Context(sites=site_facts(env), plan=plan, env=env, gateway_namespaces=(L.GATEWAY_NAMESPACE,))
 
 
-def cluster_of(provider_name: str | None, props: dict, sites: dict[str, SiteFacts]) -> str | None:
+def cluster_of(provider_name: str | None, props: dict[str, Any], sites: dict[str, SiteFacts]) -> str | None:
     """The site a resource targets: from its Kubernetes provider's name (`<site>-...`), else its site label.
 
     The provider is the ground truth of where an object lands; the label is the fallback for
@@ -36,6 +41,7 @@ def cluster_of(provider_name: str | None, props: dict, sites: dict[str, SiteFact
     return labels.get(L.SITE)
 
 
-def view(resource_type: str, name: str, props: dict, provider_name: str | None, sites, urn: str = "") -> ResourceView:
+def view(resource_type: str, name: str, props: dict[str, Any], provider_name: str | None, sites: dict[str, SiteFacts],
+         urn: str = "") -> ResourceView:
     cluster = cluster_of(provider_name, props, sites) if resource_type.startswith("kubernetes:") else None
     return ResourceView(resource_type, name, props or {}, cluster=cluster, urn=urn)

@@ -30,12 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
 
-    from infra.loader import load_environment
-
-    from tools import testhosts
     from datacenter.driver import _ansible_env, run_bootstrap
     from datacenter.files import load_overrides
     from datacenter.inventory import build_inventory
+    from infra.loader import load_environment
+    from tools import testhosts
 
     if os.geteuid() != 0:
         print("error: needs root (test hosts are network namespaces)", file=sys.stderr)

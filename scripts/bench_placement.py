@@ -16,10 +16,10 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tools.generate import generate  # noqa: E402
 from infra.loader import load_environment, parse_environment  # noqa: E402
 from policies.placement import solve  # noqa: E402
 from policies.placement.greedy import greedy_baseline  # noqa: E402
+from tools.generate import generate  # noqa: E402
 
 
 def measure(label: str, env, time_limit: float, mip_gap: float) -> dict:

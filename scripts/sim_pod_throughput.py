@@ -83,7 +83,7 @@ def main() -> int:
     print(f"{want} pods over {len(clusters)} clusters / {total_nodes} nodes: {replicas}")
 
     baseline = {}
-    for n, api in apis.items():
+    for api in apis.values():
         if api.get_or_none(f"/api/v1/namespaces/{NAMESPACE}") is None:
             api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         api.delete(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{NAME}")
@@ -106,7 +106,7 @@ def main() -> int:
     while len(done) < len(clusters) and time.monotonic() - t0 < args.timeout:
         with ThreadPoolExecutor(len(clusters)) as pool:
             counts = dict(zip([n for n in clusters if n not in done],
-                              pool.map(lambda n: _running(apis[n]), [n for n in clusters if n not in done])))
+                              pool.map(lambda n: _running(apis[n]), [n for n in clusters if n not in done]), strict=False))
         for n, c in counts.items():
             running[n] = c
             if c >= replicas[n]:

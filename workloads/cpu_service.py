@@ -2,6 +2,7 @@
 plus the credentials of the data services it reads (as files)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pulumi
@@ -23,7 +24,7 @@ class CpuServiceArgs:
     cluster: ClusterHandle
     context: SiteContext
     reads: list[DataRead] = field(default_factory=list)
-    credentials: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    credentials: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """file name -> secret value: passwords/API keys of the data services in `reads`."""
 
 

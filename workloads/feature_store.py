@@ -36,11 +36,14 @@ class FeatureStore(pulumi.ComponentResource):
         ns = namespace_for(v.privacy_tier)
         lbls = meta.labels("redis", "online-store", instance=redis_name(v.name), site=ctx.site, tier=v.privacy_tier.value)
         pw = pulumi.Output.secret(args.password)
+
+        def auth_file(k: str) -> pulumi.Output[str]:
+            return pw.apply(lambda p: fs.auth_files(v, p)[k])
+
         auth = create(f"{name}-auth", {
             "apiVersion": "v1", "kind": "Secret", "metadata": meta.metadata(fs.auth_secret_name(v), ns, lbls),
             "type": "Opaque",
-            "stringData": {k: pw.apply(lambda p, k=k: fs.auth_files(v, p)[k])
-                           for k in ("redis.conf", "password", "exporter-passwords.json")}},
+            "stringData": {k: auth_file(k) for k in ("redis.conf", "password", "exporter-passwords.json")}},
             child_options(self, args.cluster))
         store = create(f"{name}-feast-store", {
             "apiVersion": "v1", "kind": "Secret", "metadata": meta.metadata(fs.feast_secret_name(v), ns, lbls),

@@ -30,7 +30,7 @@ class FleetDirectory(pulumi.ComponentResource):
         super().__init__("hybridml:workloads:FleetDirectory", name, None, opts)
         sites = sorted(args.members)
         content = pulumi.Output.all(*[args.members[s] for s in sites]).apply(
-            lambda ms: fleet.directory(args.environment, args.plan_digest, dict(zip(sites, ms))))
+            lambda ms: fleet.directory(args.environment, args.plan_digest, dict(zip(sites, ms, strict=False))))
         # Members of a cloud fleet carry their kubeconfig as a secret; the directory keeps only the
         # public fields (fleet.PUBLIC_FIELDS), so it is published as plain data.
         self.content = pulumi.Output.unsecret(content)

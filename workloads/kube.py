@@ -12,6 +12,7 @@ import pulumi
 from pulumi_kubernetes import _utilities
 
 from clusters.handle import ClusterHandle
+from infra.errors import HybridmlError, InvalidValue
 
 SECRET_FIELDS = ["data", "stringData"]
 
@@ -31,7 +32,7 @@ class KubeObject(pulumi.CustomResource):
 def create(name: str, manifest: dict, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
     """One Kubernetes object. `name` is the Pulumi resource name; the object's own name is in its metadata."""
     if "apiVersion" not in manifest or "kind" not in manifest:
-        raise ValueError(f"{name}: a manifest needs apiVersion and kind")
+        raise InvalidValue(f"{name}: a manifest needs apiVersion and kind")
     return KubeObject(name, manifest, opts)
 
 
@@ -43,7 +44,7 @@ def child_options(parent: pulumi.Resource, cluster: ClusterHandle, *, depends_on
                                   ignore_changes=ignore_changes)
 
 
-class ComponentError(pulumi.RunError):
+class ComponentError(pulumi.RunError, HybridmlError):
     """A problem that belongs to one component (the Python SDK has no `ResourceError`): logged against the
     component so `pulumi up` shows its URN, and raised as a RunError (clean exit, no stack trace)."""
 

@@ -202,7 +202,7 @@ def entry_sites(env: Environment, sites: list[str]) -> dict[str, dict[str, str]]
                 local = [s for s in allowed if env.site(s).jurisdiction == r.jurisdiction]
                 cands = local or allowed
             if cands:
-                out.setdefault(r.name, {})[cls] = min(cands, key=lambda s, r=r: (env.user_rtt(r.name, s), s))
+                out.setdefault(r.name, {})[cls] = min(cands, key=lambda s: (env.user_rtt(r.name, s), s))
     return out
 
 
@@ -286,7 +286,7 @@ def tenant_budgets(env: Environment, entries: Mapping[str, Mapping[str, str]]) -
     up to the spec's budget exactly). A pipeline without demand keeps its whole budget at every entry
     that fronts a region (nobody routes to it; failover only)."""
     demand = effective_demand(env)
-    out = []
+    out: list[TenantBudget] = []
     for tenant in sorted(env.tenants, key=lambda t: t.name):
         for b in sorted(tenant.budgets, key=lambda b: b.pipeline):
             tier = env.pipeline(b.pipeline).privacy_tier

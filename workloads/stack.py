@@ -10,6 +10,7 @@ from __future__ import annotations
 import pulumi
 
 from clusters.handle import ClusterHandle
+from infra.errors import HybridmlError
 from infra.labels import namespace_for
 from infra.spec import Environment
 from policies.placement.plan import PlacementPlan
@@ -38,7 +39,7 @@ SERVING_PORTS = {"vllm": {vllm.PORT}, "triton": {triton.HTTP_PORT, 8012, 8013}}
 METRICS_PORTS = {"vllm": {vllm.PORT}, "triton": {triton.METRICS_PORT, 9091}}
 
 
-class WorkloadsError(pulumi.RunError):
+class WorkloadsError(pulumi.RunError, HybridmlError):
     """The serving stack cannot be built from this plan and these clusters (message says why and the fix)."""
 
 
@@ -128,6 +129,7 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
                 if r.data_site != site:
                     f.remote_data_cidrs.update(cidrs[r.data_site])
             cname = f"{site}-{name}"
+            comp: VllmService | TritonService | CpuService
             if p.engine.kind == "vllm":
                 comp = VllmService(cname, VllmServiceArgs(
                     env=env, pipeline=p, replicas=replicas, cluster=cluster, context=ctx,

@@ -33,10 +33,14 @@ class VectorDb(pulumi.ComponentResource):
         ns = namespace_for(c.privacy_tier)
         lbls = meta.labels("qdrant", "vector-db", instance=qdrant_name(c.name), site=ctx.site, tier=c.privacy_tier.value)
         key = pulumi.Output.secret(args.api_key)
+
+        def auth_file(k: str) -> pulumi.Output[str]:
+            return key.apply(lambda s: qdrant.auth_files(s)[k])
+
         auth = create(f"{name}-auth", {
             "apiVersion": "v1", "kind": "Secret", "metadata": meta.metadata(qdrant.auth_secret_name(c), ns, lbls),
             "type": "Opaque",
-            "stringData": {k: key.apply(lambda s, k=k: qdrant.auth_files(s)[k]) for k in ("config.yaml", "api-key", "curl-headers")}},
+            "stringData": {k: auth_file(k) for k in ("config.yaml", "api-key", "curl-headers")}},
             child_options(self, args.cluster))
         for m in qdrant.objects(ctx, c, ns, fleet_sources=args.fleet_sources):
             create(f"{name}-{m['metadata']['name']}-{m['kind'].lower()}", m,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console, Group
@@ -86,30 +85,29 @@ def _results_table(result) -> Table:
 
 def bootstrap(
     spec: str = typer.Argument(..., help="Environment spec: a YAML path, or a shipped environment name (local, dev, prod)."),
-    datacenter: Optional[str] = typer.Option(None, "--datacenter", "-d",
+    datacenter: str | None = typer.Option(None, "--datacenter", "-d",
                                              help="Datacenter of the spec to bootstrap (default: its only one)."),
     check: bool = typer.Option(False, "--check", help="Dry run: report what would change (Ansible --check --diff)."),
     diff: bool = typer.Option(False, "--diff", help="Show file differences of changed tasks (implied by --check)."),
-    limit: Optional[list[str]] = typer.Option(None, "--limit", "-l",
+    limit: list[str] | None = typer.Option(None, "--limit", "-l",
                                               help="Hosts, racks, groups or globs (comma separated or repeated; "
                                                    "!x excludes). Default: every host."),
-    overrides: Optional[Path] = typer.Option(None, "--overrides",
+    overrides: Path | None = typer.Option(None, "--overrides",
                                              help="Inventory overrides YAML: connection settings, package sources, "
                                                   "extra hosts (scripts/testhosts.py up writes one)."),
-    forks: Optional[int] = typer.Option(None, "--forks", min=1, help="Hosts worked on at once (default: a rack)."),
+    forks: int | None = typer.Option(None, "--forks", min=1, help="Hosts worked on at once (default: a rack)."),
     serial: str = typer.Option("rack", "--serial", help="Rolling batches: 'rack' (one per rack) or a batch size."),
-    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig",
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig",
                                               help="After a simulated bootstrap, register the hosts as kwok nodes "
                                                    "in this cluster (the local on-prem cluster)."),
-    write_inventory: Optional[Path] = typer.Option(None, "--write-inventory",
+    write_inventory: Path | None = typer.Option(None, "--write-inventory",
                                                    help="Write the rendered Ansible inventory to this file and exit."),
 ) -> None:
     """Bootstrap the racks of a datacenter with Ansible: OS baseline, containerd, kubelet/kubeadm, node exporter."""
-    from infra.loader import load_environment
-
     from datacenter.driver import run_bootstrap
     from datacenter.files import load_overrides
     from datacenter.inventory import build_inventory
+    from infra.loader import load_environment
 
     out, err = console, err_console
     try:
@@ -144,8 +142,8 @@ def bootstrap(
     rows = {}
     for bi, batch in enumerate(batches):
         for name in batch:
-            h = inventory.host(name)
-            rows[name] = HostResult(name=name, rack=h.rack, address=h.address, batch=bi)
+            inv_host = inventory.host(name)
+            rows[name] = HostResult(name=name, rack=inv_host.rack, address=inv_host.address, batch=bi)
     progress = _Progress(out, rows, check)
 
     def on_event(event) -> None:

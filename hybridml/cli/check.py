@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -14,9 +13,9 @@ from infra.errors import HybridmlError
 
 def check(
     spec: str = typer.Argument(..., help="Environment spec: a YAML path or a shipped name (local, dev, prod)."),
-    plan_file: Optional[Path] = typer.Option(None, "--plan", help="Check this saved plan (hybridml plan --json) "
+    plan_file: Path | None = typer.Option(None, "--plan", help="Check this saved plan (hybridml plan --json) "
                                              "instead of solving again."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the findings as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the findings as JSON."),
     show_advisory: bool = typer.Option(False, "--advisory", help="Also list advisory findings one by one."),
 ) -> None:
     """Run the program under mocks and apply every policy rule; exit 1 on any mandatory violation."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -36,7 +35,7 @@ SIMULATED_NOTE = ("GPUs and racks are simulated: every node is a kwok fake node 
                   "capacity of the real instance or host; no container runs.")
 
 
-def _state_dir(state_dir: Optional[Path], env_name: Optional[str] = None):
+def _state_dir(state_dir: Path | None, env_name: str | None = None):
     from hybridml.local.paths import DEFAULT_STATE_DIR, state_dir_for
 
     if state_dir is not None:
@@ -63,11 +62,11 @@ def _cluster_table(clusters, title: str) -> Table:
 
 @app.command()
 def up(spec: str = typer.Argument("local", help=SPEC_HELP),
-       state_dir: Optional[Path] = typer.Option(None, "--state-dir", help=STATE_DIR_HELP),
-       crd_dir: Optional[Path] = typer.Option(None, "--crd-dir",
+       state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_DIR_HELP),
+       crd_dir: Path | None = typer.Option(None, "--crd-dir",
                                               help="CRD manifests to install (default $HYBRIDML_CRD_DIR or ../shared/crds)."),
        no_crds: bool = typer.Option(False, "--no-crds", help="Install no CRDs (the serving stack needs them)."),
-       sites: Optional[str] = typer.Option(None, "--sites", help="Comma-separated sites; default every site.")) -> None:
+       sites: str | None = typer.Option(None, "--sites", help="Comma-separated sites; default every site.")) -> None:
     """Start (or reconcile) one local control plane per site of SPEC; idempotent."""
     from hybridml.local.paths import DEFAULT_CRD_DIR
     from hybridml.local.sites import plan_clusters, up_local
@@ -106,8 +105,8 @@ def up(spec: str = typer.Argument("local", help=SPEC_HELP),
 
 
 @app.command()
-def down(spec: Optional[str] = typer.Argument(None, help="Only the clusters of this environment (default: all of .local/)."),
-         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help=STATE_DIR_HELP)
+def down(spec: str | None = typer.Argument(None, help="Only the clusters of this environment (default: all of .local/)."),
+         state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_DIR_HELP)
          ) -> None:
     """Stop what `up` started (only the processes it recorded). Data is kept: `up` resumes it."""
     from hybridml.local.sites import down_local, state_dir_of
@@ -125,8 +124,8 @@ def down(spec: Optional[str] = typer.Argument(None, help="Only the clusters of t
 
 
 @app.command()
-def status(spec: Optional[str] = typer.Argument(None, help="Only the clusters of this environment (default: all of .local/)."),
-           state_dir: Optional[Path] = typer.Option(None, "--state-dir", help=STATE_DIR_HELP)
+def status(spec: str | None = typer.Argument(None, help="Only the clusters of this environment (default: all of .local/)."),
+           state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_DIR_HELP)
            ) -> None:
     """Which components of which local clusters are running. Exit 1 if any is down."""
     from hybridml.local.controlplane import status as cp_status

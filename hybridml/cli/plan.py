@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -22,11 +21,11 @@ def validate(spec: str = typer.Argument(..., help=SPEC_HELP)) -> None:
 
 def plan(
     spec: str = typer.Argument(..., help=SPEC_HELP),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the plan (with explanations) as JSON."),
-    explain: Optional[str] = typer.Option(None, "--explain", help="Explain the decision for one pipeline."),
-    svg: Optional[Path] = typer.Option(None, "--svg", help="Draw the placement across sites as an SVG picture."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the plan (with explanations) as JSON."),
+    explain: str | None = typer.Option(None, "--explain", help="Explain the decision for one pipeline."),
+    svg: Path | None = typer.Option(None, "--svg", help="Draw the placement across sites as an SVG picture."),
     time_limit: float = typer.Option(60.0, help="Solver time limit in seconds."),
-    mip_gap: Optional[float] = typer.Option(
+    mip_gap: float | None = typer.Option(
         None, help="Stop when within this relative gap of the proven bound [default: 0.005, as the Pulumi program]."),
     baseline: bool = typer.Option(True, help="Also compute the greedy on-prem-first baseline for comparison."),
 ) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -12,7 +11,7 @@ from infra.errors import HybridmlError
 
 
 def preflight(spec: str = typer.Argument(..., help=SPEC_HELP),
-              plan_file: Optional[Path] = typer.Option(None, "--plan", help="Use this plan JSON instead of solving.")
+              plan_file: Path | None = typer.Option(None, "--plan", help="Use this plan JSON instead of solving.")
               ) -> None:
     """Check with AWS (boto3) that the plan's instance types are offered and vCPU quotas cover it."""
     from botocore.exceptions import BotoCoreError, NoCredentialsError
@@ -30,7 +29,7 @@ def preflight(spec: str = typer.Argument(..., help=SPEC_HELP),
     except (NoCredentialsError, BotoCoreError) as exc:
         err_console.print(f"[bold red]error:[/] AWS: {exc}", highlight=False)
         err_console.print("  hint: set AWS credentials (AWS_PROFILE or aws sso login); nothing was checked.")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     table = Table(title=f"preflight: {env.name} vCPU quotas", title_justify="left")
     for col in ("site", "region", "family", "plan needs", "Karpenter limit", "quota", "spec says", "status"):
         table.add_column(col, justify="left" if col in ("site", "region", "family", "status") else "right")

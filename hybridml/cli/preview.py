@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -14,14 +13,14 @@ from infra.errors import HybridmlError, SpecError, SpecIssue
 
 def preview(
     spec: str = typer.Argument(..., help=SPEC_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write every Kubernetes object as YAML: DIR/<site>.yaml."),
+    out: Path | None = typer.Option(None, "--out", help="Write every Kubernetes object as YAML: DIR/<site>.yaml."),
     mode: str = typer.Option("cloud", help="cloud (EKS + on-prem clusters) or local (local control planes)."),
-    sites: Optional[str] = typer.Option(None, "--sites", help="Comma-separated sites (a shard); default all."),
-    plan_file: Optional[Path] = typer.Option(None, "--plan", help="Use this plan JSON instead of solving."),
+    sites: str | None = typer.Option(None, "--sites", help="Comma-separated sites (a shard); default all."),
+    plan_file: Path | None = typer.Option(None, "--plan", help="Use this plan JSON instead of solving."),
     engine: bool = typer.Option(False, "--engine", help="Preview through the real Pulumi engine instead: SPEC is "
                                 "then an environment (Pulumi.<env>.yaml) and every site stack and the fleet stack "
                                 "run `pulumi preview` (Automation API), like `hybridml up`."),
-    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="How many stacks run at once: "
+    parallel: int | None = typer.Option(None, "--parallel", min=1, help="How many stacks run at once: "
                                            "processes offline (default: one per CPU), engines with --engine "
                                            "(default 4)."),
     expect_no_changes: bool = typer.Option(False, "--expect-no-changes", help="--engine: fail on any change."),

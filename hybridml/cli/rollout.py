@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.live import Live
@@ -45,7 +44,7 @@ def _table(runs, action: str, title: str) -> Table:
     return table
 
 
-def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel: int, plan_file: Optional[Path],
+def run_rollout(environment: str, action: str, *, sites: str | None, parallel: int, plan_file: Path | None,
                 expect_no_changes: bool = False, remove: bool = False, monolithic: bool = False,
                 json_out: bool = False, checkpoints: str = "auto", resource_parallel: int = DEFAULT_RESOURCE_PARALLEL,
                 retries: int = DEFAULT_RETRIES, skip_unchanged: bool = False) -> None:
@@ -90,7 +89,7 @@ def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel
         if live is not None:
             live.stop()
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     finally:
         if live is not None and live.is_started:
             live.stop()
@@ -113,9 +112,9 @@ def run_rollout(environment: str, action: str, *, sites: Optional[str], parallel
 
 def up(
     environment: str = typer.Argument(..., help=ENV_HELP),
-    sites: Optional[str] = typer.Option(None, "--sites", help=SITES_HELP),
+    sites: str | None = typer.Option(None, "--sites", help=SITES_HELP),
     parallel: int = typer.Option(4, "--parallel", help=PARALLEL_HELP),
-    plan_file: Optional[Path] = typer.Option(None, "--plan", help="Deploy this plan JSON instead of solving."),
+    plan_file: Path | None = typer.Option(None, "--plan", help="Deploy this plan JSON instead of solving."),
     monolithic: bool = typer.Option(False, "--monolithic", help="One stack for the whole environment (<env>)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (no live table)."),
     checkpoints: str = typer.Option("auto", "--checkpoints", help=CHECKPOINTS_HELP),
@@ -129,7 +128,7 @@ def up(
 
 def destroy(
     environment: str = typer.Argument(..., help=ENV_HELP),
-    sites: Optional[str] = typer.Option(None, "--sites", help=SITES_HELP),
+    sites: str | None = typer.Option(None, "--sites", help=SITES_HELP),
     parallel: int = typer.Option(4, "--parallel", help=PARALLEL_HELP),
     remove: bool = typer.Option(False, "--remove", help="Also remove the emptied stacks."),
     monolithic: bool = typer.Option(False, "--monolithic", help="Destroy the whole-environment stack (<env>)."),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import typer
 from rich.table import Table
@@ -75,13 +75,13 @@ def _contexts(env, overrides: list[str]) -> dict[str, str]:
 def status(
     env_arg: str = typer.Argument(..., metavar="ENV",
                                   help="Environment: a shipped name (local, sim, dev, prod) or a spec path."),
-    plan_file: Optional[Path] = typer.Option(None, "--plan", help="Placement plan JSON (hybridml plan SPEC --json "
+    plan_file: Path | None = typer.Option(None, "--plan", help="Placement plan JSON (hybridml plan SPEC --json "
                                              "FILE). Default: .local/plans/<env>.json if present, else solve."),
-    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Kubeconfig with one context per site. "
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig with one context per site. "
                                               "Default: the environment's local state dir (.local/kubeconfig for local)."),
     context: list[str] = typer.Option([], "--context", help="SITE=CONTEXT (repeatable); default hybridml-<site>."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON only."),
-    pipelines: Optional[str] = typer.Option(None, "--pipelines", help="Comma-separated pipelines to report on."),
+    pipelines: str | None = typer.Option(None, "--pipelines", help="Comma-separated pipelines to report on."),
     show_all: bool = typer.Option(False, "--all", help="List every pipeline, not only those with a problem."),
 ) -> None:
     """Fleet status: desired vs ready replicas, capacity, misplaced pods, privacy violations, latency headroom."""
@@ -177,7 +177,8 @@ def _print(console, err_console, report, *, show_all: bool, compare_s: float, to
         for p in rows:
             per_site = ", ".join(f"{r.site} {r.ready}/{r.desired}" + ("" if r.state == "ok" else f" {r.state}")
                                  for r in p.sites.values())
-            ms = (lambda v: "-" if v is None else f"{v:,.0f} ms")
+            def ms(v):
+                return ("-" if v is None else f"{v:,.0f} ms")
             state = p.state
             if not p.ok and state in ("ok", "declared"):
                 state = "misplaced" if any(r.state == "misplaced" for r in p.sites.values()) else "latency"

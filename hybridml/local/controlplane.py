@@ -28,13 +28,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import LocalClusterError, LocalClusterTimeout
+from infra.errors import InvalidValue
+
 from .components import COMPONENT_ENV, COMPONENTS, component_argv, write_component_files
 from .crds import install_crds
+from .errors import LocalClusterError, LocalClusterTimeout
 from .kubeapi import KubeAPI
 from .nodes import ClusterDef, coerce_cluster, release_node_leases, sync_nodes
-from .paths import (DEFAULT_CRD_DIR, ClusterPaths, client_kubeconfig, cluster_dirs, load_state, resolve_state_dir,
-                    write_json, write_merged_kubeconfig, write_yaml)
+from .paths import (
+    DEFAULT_CRD_DIR,
+    ClusterPaths,
+    client_kubeconfig,
+    cluster_dirs,
+    load_state,
+    resolve_state_dir,
+    write_json,
+    write_merged_kubeconfig,
+    write_yaml,
+)
 from .pki import ensure_pki
 from .processes import PORT_LOCK, free_ports, log_tail, port_free, running_pid, start_process, stop_process
 from .toolchain import find_binaries, kwok_stage_files
@@ -222,7 +233,7 @@ def up(
     defs = [coerce_cluster(c) for c in clusters]
     names = [d.name for d in defs]
     if len(set(names)) != len(names):
-        raise ValueError(f"duplicate cluster names: {names}")
+        raise InvalidValue(f"duplicate cluster names: {names}")
     # Clusters come up concurrently: each apiserver spends most of its start-up (CRDs above all)
     # on its own, so they overlap well even on two cores.
     with ThreadPoolExecutor(max_workers=max(1, min(len(defs), MAX_PARALLEL_CLUSTERS))) as pool:

@@ -31,6 +31,7 @@ from datacenter.inventory import build_inventory
 from datacenter.kwok import allocatable
 from hybridml.local.nodes import ClusterDef, NodeDef
 from infra import labels
+from infra.errors import InvalidValue
 from infra.kube import Taint, parse_taint
 from infra.spec import CloudSite, Datacenter, Environment, InstanceType
 from policies.placement.plan import PlacementPlan
@@ -147,7 +148,7 @@ def clusters_from_spec(env: Environment, plan: PlacementPlan, sites: Sequence[st
     wanted = set(sites) if sites is not None else None
     unknown = sorted((wanted or set()) - {s.name for s in env.sites})
     if unknown:
-        raise ValueError(f"no site {', '.join(unknown)} in environment {env.name!r}")
+        raise InvalidValue(f"no site {', '.join(unknown)} in environment {env.name!r}")
     out: list[ClusterDef] = []
     for site in env.sites:
         if wanted is not None and site.name not in wanted:

@@ -29,7 +29,8 @@ PORT_LOCK = threading.Lock()   # held while a cluster picks its ports (clusters 
 # --- ports ---------------------------------------------------------------------------------------
 def free_ports(n: int, exclude: set[int]) -> list[int]:
     """``n`` distinct loopback ports free now and not in ``exclude``."""
-    socks, ports = [], []
+    socks: list[socket.socket] = []
+    ports: list[int] = []
     try:
         while len(ports) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

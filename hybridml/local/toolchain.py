@@ -40,13 +40,13 @@ KWOK_STAGE_FILES = (
 
 def _missing(missing: list[str], searched: list[Path]) -> ToolchainMissing:
     """The error for binaries not found (``missing`` and ``searched`` are kept on it)."""
-    error = ToolchainMissing(
+    return ToolchainMissing(
         f"toolchain binaries not found: {', '.join(missing)} "
         f"(searched {', '.join(str(p) for p in searched)} and PATH); "
-        "build them with `scripts/toolchain.sh` (or `eval \"$(scripts/toolchain.sh --env)\"`)"
+        "build them with `scripts/toolchain.sh` (or `eval \"$(scripts/toolchain.sh --env)\"`)",
+        missing=missing,
+        searched=searched,
     )
-    error.missing, error.searched = missing, searched
-    return error
 
 
 def cache_dir() -> Path:

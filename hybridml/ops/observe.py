@@ -243,7 +243,8 @@ def _short(exc: Exception) -> str:
     if reason is not None and not isinstance(reason, str):  # urllib3 MaxRetryError(reason=NewConnectionError...)
         inner = str(reason)
         m = re.search(r"\[Errno [^\]]+\][^\"')]*", inner)
-        host = f"{exc.pool.host}:{exc.pool.port}" if getattr(exc, "pool", None) else "the API server"
+        pool = getattr(exc, "pool", None)
+        host = f"{pool.host}:{pool.port}" if pool else "the API server"
         return f"cannot connect to {host}: {m.group(0).strip() if m else type(reason).__name__}"[:300]
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -13,7 +13,7 @@ def placement_svg(env: Environment, plan: PlacementPlan) -> str:
     row_h, width = 120, 1100
     height = max(len(regions), len(sites)) * row_h + 120
     flows: dict[tuple[str, str], float] = {}
-    demand = {}
+    demand: dict[str, float] = {}
     for p in plan.pipelines:
         spec = env.pipeline(p.name)
         for region, row in p.routing.items():

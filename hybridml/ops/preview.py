@@ -27,9 +27,10 @@ import gc
 import hashlib
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
@@ -220,11 +221,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj)
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
 class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
     """Runs the SDK's monitor calls on the calling thread: the mock monitor needs no thread."""
 
-    def submit(self, fn, /, *args, **kwargs):
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> concurrent.futures.Future[_T]:
+        fut: concurrent.futures.Future[_T] = concurrent.futures.Future()
         try:
             fut.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
@@ -277,7 +282,8 @@ class PreviewResult:
             by_urn = {r.urn: r for r in self.resources}
             cache = {}
             for r in self.resources:
-                cur, site = r, None
+                cur: Recorded | None = r
+                site: str | None = None
                 while cur is not None:
                     if cur.type.startswith("hybridml:clusters:") and cur.name in self.sites:
                         site = cur.name
@@ -297,12 +303,13 @@ class PreviewResult:
             children[r.parent].append(r.urn)
 
         def below(urn: str) -> str | None:
-            sites = set()
+            sites: set[str] = set()
             todo = list(children.get(urn, []))
             while todo and len(sites) < 2:
                 u = todo.pop()
-                if site_of.get(u):
-                    sites.add(site_of[u])
+                site = site_of.get(u)
+                if site:
+                    sites.add(site)
                 else:
                     todo.extend(children.get(u, []))
             return sites.pop() if len(sites) == 1 else None
@@ -328,9 +335,9 @@ class PreviewResult:
 def stack_config(spec: str, mode: str = "cloud", sites: list[str] | None = None, plan_file: str | None = None,
                  extra: dict[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
     """The config `pulumi` would hand the program, with placeholder secrets for on-prem kubeconfigs."""
-    from infra.loader import load_environment
-
     import json
+
+    from infra.loader import load_environment
 
     cfg = {SPEC: spec, MODE: mode}
     if sites:
@@ -425,10 +432,11 @@ def run_preview(spec: str, *, mode: str = "cloud", sites: list[str] | None = Non
             gc.enable()
 
     result: program.ProgramResult = result_box["result"]
-    cluster_of_provider = {}
+    cluster_of_provider: dict[str, str] = {}
     providers = {**{site: h.provider for site, h in result.handles.items()}, **result.referenced_providers}
     for site, provider in providers.items():
-        cluster_of_provider[_sync_await(provider.urn.future())] = site
+        # a registered provider's URN is always known (future() is typed Optional for unknowns in previews)
+        cluster_of_provider[cast(str, _sync_await(provider.urn.future()))] = site
     exports = dict(getattr(runtime_settings.get_root_resource(), "outputs", {}) or {})
     return PreviewResult(
         environment=result.env.name, stack=stack_name, sites=list(result.sites), resources=monitor.recorded,

@@ -22,7 +22,8 @@ without these paths, byte for byte) and the outputs the program sees are the sam
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from google.protobuf import struct_pb2
 from pulumi import Resource

@@ -13,14 +13,15 @@ a stack costs its build only; a process that does not answer in time is killed, 
 from __future__ import annotations
 
 import multiprocessing
-from multiprocessing import connection as mp_connection
 import os
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, cast
 
 from hybridml.ops.shards import largest_first, stack_specs
 from hybridml.stack.config import PLAN, SITES
@@ -149,7 +150,8 @@ def _run_forked(jobs: list[dict], slots: int, timeout: float) -> Iterator[StackP
                 writer.close()
                 running[reader] = (job, proc, time.monotonic() + timeout)
             soonest = min(deadline for _, _, deadline in running.values())
-            for reader in mp_connection.wait(list(running), timeout=max(0.0, soonest - time.monotonic())):
+            for ready in mp_connection.wait(list(running), timeout=max(0.0, soonest - time.monotonic())):
+                reader = cast(mp_connection.Connection, ready)   # wait() hands back the read ends it was given
                 job, proc, _ = running.pop(reader)
                 try:
                     outcome = reader.recv()
@@ -181,8 +183,8 @@ def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | No
                         stack_timeout: float = STACK_TIMEOUT_S) -> ShardedPreviewResult:
     """Preview the stacks `hybridml up` would deploy for SPEC: the (selected) site stacks in a pool of
     `workers` processes (default: one per CPU this process may use, at most one per stack), then the fleet stack."""
-    from hybridml.ops import preview as _preview
     from hybridml import program
+    from hybridml.ops import preview as _preview
     from infra.loader import load_environment
     from policies.placement.plan import PlacementPlan
 
@@ -205,7 +207,8 @@ def run_sharded_preview(spec: str, *, mode: str = "cloud", sites: list[str] | No
         specs = largest_first(specs, plan.site_sizes())
         if on_stacks:
             on_stacks(len(specs))
-        site_jobs, fleet_jobs = [], []
+        site_jobs: list[dict[str, Any]] = []
+        fleet_jobs: list[dict[str, Any]] = []
         for stack_spec in specs:
             config = {k: v.value for k, v in stack_spec.config.items()
                       if k not in (PLAN, SITES)}

@@ -9,7 +9,6 @@ does not stop the others; the stacks that depend on it are skipped and say why.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -19,9 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybridml.ops.shards import (DEFAULT_RESOURCE_PARALLEL, DEFAULT_RETRIES, Action, StackSpec, blocked_by,
-                                 checkpoint_mode, largest_first, stack_specs, transient_error, waves,
-                                 whole_stack_spec)
+from hybridml.ops.shards import (
+    DEFAULT_RESOURCE_PARALLEL,
+    DEFAULT_RETRIES,
+    Action,
+    StackSpec,
+    blocked_by,
+    checkpoint_mode,
+    largest_first,
+    stack_specs,
+    transient_error,
+    waves,
+    whole_stack_spec,
+)
 from hybridml.ops.shards import select as select_sites
 from hybridml.ops.stack_state import StateReader, clear_stale_locks, recover_pending, resource_count
 from hybridml.stack.config import MODE, SPEC, ConfigEntry, project_dir, read_stack_config
@@ -140,7 +149,7 @@ def _short_error(exc: Exception, diagnostics: list[str]) -> str:
 
 def run_stack(spec: StackSpec, action: Action, workspace, run: StackRun, *, expect_no_changes: bool = False,
               parallel: int | None = None, remove: bool = False, log_dir: Path | None = None,
-              retries: int = DEFAULT_RETRIES, skip_unchanged: "StateReader | None" = None) -> None:
+              retries: int = DEFAULT_RETRIES, skip_unchanged: StateReader | None = None) -> None:
     """Run one stack's update; a transient API-server error (shards.transient_error) runs it again,
     up to `retries` times (the engine log keeps every attempt). `skip_unchanged` (preview, a StateReader):
     a stack whose inputs fingerprint equals the one its last successful update exported is reported
@@ -255,7 +264,6 @@ def prepare(environment: str, action: Action, sites: list[str] | None, plan_file
     from pulumi import automation as auto
 
     from infra.loader import load_environment
-    from policies.placement.plan import PlacementPlan
 
     root = project_dir()
     written = read_stack_config(environment)

@@ -102,7 +102,7 @@ class StateReader:
         return state
 
     def outputs(self, name: str) -> dict:
-        root = next((r for r in (self.state(name) or {}).get("resources") or []
+        root: dict[str, Any] = next((r for r in (self.state(name) or {}).get("resources") or []
                      if r.get("type") == "pulumi:pulumi:Stack"), {})
         return {k: plaintext(v) for k, v in (root.get("outputs") or {}).items()}
 

@@ -26,10 +26,10 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hybridml.ops.observe import ClusterObservation, FleetObservation, PodObs
 from infra import labels as L
 from infra.spec import Datacenter, Environment, PrivacyTier
 from policies.placement.plan import PlacementPlan
-from hybridml.ops.observe import ClusterObservation, FleetObservation, PodObs
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 EXAMPLES = 3                                           # pod names quoted per aggregated finding
@@ -127,7 +127,7 @@ class StatusReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok
-        for p, row in zip(self.pipelines, data["pipelines"]):
+        for p, row in zip(self.pipelines, data["pipelines"], strict=False):
             row["ok"] = p.ok
         data["summary"] = {
             "sites": len(self.sites), "sites_unreachable": sum(1 for s in self.sites if not s.reachable),
@@ -263,13 +263,13 @@ def build_report(env: Environment, plan: PlacementPlan, fleet: FleetObservation,
             if pipelines is None or name in pipelines:
                 findings.append(Finding(ERROR, "misplaced", site.name, name,
                                         f"{len(pods)} pod(s) of {name} on {site.name}: {why}: {_names(pods)}"))
-        for (tier, why), pods in sorted(privacy.items()):
+        for (tier_name, why), pods in sorted(privacy.items()):
             findings.append(Finding(ERROR, "privacy", site.name, pods[0].labels.get(L.PIPELINE),
-                                    f"{len(pods)} {tier} pod(s) on {why}: {_names(pods)}"))
+                                    f"{len(pods)} {tier_name} pod(s) on {why}: {_names(pods)}"))
         if pending:
-            by = defaultdict(int)
-            for p in pending:
-                by[_pipeline_of(p, isvc_pipeline) or p.namespace] += 1
+            by: defaultdict[str, int] = defaultdict(int)
+            for pend in pending:
+                by[_pipeline_of(pend, isvc_pipeline) or pend.namespace] += 1
             findings.append(Finding(ERROR, "capacity", site.name, None,
                                     f"{len(pending)} pod(s) not scheduled: "
                                     + ", ".join(f"{k} ({v})" for k, v in sorted(by.items()))))
@@ -334,9 +334,9 @@ def build_report(env: Environment, plan: PlacementPlan, fleet: FleetObservation,
                                         + ("(simulated cluster: no KServe/LeaderWorkerSet controller, no pods)"
                                            if sev == INFO else "(is its controller installed?)")))
         # also pods of the pipeline on sites the plan does not use for it (misplaced rows)
-        for (site_name, name), n in sorted(active.items()):
+        for (site_name, name), n_active in sorted(active.items()):
             if name == pp.name and site_name not in rows_sites:
-                rows_sites[site_name] = PipelineSite(site_name, 0, ready.get((site_name, name), 0), n, "misplaced")
+                rows_sites[site_name] = PipelineSite(site_name, 0, ready.get((site_name, name), 0), n_active, "misplaced")
         worst, headroom, live = _headroom(env, pp, rows_sites)
         state = max((r.state for r in rows_sites.values() if r.state in STATES), key=STATES.index, default="ok")
         row = PipelineStatus(name=pp.name, engine=pp.engine, privacy_tier=pp.privacy_tier,

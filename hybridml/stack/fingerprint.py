@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hybridml.stack.config import PLAN, SPEC
 
@@ -84,7 +85,7 @@ def program_inputs(project: Path, config: Mapping[str, str]) -> tuple[dict[str, 
             continue
         path = Path(value) if Path(value).is_absolute() else project / value
         if not path.is_file() and key == SPEC:
-            from infra.loader import resolve_spec_path   # a shipped name ("prod")
+            from infra.loader import resolve_spec_path  # a shipped name ("prod")
 
             try:
                 path = resolve_spec_path(value)

@@ -6,10 +6,12 @@ pairs; the explainer and the infeasibility report reuse the same reasons.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from infra.labels import home_zone
-from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
+from infra.spec import CloudSite, Datacenter, Dependency, Environment, InstanceType, Pipeline, PrivacyTier
 
 CLOUD_ALLOCATABLE = 0.9  # kubelet/system reserve on cloud nodes
 
@@ -41,12 +43,15 @@ class SiteCapacity:
 
 _MEMO: dict[tuple[str, int], tuple[object, object]] = {}
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
-def _memo(kind: str, obj, compute):
+
+def _memo(kind: str, obj: _T, compute: Callable[[_T], _R]) -> _R:
     """Per-object memo keyed by identity (spec models are immutable); keeps the object alive so ids stay unique."""
     hit = _MEMO.get((kind, id(obj)))
     if hit is not None and hit[0] is obj:
-        return hit[1]
+        return cast(_R, hit[1])
     value = compute(obj)
     _MEMO[(kind, id(obj))] = (obj, value)
     return value
@@ -60,7 +65,7 @@ def _host_shapes(dc: Datacenter) -> dict[int, set[tuple[float, float, str | None
     """Distinct host shapes (cores, memory, GPU type, GPU count) of each tier's home zone."""
     keep = 1 - dc.system_reserved_fraction
     home = datacenter_capacity(dc).home
-    out: dict[int, set] = {level: set() for level in range(4)}
+    out: dict[int, set[tuple[float, float, str | None, int]]] = {level: set() for level in range(4)}
     for rack, host in dc.all_hosts():
         shape = (host.cores * keep, host.memory_gib * keep, host.gpu.type if host.gpu else None,
                  host.gpu.count if host.gpu else 0)
@@ -113,7 +118,7 @@ def replica_nodes(p: Pipeline, site: CloudSite) -> int:
     return math.ceil(p.gpu.count / largest)
 
 
-def fitting_types(p: Pipeline, site: CloudSite) -> list:
+def fitting_types(p: Pipeline, site: CloudSite) -> list[InstanceType]:
     """The instance types of `site` one pod of a replica of GPU pipeline `p` fits on: enough GPUs of its
     type, and its share of CPU and memory within the node's allocatable part. The solver ties a
     pipeline's GPUs to these types only (a 2-GPU, 64 GiB replica never lands on 1-GPU, 16 GiB nodes)."""
@@ -129,7 +134,7 @@ def gpu_label(count: int, gtype: str) -> str:
     return f"{count}x{gtype}"
 
 
-def site_rejection(env: Environment, p: Pipeline, site) -> str | None:
+def site_rejection(env: Environment, p: Pipeline, site: CloudSite | Datacenter) -> str | None:
     """Why `site` can never hold a replica of `p` (None when it can)."""
     if p.pinned_sites is not None and site.name not in p.pinned_sites:
         return f"not in the pipeline's pinned_sites {p.pinned_sites}"
@@ -156,7 +161,7 @@ def site_rejection(env: Environment, p: Pipeline, site) -> str | None:
             types = [it for it in site.instance_types if it.gpu and it.gpu.type == p.gpu.type]
             if not types:
                 return f"offers no {p.gpu.type} (has {', '.join(sorted(site.gpu_types)) or 'no GPUs'})"
-            if p.engine.kind != "vllm" and not any(it.gpu.count >= p.gpu.count for it in types):
+            if p.engine.kind != "vllm" and not any(it.gpu is not None and it.gpu.count >= p.gpu.count for it in types):
                 return f"no instance type with {gpu_label(p.gpu.count, p.gpu.type)} on one node"
             if not fitting_types(p, site):
                 k = replica_nodes(p, site)
@@ -171,7 +176,7 @@ def site_rejection(env: Environment, p: Pipeline, site) -> str | None:
     return None
 
 
-def route_rejection(env: Environment, p: Pipeline, region: str, site) -> str | None:
+def route_rejection(env: Environment, p: Pipeline, region: str, site: CloudSite | Datacenter) -> str | None:
     """Why demand from `region` may not be served by `site` (site assumed eligible)."""
     reg = env.region(region)
     if p.privacy_tier.is_sensitive:
@@ -185,7 +190,7 @@ def route_rejection(env: Environment, p: Pipeline, region: str, site) -> str | N
     return None
 
 
-def data_rejection(env: Environment, tier: PrivacyTier, site) -> str | None:
+def data_rejection(env: Environment, tier: PrivacyTier, site: CloudSite | Datacenter) -> str | None:
     if not env.site_allows(site, tier):
         return f"privacy: site does not hold {tier.value} data"
     return None
@@ -217,7 +222,7 @@ def _cheapest_cloud_rates(site: CloudSite) -> tuple[dict[str, float], float, flo
     return gpu_rate, cpu_rate, mem_rate
 
 
-def replica_cost(p: Pipeline, site) -> float:
+def replica_cost(p: Pipeline, site: CloudSite | Datacenter) -> float:
     """Approximate $/hour of one replica at a site (used for explanations and the greedy baseline)."""
     if isinstance(site, Datacenter):
         mc = site.marginal_cost
@@ -228,7 +233,7 @@ def replica_cost(p: Pipeline, site) -> float:
     gpu_rate, cpu_rate, mem_rate = cheapest_cloud_rates(site)
     if p.gpu:
         fits = fitting_types(p, site)
-        return p.gpu.count * min((it.hourly_usd / it.gpu.count for it in fits), default=math.inf)
+        return p.gpu.count * min((it.hourly_usd / it.gpu.count for it in fits if it.gpu is not None), default=math.inf)
     return max(p.resources.cpu * cpu_rate, p.resources.memory_gib * mem_rate)
 
 
@@ -253,5 +258,5 @@ def data_pieces(env: Environment) -> dict[str, DataPiece]:
     return out
 
 
-def dep_key(dep) -> str:
+def dep_key(dep: Dependency) -> str:
     return f"{dep.kind}:{dep.target}"

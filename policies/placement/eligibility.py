@@ -49,7 +49,7 @@ def eligibility(env: Environment) -> Eligibility:
                 if not routable and p.spread.min_sites == 1 and p.min_replicas <= cand.per_site_minimum(p):
                     # Serving nobody within SLO, such a site could only add failover capacity; keep it
                     # out unless spread or min_replicas ask for more sites than the SLO allows.
-                    why = "latency: " + "; ".join(cand.route_rejection(env, p, r, site) for r in el.demand[p.name])
+                    why = "latency: " + "; ".join(str(cand.route_rejection(env, p, r, site)) for r in el.demand[p.name])
             if why is None:
                 ok.append(site.name)
             else:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Protocol
 
-from infra.spec import CloudSite, Environment
+from infra.spec import CloudSite, Environment, Pipeline
 from policies.placement import candidates as cand
 from policies.placement.plan import (
     DataPlacement,
@@ -14,7 +15,21 @@ from policies.placement.plan import (
 )
 from policies.placement.rows import CapacityRow, RowKind
 
+if TYPE_CHECKING:
+    from policies.placement.eligibility import Eligibility
+    from policies.placement.milp import Result
+
 TIGHT = 1e-6
+
+
+class _Vars(Protocol):
+    """What the plan reads of the solver's variable index (policies.placement.solver._Vars)."""
+
+    x: dict[tuple[str, str], int]
+    n: dict[tuple[str, str], int]
+    f: dict[tuple[str, str, str], int]
+    z: dict[tuple[str, str], int]
+    capacity_rows: dict[CapacityRow, tuple[int, float]]
 
 
 def _round(x: float) -> int:
@@ -38,7 +53,7 @@ def _cloud_gpu_capacity(site: CloudSite) -> dict[str, int]:
     return out
 
 
-def _exhausted(env: Environment, v, res, nodes: dict) -> set[CapacityRow]:
+def _exhausted(env: Environment, v: _Vars, res: Result, nodes: dict[tuple[str, str], int]) -> set[CapacityRow]:
     """Capacity limits with no room left: datacenter rows, quotas within one node, max_nodes reached.
 
     Cloud GPU/CPU node rows (bound 0) only say that bought nodes are used; they are not limits.
@@ -48,6 +63,7 @@ def _exhausted(env: Environment, v, res, nodes: dict) -> set[CapacityRow]:
         room = ub - res.row_values[row]
         if key.kind is RowKind.QUOTA:
             site = env.site(key.site)
+            assert isinstance(site, CloudSite)  # quota rows exist for cloud sites only
             smallest = min(it.vcpus for it in site.instance_types if it.quota_family == key.family)
             if room < smallest:
                 out.add(key)
@@ -60,7 +76,8 @@ def _exhausted(env: Environment, v, res, nodes: dict) -> set[CapacityRow]:
     return out
 
 
-def assemble_plan(env: Environment, el, v, res, *, lp_bound: float, elapsed: float, solver: str) -> PlacementPlan:
+def assemble_plan(env: Environment, el: Eligibility, v: _Vars, res: Result, *, lp_bound: float, elapsed: float,
+                  solver: str) -> PlacementPlan:
     val = res.values
     replicas: dict[tuple[str, str], int] = {k: _round(val[i]) for k, i in v.x.items()}
     nodes = {k: _round(val[i]) for k, i in v.n.items()}
@@ -79,7 +96,7 @@ def assemble_plan(env: Environment, el, v, res, *, lp_bound: float, elapsed: flo
             total = sum(shares.values()) or 1.0
             routing[r] = {s: round(x / total, 6) for s, x in sorted(shares.items())}
             latency[r] = {s: env.user_rtt(r, s) + p.latency.service_ms for s in routing[r]}
-        failover = {r: sorted(reps, key=lambda s, r=r: (env.user_rtt(r, s), s)) for r in (demand or {})}
+        failover = {r: sorted(reps, key=lambda s: (env.user_rtt(r, s), s)) for r in (demand or {})}
         gpus = {s: n * p.gpu.count for s, n in reps.items()} if p.gpu else {}
         cost = sum(cand.replica_cost(p, env.site(s)) * n for s, n in reps.items())
         pipelines.append(PipelinePlacement(
@@ -90,7 +107,7 @@ def assemble_plan(env: Environment, el, v, res, *, lp_bound: float, elapsed: flo
     data: list[DataPlacement] = []
     for key in sorted({k for k, _ in v.z}):
         kind, name = key.split(":", 1)
-        sites = sorted(s for (k, s), on in data_at.items() if k == key and on)
+        placed = sorted(s for (k, s), on in data_at.items() if k == key and on)
         tier = (next(x for x in env.feature_views if x.name == name) if kind == "feature_view"
                 else next(x for x in env.collections if x.name == name)).privacy_tier
         serves: dict[str, dict[str, str]] = {}
@@ -100,10 +117,10 @@ def assemble_plan(env: Environment, el, v, res, *, lp_bound: float, elapsed: flo
                     continue
                 for s in (x.name for x in env.sites):
                     if replicas.get((p.name, s), 0) > 0:
-                        near = [d for d in el.near[(p.name, key, s)] if d in sites]
-                        best = min(near, key=lambda d, s=s: (env.site_rtt(s, d), d))
+                        near = [d for d in el.near[(p.name, key, s)] if d in placed]
+                        best = min(near, key=lambda d: (env.site_rtt(s, d), d))
                         serves.setdefault(p.name, {})[s] = best
-        data.append(DataPlacement(name=name, kind=kind, privacy_tier=tier.value, sites=sites, serves=serves))
+        data.append(DataPlacement(name=name, kind=kind, privacy_tier=tier.value, sites=placed, serves=serves))
 
     sites: list[SitePlan] = []
     total_cost = 0.0
@@ -129,7 +146,7 @@ def assemble_plan(env: Environment, el, v, res, *, lp_bound: float, elapsed: flo
                           if nodes[(site.name, it.name)] > 0}
             cost = sum(it.hourly_usd * site_nodes.get(it.name, 0) for it in site.instance_types)
             gcap = _cloud_gpu_capacity(site)
-            core_cap = sum(it.vcpus * n for it, n in ((i, site_nodes.get(i.name, 0)) for i in site.instance_types))
+            core_cap: float = sum(it.vcpus * n for it, n in ((i, site_nodes.get(i.name, 0)) for i in site.instance_types))
             mem_cap = sum(it.memory_gib * n for it, n in ((i, site_nodes.get(i.name, 0)) for i in site.instance_types))
         else:
             site_nodes = {}
@@ -158,7 +175,8 @@ def assemble_plan(env: Environment, el, v, res, *, lp_bound: float, elapsed: flo
         sites=sites, pipelines=pipelines, data=data)
 
 
-def _explain(env: Environment, el, p, reps: dict[str, int], routing, tight_rows: set[CapacityRow]) -> Explanation:
+def _explain(env: Environment, el: Eligibility, p: Pipeline, reps: dict[str, int], routing: dict[str, dict[str, float]],
+             tight_rows: set[CapacityRow]) -> Explanation:
     demand = el.demand[p.name]
     chosen = []
     for s, n in sorted(reps.items()):

@@ -6,13 +6,21 @@ measures only the value of optimising jointly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from infra.spec import CloudSite, Datacenter, Environment
+from infra.spec import CloudSite, Datacenter, Environment, InstanceType, Pipeline
 from policies.placement import candidates as cand
 from policies.placement.candidates import data_pieces, dep_key
-from policies.placement.eligibility import eligibility
+from policies.placement.eligibility import Eligibility, eligibility
 from policies.placement.plan import Baseline
+
+
+def _gpu_count(it: InstanceType) -> int:
+    """GPUs per node of a GPU instance type."""
+    assert it.gpu is not None
+    return it.gpu.count
 
 
 @dataclass
@@ -26,13 +34,13 @@ class _CloudState:
     free_mem: float = 0.0
 
     def quota_left(self, family: str) -> float:
-        quota = self.site.vcpu_quotas.get(family)
-        if quota is None:
+        if family not in self.site.vcpu_quotas:
             return math.inf
+        quota = self.site.vcpu_quotas[family]
         used = sum(it.vcpus * self.nodes.get(it.name, 0) for it in self.site.instance_types if it.quota_family == family)
         return quota - used
 
-    def _open(self, types, need, per_node) -> dict[str, int] | None:
+    def _open(self, types: list[InstanceType], need: float, per_node: Callable[[InstanceType], float]) -> dict[str, int] | None:
         """Nodes to open (cheapest per unit first) so that `need` more units fit; None when impossible."""
         plan: dict[str, int] = {}
         left = need
@@ -53,12 +61,13 @@ class _CloudState:
     def _add_gpu_nodes(self, gpu_type: str, opened: dict[str, int]) -> None:
         for name, k in opened.items():
             it = next(i for i in self.site.instance_types if i.name == name)
+            assert it.gpu is not None  # opened from GPU instance types only
             self.nodes[name] = self.nodes.get(name, 0) + k
             self.free_gpus[name] = self.free_gpus.get(name, 0.0) + k * it.gpu.count
             self.pool_cpu[gpu_type] = self.pool_cpu.get(gpu_type, 0.0) + k * it.vcpus * cand.CLOUD_ALLOCATABLE
             self.pool_mem[gpu_type] = self.pool_mem.get(gpu_type, 0.0) + k * it.memory_gib * cand.CLOUD_ALLOCATABLE
 
-    def take(self, cpu: float, mem: float, gpu_type: str | None, gpus: float, fits: list | None = None) -> bool:
+    def take(self, cpu: float, mem: float, gpu_type: str | None, gpus: float, fits: list[InstanceType] | None = None) -> bool:
         if gpu_type:
             # GPUs only from the instance types the replica's pods fit on (as the solver's rows say)
             types = list(fits or [])
@@ -66,7 +75,7 @@ class _CloudState:
                 return False
             need = gpus - sum(self.free_gpus.get(it.name, 0.0) for it in types)
             if need > 1e-9:
-                opened = self._open(types, need, lambda i: i.gpu.count)
+                opened = self._open(types, need, _gpu_count)
                 if opened is None:
                     return False
                 self._add_gpu_nodes(gpu_type, opened)
@@ -115,11 +124,11 @@ class _CloudState:
 @dataclass
 class _DcState:
     site: Datacenter
-    left: dict[int, list] = field(default_factory=dict)  # zone rank -> [cores, mem, {gpu: n}]
+    left: dict[int, list[Any]] = field(default_factory=dict)  # zone rank -> [cores, mem, {gpu: n}]
     home: dict[int, int | None] = field(default_factory=dict)  # tier rank -> zone rank (SiteCapacity.home)
     cost: float = 0.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         capacity = cand.datacenter_capacity(self.site)
         self.home = capacity.home
         for zone, (c, m, g) in capacity.by_zone.items():
@@ -152,7 +161,7 @@ class GreedySolution:
     data: set[tuple[str, str]]                    # (data key, site)
 
 
-def greedy_baseline(env: Environment, el=None) -> Baseline:
+def greedy_baseline(env: Environment, el: Eligibility | None = None) -> Baseline:
     sol = greedy_solution(env, el)
     if not sol.feasible:
         return Baseline(name="greedy on-prem first", feasible=False, cost_usd_per_hour=None,
@@ -160,14 +169,14 @@ def greedy_baseline(env: Environment, el=None) -> Baseline:
     return Baseline(name="greedy on-prem first", feasible=True, cost_usd_per_hour=round(sol.cost, 4))
 
 
-def greedy_solution(env: Environment, el=None) -> GreedySolution:
+def greedy_solution(env: Environment, el: Eligibility | None = None) -> GreedySolution:
     el = el or eligibility(env)
     states = {s.name: (_CloudState(s) if isinstance(s, CloudSite) else _DcState(s)) for s in env.sites}
     pieces = data_pieces(env)
     placed_data: set[tuple[str, str]] = set()
     unplaced: list[str] = []
 
-    def take(p, site_name: str, n: int) -> bool:
+    def take(p: Pipeline, site_name: str, n: int) -> bool:
         if n <= 0:
             return True
         st = states[site_name]
@@ -179,11 +188,11 @@ def greedy_solution(env: Environment, el=None) -> GreedySolution:
         return st.take(p.resources.cpu * n, p.resources.memory_gib * n, gtype, gpus,
                        cand.fitting_types(p, st.site) if p.gpu else None)
 
-    def order(p, sites: list[str]) -> list[str]:
+    def order(p: Pipeline, sites: list[str]) -> list[str]:
         return sorted(sites, key=lambda s: (0 if isinstance(env.site(s), Datacenter) else 1,
                                             cand.replica_cost(p, env.site(s)), s))
 
-    def place_data(p, site_name: str) -> bool:
+    def place_data(p: Pipeline, site_name: str) -> bool:
         for dep in p.dependencies:
             key = dep_key(dep)
             near = el.near[(p.name, key, site_name)]

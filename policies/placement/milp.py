@@ -6,10 +6,12 @@ highspy expression API is far slower at the 10x fleet (~10^5 columns).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import highspy
 import numpy as np
+import numpy.typing as npt
 
 INF = math.inf
 
@@ -24,7 +26,7 @@ def new_highs() -> highspy.Highs:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 1)
-        h = highspy.Highs()
+        h = highspy.Highs()  # type: ignore[no-untyped-call]  # highspy leaves Highs.__init__ unannotated
         h.setOptionValue("output_flag", False)
     finally:
         os.dup2(saved, 1)
@@ -91,7 +93,7 @@ class Model:
     def num_rows(self) -> int:
         return len(self.row_lb)
 
-    def violations(self, values, tol: float = 1e-6) -> int:
+    def violations(self, values: npt.ArrayLike, tol: float = 1e-6) -> int:
         """How many variable bounds and rows `values` breaks (0 for a feasible point)."""
         vals = np.asarray(values, dtype=float)
         bad = int(np.sum(vals < np.asarray(self.lb) - tol) + np.sum(vals > np.asarray(self.ub) + tol))
@@ -103,7 +105,8 @@ class Model:
         return bad
 
     def solve(self, *, relax: bool = False, time_limit: float = 60.0, mip_gap: float = 1e-3,
-              start=None, upper=None, integer=None, target: float | None = None) -> Result:
+              start: npt.ArrayLike | None = None, upper: npt.ArrayLike | None = None, integer: Sequence[bool] | None = None,
+              target: float | None = None) -> Result:
         """Solve the model, or a variant of it that keeps its rows.
 
         `start`: a feasible point to begin from (HiGHS then only improves and proves).

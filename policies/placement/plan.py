@@ -4,6 +4,8 @@ Downstream rooms (clusters/, workloads/, policy checks) read only this and the s
 """
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -94,7 +96,7 @@ class PlacementPlan(_Plain):
         """How much each site deploys (pipelines plus data pieces): orders site stacks biggest first."""
         return {s.name: len(s.pipelines) + len(s.data) for s in self.sites}
 
-    def decisions(self) -> dict:
+    def decisions(self) -> dict[str, Any]:
         """The decision itself, without timings: equal for equal inputs."""
         data = self.model_dump(exclude={"solve_seconds", "baselines"})
         return data

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from infra.spec import Datacenter, Environment, Pipeline, PrivacyTier
+from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
 from policies.placement import candidates as cand
 
 
@@ -53,6 +53,7 @@ class CapacityRow:
         elif self.kind is RowKind.MAX_NODES:
             what = self.instance_type
         elif self.kind is RowKind.GPU:
+            assert self.gpu_type is not None  # GPU rows always name their GPU type
             what = self.gpu_type + (f"@{'+'.join(self.instance_types)}" if self.instance_types else "")
             if self.zone is not None:
                 return f"gpu|{self.site}|{what}|{self.zone.value}"
@@ -79,14 +80,15 @@ class CapacityRow:
                 if home is None or list(PrivacyTier)[home] != self.zone:
                     return False
         if self.kind is RowKind.GPU:
-            return bool(p.gpu) and p.gpu.type == self.gpu_type
+            return p.gpu is not None and p.gpu.type == self.gpu_type
         if self.kind in (RowKind.CPU, RowKind.MEMORY):
             if self.zone is not None:
                 return True
             if self.cpu_nodes:
                 return not p.gpu
-            return bool(p.gpu) and p.gpu.type == self.gpu_type
+            return p.gpu is not None and p.gpu.type == self.gpu_type
         site = env.site(self.site)
+        assert isinstance(site, CloudSite)  # max_nodes and quota rows exist for cloud sites only
         if self.kind is RowKind.MAX_NODES:
             it = next(i for i in site.instance_types if i.name == self.instance_type)
             return (it.gpu.type == p.gpu.type) if (it.gpu and p.gpu) else (not it.gpu and not p.gpu)
@@ -118,6 +120,7 @@ class CapacityRow:
     def shortage_label(self) -> str:
         """What falls short, as an infeasible spec's reason says it ("H100 GPU capacity in racks of ...")."""
         if self.kind is RowKind.GPU:
+            assert self.gpu_type is not None  # GPU rows always name their GPU type
             what = self.gpu_type + (f"@{'+'.join(self.instance_types)}" if self.instance_types else "")
             label = f"{what} GPU capacity"
         elif self.kind is RowKind.QUOTA:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeGuard
 
 from infra.errors import InfeasibleReason, PlacementInfeasible
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
@@ -30,6 +31,9 @@ from policies.placement.milp import FEASIBLE, INF, Model, Result, solver_version
 from policies.placement.plan import PlacementPlan
 from policies.placement.rows import CapacityRow, RowKind
 
+if TYPE_CHECKING:
+    import numpy as np
+
 LATENCY_TIEBREAK = 1e-7  # $/h per (rps x ms): orders equal-cost choices by RTT, never outweighs a real cost
 REPLICA_TIEBREAK = 1e-4  # $/h per cloud replica: no idle replicas on already-paid nodes
 DATA_TIEBREAK = 1e-4     # $/h per cloud data store
@@ -38,11 +42,11 @@ ELASTIC_PENALTY = 1e6    # $/h per unit of missing capacity when diagnosing infe
 
 @dataclass
 class _Vars:
-    x: dict = field(default_factory=dict)
-    y: dict = field(default_factory=dict)
-    f: dict = field(default_factory=dict)
-    n: dict = field(default_factory=dict)
-    z: dict = field(default_factory=dict)
+    x: dict[tuple[str, str], int] = field(default_factory=dict)       # (pipeline, site) -> var
+    y: dict[tuple[str, str], int] = field(default_factory=dict)       # (pipeline, site) -> var
+    f: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (pipeline, region, site) -> var
+    n: dict[tuple[str, str], int] = field(default_factory=dict)       # (cloud site, instance type) -> var
+    z: dict[tuple[str, str], int] = field(default_factory=dict)       # (data key, site) -> var
     slack: dict[CapacityRow, int] = field(default_factory=dict)  # row -> its slack var (elastic mode)
     capacity_rows: dict[CapacityRow, tuple[int, float]] = field(default_factory=dict)  # -> (row, upper bound)
 
@@ -50,8 +54,9 @@ class _Vars:
 def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[Model, _Vars]:
     m, v = Model(), _Vars()
     pieces = data_pieces(env)
+    site: CloudSite | Datacenter
 
-    def cap_row(key: CapacityRow, terms: list, ub: float) -> None:
+    def cap_row(key: CapacityRow, terms: list[tuple[int, float]], ub: float) -> None:
         # Cloud node rows (bound 0) only tie replicas to bought nodes; the limits are quotas and max_nodes.
         if elastic and not key.ties_nodes_only:
             s = m.var(0, INF, ELASTIC_PENALTY)
@@ -142,10 +147,12 @@ def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[
                 # (Hall's condition over each pipeline's fitting set; exact when the sets nest, as
                 # bigger nodes fit everything smaller ones fit).
                 for fset in sorted({*fits.values(), frozenset(it.name for it in pool)}, key=lambda f: (len(f), sorted(f))):
-                    terms = [(v.x[(p.name, site.name)], float(p.gpu.count)) for p in users if fits[p.name] <= fset]
+                    terms = [(v.x[(p.name, site.name)], float(p.gpu.count)) for p in users
+                             if p.gpu is not None and fits[p.name] <= fset]
                     if not terms:
                         continue
-                    terms += [(v.n[(site.name, it.name)], -float(it.gpu.count)) for it in pool if it.name in fset]
+                    terms += [(v.n[(site.name, it.name)], -float(it.gpu.count)) for it in pool
+                              if it.gpu is not None and it.name in fset]
                     full = len(fset) == len(pool)
                     cap_row(CapacityRow(RowKind.GPU, site.name, gpu_type=gtype,
                                         instance_types=() if full else tuple(sorted(fset))), terms, 0)
@@ -192,7 +199,7 @@ def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[
     return m, v
 
 
-def _start_from_greedy(env: Environment, el: Eligibility, m: Model, v: _Vars):
+def _start_from_greedy(env: Environment, el: Eligibility, m: Model, v: _Vars) -> np.ndarray | None:
     import numpy as np
 
     from policies.placement.greedy import greedy_solution
@@ -269,7 +276,7 @@ def _search(env: Environment, el: Eligibility, m: Model, v: _Vars, *, time_limit
         return None, math.nan, "LP infeasible"
     bound = lp.objective
 
-    def within(res: Result | None) -> bool:
+    def within(res: Result | None) -> TypeGuard[Result]:
         return res is not None and res.objective <= bound + mip_gap * abs(res.objective) + 1e-9
 
     def proven(res: Result) -> Result:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
+from policies.rules.base import Check, Context, Enforcement, ResourceView, Rule, Severity
 
 ALL_LOG_TYPES = {"api", "audit", "authenticator", "controllerManager", "scheduler"}
 MIN_SUPPORTED_MINOR = 31  # EKS standard support, late 2026: 1.31 and newer
@@ -15,7 +16,7 @@ SECRET_PATTERNS = [re.compile(p, re.I) for p in (
     r"aws_secret_access_key")]
 
 
-def _get(d: dict, *keys, default=None):
+def _get(d: Any, *keys: str, default: Any = None) -> Any:
     for k in keys:
         if not isinstance(d, dict):
             return default
@@ -78,7 +79,7 @@ def imdsv2(r: ResourceView, ctx: Context) -> Iterable[str]:
 def encrypted_volumes(r: ResourceView, ctx: Context) -> Iterable[str]:
     if r.type == "aws:ec2/launchTemplate:LaunchTemplate":
         for bdm in r.props.get("blockDeviceMappings") or []:
-            if not _get(bdm, "ebs", "encrypted") in (True, "true"):
+            if _get(bdm, "ebs", "encrypted") not in (True, "true"):
                 yield f"block device {bdm.get('deviceName')} is not encrypted"
     elif r.type == "aws:ec2/instance:Instance":
         if not _get(r.props, "rootBlockDevice", "encrypted"):
@@ -126,7 +127,7 @@ def no_secrets_in_user_data(r: ResourceView, ctx: Context) -> Iterable[str]:
     text = str(data)
     try:
         text += "\n" + base64.b64decode(text, validate=True).decode("utf-8", "replace")
-    except Exception:  # not base64: plain text user data
+    except ValueError:  # not base64 (binascii.Error is a ValueError) or not text: plain user data
         pass
     for pattern in SECRET_PATTERNS:
         if pattern.search(text):
@@ -134,7 +135,7 @@ def no_secrets_in_user_data(r: ResourceView, ctx: Context) -> Iterable[str]:
             return
 
 
-def _aws(name, description, check, fix, severity=Severity.high) -> Rule:
+def _aws(name: str, description: str, check: Check, fix: str, severity: Severity = Severity.high) -> Rule:
     return Rule(name, description, severity, Enforcement.mandatory, fix, check=check, group="aws")
 
 

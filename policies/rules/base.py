@@ -7,9 +7,10 @@ The same rules run at `pulumi preview` (CrossGuard pack, policies/pack) and offl
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any
 
 
 class Severity(str, Enum):
@@ -52,12 +53,14 @@ class ResourceView:
         return self.type.startswith("kubernetes:")
 
     @property
-    def metadata(self) -> dict:
-        return self.props.get("metadata") or {}
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = self.props.get("metadata") or {}
+        return meta
 
     @property
-    def labels(self) -> dict:
-        return self.metadata.get("labels") or {}
+    def labels(self) -> dict[str, Any]:
+        labels: dict[str, Any] = self.metadata.get("labels") or {}
+        return labels
 
     @property
     def display(self) -> str:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
 from policies.rules.pod_security import _exempt
@@ -15,7 +16,7 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "L
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
-def _pods(r: ResourceView):
+def _pods(r: ResourceView) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     if not r.is_kubernetes or _exempt(r):
         return []
     return list(pod_specs(r.kind, r.props))

@@ -1,7 +1,7 @@
 """Placement and privacy: what may run on which cluster, and whether the plan keeps its promises."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from infra import labels as L
 from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
@@ -11,7 +11,7 @@ DATA_KINDS = {"StatefulSet", "FeatureStore", "FlinkDeployment"}
 
 
 def _tier(r: ResourceView) -> str | None:
-    tier = r.labels.get(L.PRIVACY_TIER)
+    tier: str | None = r.labels.get(L.PRIVACY_TIER)
     if tier:
         return tier
     ns = r.metadata.get("namespace") or ""

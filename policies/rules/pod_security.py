@@ -8,9 +8,10 @@ local kube-apiserver in tests/e2e. A documented exemption: objects labelled
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
+from policies.rules.base import Check, Context, Enforcement, ResourceView, Rule, Severity
 from policies.rules.podspec import containers, pod_specs
 
 EXEMPT_NAMESPACES = {"gpu-operator", "kube-system", "karpenter"}
@@ -31,17 +32,18 @@ def _exempt(r: ResourceView) -> bool:
     return bool(r.labels.get(EXEMPTION_LABEL)) and r.metadata.get("namespace") in EXEMPT_NAMESPACES
 
 
-def _pods(r: ResourceView):
+def _pods(r: ResourceView) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     if not r.is_kubernetes or _exempt(r):
         return []
     return list(pod_specs(r.kind, r.props))
 
 
-def _sc(obj: dict) -> dict:
-    return obj.get("securityContext") or {}
+def _sc(obj: dict[str, Any]) -> dict[str, Any]:
+    sc: dict[str, Any] = obj.get("securityContext") or {}
+    return sc
 
 
-def _linux(spec: dict) -> bool:
+def _linux(spec: dict[str, Any]) -> bool:
     """Seccomp, capabilities and privilege escalation are Linux-only controls (exempt: spec.os.name=windows)."""
     return ((spec.get("os") or {}).get("name")) != "windows"
 
@@ -185,7 +187,7 @@ def probe_host(r: ResourceView, ctx: Context) -> Iterable[str]:
                         yield f"{where}.{cw} {name}.{kind}.host is {host!r}"
 
 
-def _rule(name, description, check, fix, severity=Severity.high) -> Rule:
+def _rule(name: str, description: str, check: Check, fix: str, severity: Severity = Severity.high) -> Rule:
     return Rule(name=name, description=description, severity=severity, enforcement=Enforcement.mandatory,
                 fix=fix, check=check, group="pod-security")
 

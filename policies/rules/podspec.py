@@ -1,7 +1,8 @@
 """Find the pod templates inside any workload object we emit (core and custom resources)."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 POD_TEMPLATE_PATHS: dict[str, list[tuple[str, ...]]] = {
     "Pod": [()],
@@ -37,7 +38,7 @@ def _walk(obj: Any, path: tuple[str, ...]) -> Any:
 FLINK_MAIN = "flink-main-container"
 
 
-def pod_specs(kind: str, props: dict) -> Iterator[tuple[str, dict, dict]]:
+def pod_specs(kind: str, props: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
     """Yield (where, pod metadata, pod spec) for every pod template in the object."""
     for path in POD_TEMPLATE_PATHS.get(kind, []):
         template = _walk(props, path) if path else props
@@ -55,7 +56,7 @@ def pod_specs(kind: str, props: dict) -> Iterator[tuple[str, dict, dict]]:
             yield ".".join(path), {}, {**spec, "containers": containers}
 
 
-def _flink_effective(props: dict, path: tuple[str, ...], spec: dict) -> dict:
+def _flink_effective(props: dict[str, Any], path: tuple[str, ...], spec: dict[str, Any]) -> dict[str, Any]:
     """The Flink operator fills its main container's image and resources from the FlinkDeployment."""
     role = path[1] if len(path) > 2 else None  # jobManager / taskManager pod templates
     resource = (props.get("spec", {}).get(role) or {}).get("resource") if role else None
@@ -72,7 +73,7 @@ def _flink_effective(props: dict, path: tuple[str, ...], spec: dict) -> dict:
     return {**spec, "containers": merged}
 
 
-def containers(spec: dict, include_init: bool = True) -> Iterator[tuple[str, dict]]:
+def containers(spec: dict[str, Any], include_init: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
     kinds = ("containers", "initContainers", "ephemeralContainers") if include_init else ("containers",)
     for kind in kinds:
         for c in spec.get(kind) or []:
@@ -80,7 +81,7 @@ def containers(spec: dict, include_init: bool = True) -> Iterator[tuple[str, dic
                 yield f"{kind}[{c.get('name', '?')}]", c
 
 
-def gpu_request(container: dict) -> int:
+def gpu_request(container: dict[str, Any]) -> int:
     res = container.get("resources") or {}
     for part in ("limits", "requests"):
         value = (res.get(part) or {}).get("nvidia.com/gpu")

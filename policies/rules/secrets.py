@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
 from policies.rules.podspec import containers, pod_specs

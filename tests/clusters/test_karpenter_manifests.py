@@ -74,7 +74,7 @@ def test_ec2_node_classes_validate_against_the_crd(pools):
 
 
 def test_cel_rules_that_apply_to_what_we_emit(pools):
-    for site, pool in pools:
+    for _site, pool in pools:
         np = karpenter.node_pool(pool)
         keys = list(np["template"]["metadata"]["labels"]) + [r["key"] for r in np["template"]["spec"]["requirements"]]
         for key in keys:

@@ -17,7 +17,6 @@ from tests.conftest import SMALL_SPEC, dump
 moto = pytest.importorskip("moto")
 from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
-from moto.servicequotas.exceptions import NoSuchResource  # noqa: E402
 from moto.servicequotas.models import servicequotas_backends  # noqa: E402
 
 from clusters.preflight import QUOTA_CODES, needs, run_preflight  # noqa: E402

@@ -9,12 +9,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from datacenter.inventory import (
+    LABEL_DATACENTER,
+    LABEL_PRIVACY_ZONE,
+    LABEL_RACK,
+    LABEL_REGION,
+    LABEL_ZONE,
+    Inventory,
+    build_inventory,
+    parse_overrides,
+    system_reserved,
+)
 from infra.errors import SpecError
 from infra.loader import parse_environment
 from tests.datacenter.conftest import overrides
-
-from datacenter.inventory import (LABEL_DATACENTER, LABEL_PRIVACY_ZONE, LABEL_RACK, LABEL_REGION, LABEL_ZONE,
-                                  Inventory, build_inventory, parse_overrides, system_reserved)
 
 LOCAL_YAML = (Path(__file__).resolve().parents[2] / "infra" / "environments" / "local.yaml").read_text()
 

@@ -41,7 +41,7 @@ def kubeconfig(tmp_path_factory):
         from hybridml.local.toolchain import find_binaries
 
         find_binaries()
-    except Exception as exc:  # no local control plane module or no toolchain on this machine
+    except Exception as exc:  # noqa: BLE001 - no local control plane module or no toolchain on this machine
         print(f"SKIP: no cluster for kwok registration ({exc}); set HYBRIDML_TEST_KUBECONFIG or build the toolchain")
         pytest.skip(f"no cluster: set HYBRIDML_TEST_KUBECONFIG or build the toolchain ({type(exc).__name__})")
     state = tmp_path_factory.mktemp("kwok-cluster")

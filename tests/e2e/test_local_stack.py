@@ -431,7 +431,7 @@ def test_sharded_up_deploys_the_same_objects_as_the_single_stack(stack, apis):
     if MONOLITH.get("objects"):
         assert sharded == MONOLITH["objects"]
     # the fleet stack read the site stacks' outputs and published the directory on every cluster
-    for site, api in apis.items():
+    for _site, api in apis.items():
         cm = api.get("/api/v1/namespaces/hybridml-gateway/configmaps/hybridml-fleet-directory")
         directory = json.loads(cm["data"]["fleet.json"])
         assert set(directory["sites"]) == set(SITES), directory

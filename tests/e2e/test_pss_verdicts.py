@@ -19,8 +19,8 @@ import time
 import pytest
 
 from hybridml.local.controlplane import api_client, down, up
-from hybridml.local.nodes import ClusterDef, NodeDef
 from hybridml.local.kubeapi import KubeAPIError
+from hybridml.local.nodes import ClusterDef, NodeDef
 from hybridml.local.toolchain import find_binaries, kwok_stage_files
 from infra.errors import ToolchainMissing
 from policies.rules import ALL_RULES, Context, ResourceView, evaluate
@@ -188,7 +188,7 @@ def test_rules_agree_with_the_api_servers_pod_security_admission(api, name):
 def test_every_restricted_control_is_violated_by_some_fixture():
     """Coverage of the fixtures: every rule of ours is triggered by at least one rejected fixture."""
     triggered = set()
-    for name, (pod, expected) in FIXTURES.items():
+    for _name, (pod, expected) in FIXTURES.items():
         if expected is False:
             triggered |= {f.split(":")[0] for f in rules_verdict(pod)[1]}
     assert {r.name for r in PSS_RULES} <= triggered, {r.name for r in PSS_RULES} - triggered

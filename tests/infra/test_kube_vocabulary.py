@@ -6,8 +6,17 @@ from decimal import Decimal
 import pytest
 
 from infra import labels as L
-from infra.kube import (Taint, cpu_quantity, kwok_node, memory_quantity_mib, parse_quantity, parse_taint,
-                        quantity_or_none, quantity_value, same_quantity)
+from infra.kube import (
+    Taint,
+    cpu_quantity,
+    kwok_node,
+    memory_quantity_mib,
+    parse_quantity,
+    parse_taint,
+    quantity_or_none,
+    quantity_value,
+    same_quantity,
+)
 
 
 @pytest.mark.parametrize("text, want", [

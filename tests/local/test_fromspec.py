@@ -11,8 +11,7 @@ import pytest
 from clusters.local_cluster import default_context
 from clusters.sizing import node_pools
 from datacenter.inventory import build_inventory
-from hybridml.local.fromspec import (SPARE_NODES_PER_GPU_POOL, SYSTEM_NODES, cluster_name, clusters_from_spec,
-                                     system_instance_type)
+from hybridml.local.fromspec import SPARE_NODES_PER_GPU_POOL, SYSTEM_NODES, cluster_name, clusters_from_spec, system_instance_type
 from hybridml.local.nodes import ClusterDef, coerce_cluster
 from infra import labels as L
 from infra.loader import load_environment, parse_environment

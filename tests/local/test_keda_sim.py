@@ -10,8 +10,8 @@ import pytest
 from hybridml.local.keda_sim import APPLIED_ANNOTATION, Reconciler, hpa_for
 from hybridml.local.kubeapi import KubeAPIError
 from infra.loader import load_environment
-from tests.conftest import SMALL_SPEC
 from infra.spec import Environment
+from tests.conftest import SMALL_SPEC
 from workloads.render import vllm
 from workloads.render.context import SiteContext
 

@@ -22,7 +22,7 @@ def assert_plan_valid(env: Environment, plan: PlacementPlan) -> None:
         assert set(pp.routing) == set(demand[p.name])
         for region, row in pp.routing.items():
             assert abs(sum(row.values()) - 1) < 1e-4, (p.name, region, row)
-            for s, share in row.items():
+            for s, _share in row.items():
                 assert s in pp.replicas
                 assert env.user_rtt(region, s) + p.latency.service_ms <= p.latency.p99_ms + 1e-9
                 if p.privacy_tier.is_sensitive:

@@ -246,7 +246,6 @@ def test_search_bound_never_exceeds_the_exact_optimum(small_spec):
 
 
 def test_search_falls_back_to_the_full_mip_when_the_dive_finds_nothing(small_spec, monkeypatch):
-    from policies.placement import solver as S
     from policies.placement.milp import Model
 
     real = Model.solve

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from hybridml.ops.check import run_check
 from hybridml.cli import app
+from hybridml.ops.check import run_check
 from infra.loader import load_environment
 from policies.placement import solve
 from tests.conftest import REPO

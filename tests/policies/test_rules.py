@@ -105,8 +105,9 @@ def test_pii_on_allowed_datacenter_passes():
 
 
 def test_pss_exemption_only_in_exempt_namespace():
-    broken = lambda p: (pod(p).update(hostNetwork=True), p["metadata"]["labels"].update(
-        {"hybridml.io/pss-exemption": "gpu driver needs host network"}))
+    def broken(p):
+        return (pod(p).update(hostNetwork=True), p["metadata"]["labels"].update(
+            {"hybridml.io/pss-exemption": "gpu driver needs host network"}))
     in_app_ns = edit(deployment(), broken)
     assert findings("pss-host-namespaces", [in_app_ns])
     exempt = edit(deployment(namespace="gpu-operator"), broken)
@@ -122,8 +123,9 @@ def test_network_policy_missing():
 
 
 def test_public_load_balancer():
-    svc = lambda ns, ann=None: ResourceView("kubernetes:core/v1:Service", "s", {
-        "metadata": {"name": "s", "namespace": ns, "annotations": ann or {}}, "spec": {"type": "LoadBalancer"}})
+    def svc(ns, ann=None):
+        return ResourceView("kubernetes:core/v1:Service", "s", {
+            "metadata": {"name": "s", "namespace": ns, "annotations": ann or {}}, "spec": {"type": "LoadBalancer"}})
     assert findings("k8s-no-public-load-balancer", [svc("ml-internal")])
     assert findings("k8s-no-public-load-balancer", [svc("hybridml-gateway")]) == []
     internal = svc("ml-internal", {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"})

@@ -8,10 +8,10 @@ import pytest
 from pulumi import automation as auto
 
 from hybridml.ops import rollout, stack_state
+from hybridml.ops.shards import StackSpec
 from hybridml.stack import fingerprint
 from hybridml.stack.config import ConfigEntry, project_config_defaults, project_dir
 from hybridml.stack.planfile import write_plan
-from hybridml.ops.shards import StackSpec
 
 FILES = {"hybridml/program.py": b"print(1)", "infra/spec.py": b"x = 1"}
 VERSIONS = {"pulumi": "3.260.0"}

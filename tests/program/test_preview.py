@@ -1,8 +1,8 @@
 """`hybridml preview` of the shipped environments (dev fast, prod full), YAML output, the CLI."""
 from __future__ import annotations
 
-import yaml
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from hybridml.ops.preview import write_kubernetes_yaml

@@ -11,7 +11,7 @@ from infra.errors import SpecError
 from infra.loader import load_environment, parse_environment
 from policies.placement import solve
 from tests.conftest import SMALL_SPEC, dump
-from tests.pulumi_mocks import of_type, preview, where
+from tests.pulumi_mocks import preview, where
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,8 @@ def test_urns_are_unique_and_stable_across_runs():
     second = preview("dev", stack="preview-dev-again")   # a second, uncached run
     dupes = [u for u, n in Counter(r.urn for r in first.resources).items() if n > 1]
     assert not dupes, dupes
-    strip = lambda urn: urn.split("::", 2)[2]   # drop urn:pulumi:<stack>::<project>
+    def strip(urn):
+        return urn.split("::", 2)[2]   # drop urn:pulumi:<stack>::<project>
     assert sorted(strip(r.urn) for r in first.resources) == sorted(strip(r.urn) for r in second.resources)
     assert all("::hybridml::" in r.urn for r in first.resources)
 

@@ -7,8 +7,19 @@ import json
 import pytest
 import yaml
 
-from hybridml.ops.shards import (ShardError, StackSpec, blocked_by, checkpoint_mode, fleet_stack_name, largest_first,
-                                 select, stack_specs, transient_error, waves, whole_stack_spec)
+from hybridml.ops.shards import (
+    ShardError,
+    StackSpec,
+    blocked_by,
+    checkpoint_mode,
+    fleet_stack_name,
+    largest_first,
+    select,
+    stack_specs,
+    transient_error,
+    waves,
+    whole_stack_spec,
+)
 from hybridml.ops.stack_state import stale_locks
 from hybridml.stack.config import ConfigEntry, StackConfigError, parse_stack_config_yaml
 from tests.conftest import REPO

@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 
 from hybridml.local.fromspec import clusters_from_spec
-from infra.kube import quantity_value
 from hybridml.ops.observe import ClusterObservation, FleetObservation, NodeObs, PodObs, WorkloadObs
 from infra import labels as L
+from infra.kube import quantity_value
 from infra.spec import Environment
 from policies.placement.plan import PlacementPlan
 from workloads import planning
@@ -38,7 +38,7 @@ def _fits(env: Environment, n: NodeObs, p) -> bool:
 
 def healthy_fleet(env: Environment, plan: PlacementPlan) -> FleetObservation:
     clusters = {}
-    for site, cdef in zip([s.name for s in env.sites], clusters_from_spec(env, plan)):
+    for site, cdef in zip([s.name for s in env.sites], clusters_from_spec(env, plan), strict=False):
         nodes = [node_obs(n) for n in cdef.nodes]
         pods, works = [], []
         for name, n in plan.site(site).pipelines.items():

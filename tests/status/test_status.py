@@ -5,8 +5,7 @@ import dataclasses
 
 import pytest
 
-from hybridml.ops.observe import (ClusterObservation, WorkloadObs, node_from_dict, pod_from_dict,
-                              workload_from_dict)
+from hybridml.ops.observe import ClusterObservation, WorkloadObs, node_from_dict, pod_from_dict, workload_from_dict
 from hybridml.ops.status import build_report, gpu_type, pod_tier
 from infra import labels as L
 from infra.loader import load_environment

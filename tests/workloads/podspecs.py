@@ -73,7 +73,7 @@ def restricted_violations(t: PodTemplate) -> list[str]:
     for c in t.containers:
         csc = c.get("securityContext", {})
         cname = c.get("name")
-        if not (csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+        if csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
             errs.append(f"{cname}: runAsNonRoot not true")
         if csc.get("runAsUser", psc.get("runAsUser", 1)) == 0:
             errs.append(f"{cname}: runAsUser 0")
@@ -89,7 +89,7 @@ def restricted_violations(t: PodTemplate) -> list[str]:
             errs.append(f"{cname}: capabilities not dropping ALL")
         if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
             errs.append(f"{cname}: adds capabilities {caps['add']}")
-        if csc.get("readOnlyRootFilesystem") is not True and not (t.exempt_readonly in READ_ONLY_ROOT_EXEMPT):
+        if csc.get("readOnlyRootFilesystem") is not True and t.exempt_readonly not in READ_ONLY_ROOT_EXEMPT:
             errs.append(f"{cname}: root filesystem writable")
         image = c.get("image", "")
         if image and not image.startswith("(") and not is_pinned(image):

@@ -17,7 +17,7 @@ import copy
 import json
 import os
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -69,7 +69,7 @@ def convert(schema: dict) -> dict:
     return s
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd_index() -> dict[tuple[str, str], tuple[str, dict, bool]]:
     """(apiVersion, kind) -> (CRD file, converted schema, namespaced)."""
     out = {}
@@ -91,7 +91,7 @@ def crd_index() -> dict[tuple[str, str], tuple[str, dict, bool]]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _crd_validator(api_version: str, kind: str):
     _, schema, _ = crd_index()[(api_version, kind)]
     return jsonschema.Draft7Validator(schema)
@@ -101,19 +101,19 @@ def _k8s_schema_dir() -> Path:
     import kubernetes_validate
 
     base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    dirs = sorted((d for d in base.iterdir() if d.name.startswith(f"v{KUBERNETES_MINOR}.") and d.name.endswith("-local-strict")))
+    dirs = sorted(d for d in base.iterdir() if d.name.startswith(f"v{KUBERNETES_MINOR}.") and d.name.endswith("-local-strict"))
     if not dirs:
         raise RuntimeError(f"kubernetes-validate has no schemas for {KUBERNETES_MINOR}")
     return dirs[-1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _k8s_registry() -> Registry:
     defs = json.loads((_k8s_schema_dir() / "_definitions.json").read_text())
     return Resource.from_contents(defs) @ Registry()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _core_validator(api_version: str, kind: str):
     group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
     path = _k8s_schema_dir() / f"{kind.lower()}-{group}.json"

@@ -174,8 +174,9 @@ def test_missing_cluster_and_missing_seed_are_errors():
 
 
 def test_pii_store_on_a_cloud_cluster_is_refused():
-    from workloads.feature_store import FeatureStore, FeatureStoreArgs
     import pulumi_kubernetes as k8s
+
+    from workloads.feature_store import FeatureStore, FeatureStoreArgs
 
     env = load_environment("local")
     view = next(v for v in env.feature_views if v.name == "user-profile")

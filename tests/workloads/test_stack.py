@@ -190,8 +190,8 @@ def test_pii_data_is_read_only_from_the_same_jurisdiction(stack):
 
 def test_credentials_only_in_secrets(stack):
     """Derived credentials are Pulumi secrets written only into Secret objects, never into other specs."""
-    from workloads.secrets import derive
     from tests.workloads.harness import TEST_SEED
+    from workloads.secrets import derive
 
     samples = [derive(TEST_SEED, f"vllm-api-key/{s}") for s in stack.plan.used_sites()]
     for d in stack.plan.data:

@@ -11,9 +11,9 @@ import socket
 import subprocess
 import textwrap
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from tools.testhosts.common import (
     BRIDGE,
@@ -92,7 +92,7 @@ class Fleet:
         (self.state_dir / "fleet.json").write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
-    def load(cls, state_dir: Path = DEFAULT_STATE_DIR) -> "Fleet | None":
+    def load(cls, state_dir: Path = DEFAULT_STATE_DIR) -> Fleet | None:
         path = Path(state_dir) / "fleet.json"
         if not path.exists():
             return None

@@ -2,6 +2,8 @@
 scale to zero), one set per A/B variant. Pure: returns manifests."""
 from __future__ import annotations
 
+from typing import Any
+
 from infra.spec import CpuEngine, Environment, Pipeline
 from workloads import planning
 from workloads.render import meta, pods
@@ -34,7 +36,7 @@ def objects(ctx: SiteContext, env: Environment, p: Pipeline, replicas: int, name
                     {"name": "HYBRIDML_MODEL_URI", "value": models.get(variant, p.model)},
                     {"name": "HYBRIDML_SITE", "value": ctx.site},
                     {"name": "PORT", "value": str(e.port)}] + list(data_env)
-        mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+        mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
         volumes = [pods.empty_dir("tmp", size_limit="2Gi")]
         if has_credentials:
             mounts.append({"name": "data-credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True})

@@ -7,8 +7,8 @@ import json
 import math
 
 from infra.spec import FeatureView
-from workloads.render import meta, pods
 from workloads.options import AWS_INTERNAL_NLB, METALLB_FLEET
+from workloads.render import meta, pods
 from workloads.render.context import SiteContext, fleet_service_host, service_fqdn
 from workloads.render.data import REDIS_PORT, feast_name, fleet_name, redis_name
 from workloads.render.model_pods import placement_affinity, spread, tolerations

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from infra import labels as L
+from infra.errors import HybridmlError
 from workloads.render.meta import labels
 
 NAME = "hybridml-fleet-directory"
@@ -15,7 +16,7 @@ PUBLIC_FIELDS = ("kind", "hostnames", "fleet_hostname", "entry_for", "pipelines"
 COUNT_FIELDS = ("pipelines", "replicas")
 
 
-class FleetMismatch(ValueError):
+class FleetMismatch(HybridmlError, ValueError):
     """Site stacks deployed from different plans: publishing a directory would mix two placements."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from infra.spec import Environment, Pipeline, VllmEngine
 from workloads import planning
@@ -97,7 +98,7 @@ def _volumes(p: Pipeline, cache_gib: int, shm_gib: int, storage_class: str | Non
     ]
 
 
-_MOUNTS = [
+_MOUNTS: list[dict[str, Any]] = [
     {"name": "dshm", "mountPath": "/dev/shm"},
     {"name": "tmp", "mountPath": "/tmp"},
     {"name": "models", "mountPath": MODELS_MOUNT},
