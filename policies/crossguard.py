@@ -20,20 +20,52 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
+from infra.errors import SpecError, SpecIssue
 from policies.facts import context_for, view
 from policies.rules import ALL_RULES, Context, Enforcement, Rule
 
 REPO = Path(__file__).resolve().parents[1]
+SPEC_KEY, PLAN_KEY = "hybridml:spec", "hybridml:plan"   # the program's own keys (hybridml/stack/config.py)
+
+
+def _stack_path(value: str) -> Path:
+    """A path from the stack's config as the program reads it (relative to the project directory, which is
+    this repository or a copy of its program), or a shipped environment's name."""
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    return REPO / path if (REPO / path).exists() else path
+
+
+def stack_inputs(config: Mapping[str, str], environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """(spec, plan file or None) of the stack being checked: its own `hybridml:spec` / `hybridml:plan`, as the
+    program reads them. `$HYBRIDML_SPEC` only for a program that names no spec; never a default spec, so
+    prod resources are never judged by another environment's sites."""
+    spec = config.get(SPEC_KEY) or environ.get("HYBRIDML_SPEC")
+    if not spec:
+        stack = environ.get("PULUMI_STACK", "?")
+        raise SpecError(f"stack {stack}", [SpecIssue((SPEC_KEY,), "the policy pack needs the stack's spec: set it with "
+                                                                 f"`pulumi config set {SPEC_KEY} SPEC` (or $HYBRIDML_SPEC)")])
+    plan = config.get(PLAN_KEY)
+    return spec, plan
 
 
 @lru_cache(maxsize=1)
 def _context() -> Context:
-    from infra.loader import load_environment
-    from policies.placement import solve
+    import json
 
-    spec = os.environ.get("HYBRIDML_SPEC", str(REPO / "infra" / "environments" / "local.yaml"))
-    env = load_environment(spec)
-    return context_for(env, solve(env))
+    import pulumi
+
+    from infra.loader import load_environment, resolve_spec_path
+    from policies.placement import solve
+    from policies.placement.plan import PlacementPlan
+
+    config = dict(pulumi.runtime.get_config_env())
+    spec, plan_file = stack_inputs(config, os.environ)
+    path = _stack_path(spec)
+    env = load_environment(path if path.exists() else resolve_spec_path(spec))
+    plan = PlacementPlan.model_validate(json.loads(_stack_path(plan_file).read_text())) if plan_file else solve(env)
+    return context_for(env, plan)
 
 
 def _level(rule: Rule) -> EnforcementLevel:

@@ -2,8 +2,10 @@
 
     pulumi preview --stack local --policy-pack policies/pack
 
-The spec that gives the site facts (which tiers and GPU types each cluster's site holds) is
-read from $HYBRIDML_SPEC, default infra/environments/local.yaml.
+The site facts (which tiers and GPU types each cluster's site holds) and the plan come from the stack
+being previewed: its own `hybridml:spec` and `hybridml:plan` config, as the program reads them (the engine
+hands the pack the stack's config). A program without `hybridml:spec` may name one in $HYBRIDML_SPEC;
+there is no default, so prod is never checked against another environment's sites.
 """
 from pulumi_policy import PolicyPack
 

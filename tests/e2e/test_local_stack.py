@@ -293,6 +293,8 @@ def broken(stack, clusters):
     stack.pulumi("stack", "init", "broken", cwd=project, check=True)
     stack.pulumi("config", "set", "kubeconfig", str(clusters["kubeconfig"]), cwd=project, check=True,
                  stack="broken")
+    # the pack reads the site facts from the stack's own spec, as the program does
+    stack.pulumi("config", "set", "hybridml:spec", "local", cwd=project, check=True, stack="broken")
     return project
 
 
@@ -308,6 +310,25 @@ def test_crossguard_pack_blocks_a_broken_variant(stack, broken, variant, rule):
     _require_policy_runtime(proc)
     assert proc.returncode != 0, f"the pack let the {variant} variant through:\n{_tail(proc)}"
     assert re.search(rf"\[mandatory\]\s+{re.escape(rule)}\b", proc.stdout), _tail(proc)
+
+
+def test_crossguard_pack_reads_the_stack_own_spec(stack, broken):
+    """The same H100 pod on aws-use1: blocked under the local spec (L4 only there), let through when the
+    stack's `hybridml:spec` is prod (H100 nodes there). The pack reads each stack's own facts, never a default."""
+    stack.pulumi("config", "set", "variant", "h100", cwd=broken, check=True, stack="broken")
+    try:
+        proc = stack.pulumi("preview", "--policy-pack", str(PACK), "--diff=false", cwd=broken, stack="broken")
+        _require_policy_runtime(proc)
+        assert proc.returncode != 0 and re.search(r"\[mandatory\]\s+gpu-type-on-cluster\b", proc.stdout), _tail(proc)
+        assert "offers NVIDIA-L4" in proc.stdout, _tail(proc)
+        stack.pulumi("config", "set", "hybridml:spec", "prod", cwd=broken, check=True, stack="broken")
+        proc = stack.pulumi("preview", "--policy-pack", str(PACK), "--diff=false", cwd=broken, stack="broken")
+        assert proc.returncode == 0, _tail(proc)
+        stack.pulumi("config", "rm", "hybridml:spec", cwd=broken, check=True, stack="broken")
+        proc = stack.pulumi("preview", "--policy-pack", str(PACK), "--diff=false", cwd=broken, stack="broken")
+        assert proc.returncode != 0 and "hybridml:spec" in proc.stdout + proc.stderr, _tail(proc)
+    finally:
+        stack.pulumi("config", "set", "hybridml:spec", "local", cwd=broken, check=True, stack="broken")
 
 
 def test_crossguard_pack_lets_the_unbroken_control_through(stack, broken):
