@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from hybridml.cli.output import console, err_console, fail
 from infra.errors import HybridmlError
@@ -41,7 +42,7 @@ def check(
         for col in ("rule", "resource", "cluster", "violation", "fix"):
             table.add_column(col, overflow="fold")
         for f in mandatory:
-            table.add_row(f.rule, f.resource, f.cluster or "-", f.message, f.fix)
+            table.add_row(*(Text(cell) for cell in (f.rule, f.resource, f.cluster or "-", f.message, f.fix)))
         err_console.print(table)
     if show_advisory:
         for f in advisory:

@@ -223,6 +223,7 @@ def build_report(env: Environment, plan: PlacementPlan, fleet: FleetObservation,
         pending: list[PodObs] = []
         misplaced: dict[tuple[str, str], list[PodObs]] = defaultdict(list)
         privacy: dict[tuple[str, str], list[PodObs]] = defaultdict(list)
+        rack_zones = {r.privacy_zone.value for r in site.racks} if isinstance(site, Datacenter) else set()
         pods_active = pods_running = 0
         for pod in obs.pods:
             if not pod.active:
@@ -251,10 +252,13 @@ def build_report(env: Environment, plan: PlacementPlan, fleet: FleetObservation,
             tier = pod_tier(pod)
             if tier is not None and node is not None:
                 zone = node.labels.get(L.PRIVACY_ZONE)
-                allowed = L.zones_allowed_for(tier)
+                # the placement's rule: at a datacenter each tier runs in its home zone (the zone whose
+                # capacity the plan counted for it), elsewhere in any zone that may hold the tier
+                home = L.home_zone(tier, rack_zones) if rack_zones else None
+                allowed = [home] if home else L.zones_allowed_for(tier)
                 if zone not in allowed and not (zone is None and tier == PrivacyTier.public):
-                    privacy[(tier.value, f"node privacy zone {zone or '(none)'} (allowed: {', '.join(allowed)})")
-                            ].append(pod)
+                    rule = f"home zone {home}" if home else f"allowed: {', '.join(allowed)}"
+                    privacy[(tier.value, f"node privacy zone {zone or '(none)'} ({rule})")].append(pod)
                 elif tier.is_sensitive and node.labels.get(L.SITE_KIND) != "datacenter" and \
                         not env.site_allows(site, tier):
                     privacy[(tier.value, f"node {node.name} is not in an own datacenter and site {site.name} "

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from infra import labels as L
+from infra.spec import PrivacyTier
 from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
 from policies.rules.podspec import containers, gpu_request, pod_specs
 
 DATA_KINDS = {"StatefulSet", "FeatureStore", "FlinkDeployment"}
+RUNTIME_TEMPLATES = {"ServingRuntime", "ClusterServingRuntime"}
 
 
 def _tier(r: ResourceView) -> str | None:
@@ -29,6 +32,47 @@ def privacy_on_allowed_site(r: ResourceView, ctx: Context) -> Iterable[str]:
         yield f"{tier} object on unknown cluster {r.cluster!r}"
     elif tier not in site.privacy_tiers:
         yield f"{tier} object on {site.kind} cluster {site.name!r}, which holds only {', '.join(site.privacy_tiers)}"
+
+
+def _required_zone_values(spec: dict[str, Any]) -> list[list[str]]:
+    """The values of every required `privacy-zone In [...]` node-affinity expression, per selector term."""
+    terms = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
+              .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
+    out = []
+    for term in terms:
+        for expr in term.get("matchExpressions") or []:
+            if expr.get("key") == L.PRIVACY_ZONE and expr.get("operator") == "In":
+                out.append(sorted(expr.get("values") or []))
+    selector = (spec.get("nodeSelector") or {}).get(L.PRIVACY_ZONE)
+    if selector:
+        out.append([selector])
+    return out
+
+
+def pinned_to_home_zone(r: ResourceView, ctx: Context) -> Iterable[str]:
+    """At a datacenter a tiered pod runs only in its tier's home zone (the placement counted its capacity
+    there, infra.labels.home_zone) and tolerates that zone's taint when the zone is pii/restricted."""
+    if not r.is_kubernetes or r.cluster is None or ctx.env is None:
+        return
+    tier = _tier(r)
+    facts = ctx.sites.get(r.cluster)
+    if tier not in {t.value for t in PrivacyTier} or facts is None or facts.kind != "datacenter":
+        return
+    if r.kind in RUNTIME_TEMPLATES:
+        return   # merged into each InferenceService's predictor pod, which carries its own pinning
+    site = ctx.env.site(r.cluster)
+    home = L.home_zone(PrivacyTier(tier), {rack.privacy_zone.value for rack in site.racks})
+    if home is None:
+        return   # the tier may not be here at all: privacy-tier-on-allowed-cluster says so
+    for where, _, spec in pod_specs(r.kind, r.props):
+        pinned = _required_zone_values(spec)
+        if not pinned or any(values != [home] for values in pinned):
+            yield (f"{where}: a {tier} pod on {r.cluster} must require node affinity {L.PRIVACY_ZONE} In [{home}] "
+                   f"(its home zone), has {pinned or 'none'}")
+        if PrivacyTier(home).is_sensitive and not any(
+                t.get("key") == L.PRIVACY_TAINT_KEY and t.get("value") == home and t.get("effect") in (None, "NoSchedule")
+                for t in spec.get("tolerations") or []):
+            yield f"{where}: a {tier} pod on {r.cluster} does not tolerate the {L.PRIVACY_TAINT_KEY}={home} taint of its home zone"
 
 
 def gpu_type_on_cluster(r: ResourceView, ctx: Context) -> Iterable[str]:
@@ -101,6 +145,11 @@ RULES = [
          "clusters whose site allows the tier.", Severity.critical, Enforcement.mandatory,
          "place it on an own datacenter that allows the tier (or list the tier in the site's privacy_tiers)",
          check=privacy_on_allowed_site, group="placement"),
+    Rule("privacy-home-zone-pinning", "At a datacenter every tiered pod is pinned to its tier's home zone (node affinity) "
+         "and tolerates that zone's taint, as the placement counted its capacity.", Severity.critical,
+         Enforcement.mandatory, f"require node affinity {L.PRIVACY_ZONE} In [home zone] and tolerate "
+         f"{L.PRIVACY_TAINT_KEY}=<zone>:NoSchedule (workloads/render/model_pods.py placement_affinity, tolerations)",
+         check=pinned_to_home_zone, group="placement"),
     Rule("gpu-type-on-cluster", "GPU requests only on clusters that have that GPU type.", Severity.high,
          Enforcement.mandatory, "select a GPU product the cluster offers, or place the pipeline elsewhere",
          check=gpu_type_on_cluster, group="placement"),

@@ -134,7 +134,20 @@ def test_a_pii_pod_on_a_non_pii_node_is_a_privacy_violation(env, plan, fleet):
     assert not report.ok and _kinds(report) == ["privacy"]
     f = report.errors[0]
     assert f.site == "dc-local" and f.pipeline == pp.name
-    assert "pii pod(s) on node privacy zone internal (allowed: pii, restricted)" in f.message
+    assert "pii pod(s) on node privacy zone internal (home zone pii)" in f.message
+
+
+def test_an_internal_pod_on_a_pii_rack_leaves_its_home_zone(env, plan, fleet):
+    """The placement counted internal work against the internal racks' capacity (its home zone), so an
+    internal pod on a pii rack is a finding, although a pii node could hold internal data."""
+    pp = next(p for p in plan.pipelines if "dc-local" in p.replicas and p.privacy_tier in ("public", "internal"))
+    c = fleet.clusters["dc-local"]
+    pii_node = next(n for n in c.nodes if n.labels.get(L.PRIVACY_ZONE) == "pii")
+    i = next(i for i, p in enumerate(c.pods) if p.labels[L.PIPELINE] == pp.name)
+    c.pods[i] = dataclasses.replace(c.pods[i], node=pii_node.name)
+    report = build_report(env, plan, fleet)
+    assert not report.ok and _kinds(report) == ["privacy"]
+    assert f"{pp.privacy_tier} pod(s) on node privacy zone pii (home zone internal)" in report.errors[0].message
 
 
 def test_a_pii_pod_on_a_cloud_node_is_a_privacy_violation_and_misplaced(env, plan, fleet):

@@ -26,6 +26,7 @@ from workloads import planning
 from workloads.planning import MODEL_HEADER, TENANT_HEADER, Mirror, RegionRoute, TenantBudget
 from workloads.render import meta, pods, triton, vllm
 from workloads.render.context import SiteContext, fleet_host, region_host, service_fqdn
+from workloads.render.model_pods import placement_affinity, tolerations
 
 PIPELINE_HEADER = "x-hybridml-pipeline"
 GATEWAY_CLASS = "hybridml"
@@ -478,7 +479,9 @@ def ratelimit_redis(ctx: SiteContext) -> list[dict]:
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta.metadata(RATELIMIT_REDIS, ns, lbls),
          "spec": {"replicas": 1, "selector": {"matchLabels": sel},
                   "template": {"metadata": {"labels": lbls},
-                               "spec": pods.pod_spec([c], volumes=[pods.empty_dir("data", size_limit="256Mi")])}}},
+                               "spec": pods.pod_spec([c], volumes=[pods.empty_dir("data", size_limit="256Mi")],
+                                                     affinity=placement_affinity("internal", ctx.privacy_zones),
+                                                     tolerations=tolerations("internal", False, ctx.privacy_zones) or None)}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": meta.metadata(RATELIMIT_REDIS, ns, lbls),
          "spec": {"type": "ClusterIP", "selector": sel,
                   "ports": [{"name": "redis", "port": 6379, "targetPort": "redis", "protocol": "TCP"}]}},
