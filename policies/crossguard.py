@@ -50,18 +50,32 @@ def stack_inputs(config: Mapping[str, str], environ: Mapping[str, str]) -> tuple
     return spec, plan
 
 
-@lru_cache(maxsize=1)
-def _context() -> Context:
-    import json
+_STACK: dict[str, Any] = {"stack": None, "config": None}
 
+
+def record_stack(stack: str, config: Mapping[str, str]) -> None:
+    """Keep the stack name and config the engine hands the pack (its ConfigureStack call)."""
+    _STACK.update(stack=stack, config=dict(config))
+
+
+def _context() -> Context:
     import pulumi
+
+    config = _STACK["config"] if _STACK["config"] is not None else dict(pulumi.runtime.get_config_env())
+    environ = dict(os.environ)
+    if _STACK["stack"]:
+        environ["PULUMI_STACK"] = _STACK["stack"]
+    return _context_for(*stack_inputs(config, environ))
+
+
+@lru_cache(maxsize=2)
+def _context_for(spec: str, plan_file: str | None) -> Context:
+    import json
 
     from infra.loader import load_environment, resolve_spec_path
     from policies.placement import solve
     from policies.placement.plan import PlacementPlan
 
-    config = dict(pulumi.runtime.get_config_env())
-    spec, plan_file = stack_inputs(config, os.environ)
     path = _stack_path(spec)
     env = load_environment(path if path.exists() else resolve_spec_path(spec))
     plan = PlacementPlan.model_validate(json.loads(_stack_path(plan_file).read_text())) if plan_file else solve(env)
