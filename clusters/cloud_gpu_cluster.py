@@ -177,8 +177,10 @@ class CloudGpuCluster(pulumi.ComponentResource):
                                            addon_name="eks-pod-identity-agent", resolve_conflicts_on_update="OVERWRITE",
                                            opts=a)
         vpc_cni_role = self._pod_identity_role(f"{name}-vpc-cni-role", iam.VPC_CNI_POLICIES, a)
+        # the VPC CNI enforces NetworkPolicies only when asked to (its network policy agent)
         vpc_cni = aws.eks.Addon(f"{name}-addon-vpc-cni", cluster_name=cluster.name, addon_name="vpc-cni",
                                 resolve_conflicts_on_update="OVERWRITE",
+                                configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
                                 pod_identity_associations=[{"role_arn": vpc_cni_role.arn, "service_account": "aws-node"}],
                                 opts=pulumi.ResourceOptions(parent=self, provider=self.aws_provider,
                                                             depends_on=[pod_identity_agent]))

@@ -10,10 +10,11 @@ import pulumi_kubernetes as k8s
 
 from clusters.baseline import GPU_OPERATOR_NAMESPACE
 from infra import labels
+from infra.versions import chart_version
 
 GPU_OPERATOR_CHART = "gpu-operator"
 GPU_OPERATOR_REPO = "https://helm.ngc.nvidia.com/nvidia"
-GPU_OPERATOR_CHART_VERSION = "v25.3.4"   # pinned; override with config hybridml:gpuOperatorChartVersion
+GPU_OPERATOR_CHART_VERSION = chart_version("gpu-operator")   # infra/versions.py; override: hybridml:gpuOperatorChartVersion
 
 
 @dataclass

@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from clusters.sizing import NodePoolPlan
+from infra.versions import chart_version
 
 # Pinned, overridable per stack (config hybridml:karpenterChartVersion). The CRDs the manifests are
 # validated against (shared/crds, karpenter.sh/v1 + karpenter.k8s.aws/v1) match this release line.
 KARPENTER_CHART = "oci://public.ecr.aws/karpenter/karpenter"
-KARPENTER_CHART_VERSION = "1.8.1"
+KARPENTER_CHART_VERSION = chart_version("karpenter")   # infra/versions.py, the one table
 KARPENTER_NAMESPACE = "kube-system"     # upstream's recommendation: system-critical, beside CoreDNS
 KARPENTER_SERVICE_ACCOUNT = "karpenter"
 # Pinned AMI release (not @latest, which drifts every node on each AMI release). Karpenter picks

@@ -36,7 +36,9 @@ def envoy_gateway_values(ctx: SiteContext, charts: Charts) -> dict:
     """Envoy Gateway with the Backend API, the AI Gateway extension server and Redis-backed global rate limits."""
     return {"config": {"envoyGateway": {
         "gateway": {"controllerName": f"{gw.EG}/gatewayclass-controller"},
-        "provider": {"type": "Kubernetes"},
+        # Gateway-namespace mode: the proxies run in the Gateways' namespace (hybridml-gateway), where the
+        # NetworkPolicies admit them to the model servers; by default they would run in the controller's.
+        "provider": {"type": "Kubernetes", "kubernetes": {"deploy": {"type": "GatewayNamespace"}}},
         "logging": {"level": {"default": "info"}},
         "extensionApis": {"enableBackend": True, "enableEnvoyPatchPolicy": True},
         "rateLimit": {"backend": {"type": "Redis", "redis": {"url": gw.ratelimit_url(ctx)}}},

@@ -7,7 +7,9 @@ Versions are explicit; `latest` or an untagged image is refused by `check_pinned
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+from infra.versions import OPERATORS
 
 _PINNED = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 
@@ -22,7 +24,8 @@ class Images:
     redis_exporter: str = "oliver006/redis_exporter:v1.78.0"
     qdrant: str = "qdrant/qdrant:v1.15.5"
     curl: str = "curlimages/curl:8.16.0"
-    feast: str = "quay.io/feastdev/feature-server:0.54.0"
+    feast: str = "quay.io/feastdev/feature-server:0.67.0"
+    """The Feast release the generated repositories are tested with (scripts/feast_venv.sh pins the same)."""
     flink: str = "flink:1.20.3-scala_2.12-java17"
     feature_ingest: str = "ghcr.io/hybridml/feature-ingest:0.3.1"
     """Flink job image holding the streaming feature-ingestion jar (built by the feature team)."""
@@ -39,14 +42,21 @@ class HelmChart:
     namespace: str
 
 
+def _chart(operator: str) -> HelmChart:
+    """A chart the program installs, at the version of infra/versions.py (the one table of operator pins)."""
+    release = OPERATORS[operator]
+    assert release.chart and release.namespace and release.version, operator
+    repo, _, chart = release.chart.rpartition("/")
+    return HelmChart(chart, repo, release.version, release.namespace)
+
+
 @dataclass(frozen=True)
 class Charts:
     """Controllers the gateway needs, installed as pinned Helm releases on real (non-simulated) clusters."""
 
-    envoy_gateway: HelmChart = HelmChart("gateway-helm", "oci://docker.io/envoyproxy", "v1.6.1", "envoy-gateway-system")
-    ai_gateway_crds: HelmChart = HelmChart("ai-gateway-crds-helm", "oci://docker.io/envoyproxy", "v0.5.0",
-                                           "envoy-ai-gateway-system")
-    ai_gateway: HelmChart = HelmChart("ai-gateway-helm", "oci://docker.io/envoyproxy", "v0.5.0", "envoy-ai-gateway-system")
+    envoy_gateway: HelmChart = field(default_factory=lambda: _chart("envoy-gateway"))
+    ai_gateway_crds: HelmChart = field(default_factory=lambda: _chart("ai-gateway-crds"))
+    ai_gateway: HelmChart = field(default_factory=lambda: _chart("ai-gateway"))
 
 
 def is_pinned(image: str) -> bool:
