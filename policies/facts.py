@@ -19,7 +19,9 @@ def site_facts(env: Environment) -> dict[str, SiteFacts]:
         else:
             tiers = s.allowed_tiers
             gpus = sorted({h.gpu.type for _, h in s.all_hosts() if h.gpu})
-        out[s.name] = SiteFacts(s.name, s.kind, tuple(t.value for t in tiers), tuple(gpus))
+        version = tuple(int(x) for x in s.kubernetes_version.split(".")[:2]) if isinstance(s, CloudSite) else None
+        out[s.name] = SiteFacts(s.name, s.kind, tuple(t.value for t in tiers), tuple(gpus),
+                                (version[0], version[1]) if version else None)
     return out
 
 

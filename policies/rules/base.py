@@ -33,6 +33,7 @@ class SiteFacts:
     kind: str                      # cloud | datacenter
     privacy_tiers: tuple[str, ...]
     gpu_types: tuple[str, ...]
+    kubernetes_version: tuple[int, int] | None = None   # the cluster's minor version, where the spec says it
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Context:
     plan: Any = None               # policies.placement.plan.PlacementPlan, when known
     env: Any = None                # infra.spec.Environment, when known
     gateway_namespaces: tuple[str, ...] = ("hybridml-gateway",)
+    pss_version: tuple[int, int] = (1, 37)   # Pod Security Standards level ("latest") where a cluster's version is unknown
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,25 @@ EXEMPTION_LABEL = "hybridml.io/pss-exemption"
 
 BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
                  "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
-SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"}  # last two: 1.32+
+# The safe sysctl set of the Pod Security Standards, by the Kubernetes minor that added each group
+# (k8s.io/pod-security-admission policy/check_sysctls.go, v0.37.2): a cluster admits the union up to its version.
+SAFE_SYSCTLS_SINCE: dict[tuple[int, int], frozenset[str]] = {
+    (1, 0): frozenset({"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.tcp_syncookies",
+                       "net.ipv4.ping_group_range", "net.ipv4.ip_unprivileged_port_start"}),
+    (1, 27): frozenset({"net.ipv4.ip_local_reserved_ports"}),
+    (1, 29): frozenset({"net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                        "net.ipv4.tcp_keepalive_probes"}),
+    (1, 32): frozenset({"net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"}),
+    (1, 37): frozenset({"net.ipv4.tcp_slow_start_after_idle", "net.ipv4.tcp_notsent_lowat"}),
+}
+
+
+def safe_sysctls(version: tuple[int, int]) -> frozenset[str]:
+    """The sysctls the `restricted` (and `baseline`) profile of Kubernetes `version` allows."""
+    return frozenset().union(*(names for since, names in SAFE_SYSCTLS_SINCE.items() if since <= version))
+
+
+SAFE_SYSCTLS = safe_sysctls(max(SAFE_SYSCTLS_SINCE))   # the latest level
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                       "projected", "secret"}
 SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
@@ -122,10 +137,13 @@ def apparmor_selinux_procmount(r: ResourceView, ctx: Context) -> Iterable[str]:
 
 
 def sysctls(r: ResourceView, ctx: Context) -> Iterable[str]:
+    facts = ctx.sites.get(r.cluster) if r.cluster else None
+    version = (facts.kubernetes_version if facts else None) or ctx.pss_version
+    allowed = safe_sysctls(version)
     for where, _, spec in _pods(r):
         for s in _sc(spec).get("sysctls") or []:
-            if s.get("name") not in SAFE_SYSCTLS:
-                yield f"{where} sets unsafe sysctl {s.get('name')}"
+            if s.get("name") not in allowed:
+                yield f"{where} sets sysctl {s.get('name')}, not safe on Kubernetes {version[0]}.{version[1]}"
 
 
 def privilege_escalation(r: ResourceView, ctx: Context) -> Iterable[str]:

@@ -101,6 +101,10 @@ FIXTURES: dict[str, tuple[dict, bool]] = {
         seLinuxOptions={"type": "spc_t"})), False),
     "bad-proc-mount-unmasked": (_with(BASE, lambda p: (p["spec"].update(hostUsers=False),
                                                         C(p)["securityContext"].update(procMount="Unmasked"))), False),
+    # safe from Kubernetes 1.37 on (PSS v1.37): the 1.36 API server here still rejects them, and so do our
+    # rules judged at the server's version; at 1.37 they pass (tests/policies/test_pss_versions.py)
+    "bad-sysctl-safe-only-from-1.37": (_with(BASE, lambda p: p["spec"]["securityContext"].update(
+        sysctls=[{"name": "net.ipv4.tcp_notsent_lowat", "value": "16384"}])), False),
     "bad-unsafe-sysctl": (_with(BASE, lambda p: p["spec"]["securityContext"].update(
         sysctls=[{"name": "kernel.msgmax", "value": "65536"}])), False),
     "bad-privilege-escalation-unset": (_with(BASE, lambda p: C(p)["securityContext"].pop(
@@ -165,8 +169,13 @@ def api_verdict(api, pod: dict) -> tuple[bool, str]:
     raise AssertionError(f"fixture is not a valid pod (HTTP {status}): {message}")
 
 
+SERVER_VERSION: tuple[int, int] = (1, 36)   # the Go-built kube-apiserver (scripts/toolchain/versions.env); checked below
+
+
 def rules_verdict(pod: dict) -> tuple[bool, list[str]]:
-    findings = evaluate(PSS_RULES, [ResourceView("kubernetes:core/v1:Pod", pod["metadata"]["name"], pod)], Context())
+    """Our verdict at the server's Pod Security level ("latest" = the server's own minor)."""
+    findings = evaluate(PSS_RULES, [ResourceView("kubernetes:core/v1:Pod", pod["metadata"]["name"], pod)],
+                        Context(pss_version=SERVER_VERSION))
     return not findings, [f"{f.rule}: {f.message}" for f in findings]
 
 
@@ -192,6 +201,11 @@ def test_every_restricted_control_is_violated_by_some_fixture():
         if expected is False:
             triggered |= {f.split(":")[0] for f in rules_verdict(pod)[1]}
     assert {r.name for r in PSS_RULES} <= triggered, {r.name for r in PSS_RULES} - triggered
+
+
+def test_the_server_is_the_version_our_verdicts_assume(api):
+    info = api.get("/version")
+    assert (int(info["major"]), int(info["minor"].rstrip("+"))) == SERVER_VERSION, info
 
 
 def test_rejections_name_the_violated_control(api):
