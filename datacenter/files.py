@@ -5,7 +5,7 @@ import hashlib
 from pathlib import Path
 
 from datacenter.inventory import InventoryOverrides, parse_overrides
-from infra.errors import SpecError, SpecIssue
+from infra.loader import read_input
 
 DATACENTER_DIR = Path(__file__).resolve().parent
 PLAYBOOK = DATACENTER_DIR / "playbooks" / "bootstrap.yml"
@@ -18,11 +18,7 @@ def load_overrides(path: str | Path | None) -> InventoryOverrides | None:
     if path is None:
         return None
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(str(path), [SpecIssue((), f"cannot read the overrides file: {exc.strerror}")]) from None
-    return parse_overrides(text, str(path))
+    return parse_overrides(read_input(path, "the overrides file"), str(path))
 
 
 def playbook_hash() -> str:

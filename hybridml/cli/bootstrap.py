@@ -105,9 +105,8 @@ def bootstrap(
 ) -> None:
     """Bootstrap the racks of a datacenter with Ansible: OS baseline, containerd, kubelet/kubeadm, node exporter."""
     from datacenter.driver import run_bootstrap
-    from datacenter.files import load_overrides
-    from datacenter.inventory import build_inventory
-    from infra.loader import load_environment
+    from datacenter.inventory import build_inventory, parse_overrides
+    from infra.loader import load_environment, read_input
 
     out, err = console, err_console
     try:
@@ -119,7 +118,9 @@ def bootstrap(
                           "pick one with --datacenter", highlight=False)
                 raise typer.Exit(2)
             datacenter = names[0]
-        inventory = build_inventory(env, datacenter, load_overrides(overrides))
+        # read_input: a file too large or not UTF-8 is a SpecError (exit 2), not a traceback
+        loaded = parse_overrides(read_input(overrides, "the overrides file"), str(overrides)) if overrides is not None else None
+        inventory = build_inventory(env, datacenter, loaded)
         if serial != "rack" and not serial.isdigit():
             err.print(f"[bold red]error:[/] --serial {serial!r}: use 'rack' or a batch size", highlight=False)
             raise typer.Exit(2)

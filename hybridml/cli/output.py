@@ -17,10 +17,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-# Pipes and CI logs get a wide console, so tables stay one row per site.
-console = Console() if Console().is_terminal else Console(width=160)
-err_console = Console(stderr=True, soft_wrap=True) if Console(stderr=True).is_terminal else \
-    Console(stderr=True, soft_wrap=True, width=160)
+# Pipes and CI logs get a wide console, so tables stay one row per site. No emoji codes: rich would print
+# `spec.yaml:100: field` as `spec.yaml💯 field` (":100:" is an emoji code), and user text may hold such codes.
+console = Console(emoji=False) if Console().is_terminal else Console(width=160, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False) if Console(stderr=True).is_terminal else \
+    Console(stderr=True, soft_wrap=True, width=160, emoji=False)
 
 SPEC_HELP = "Environment spec: a YAML path, or a shipped environment name (local, dev, prod)."
 SPEC_HINT = "hint: hybridml validate SPEC checks a spec without solving; nothing was deployed."

@@ -31,7 +31,7 @@ def _cloud(vpc: str, zones: list[str]):
 
 
 @settings(max_examples=60, deadline=None)
-@given(prefix=st.integers(min_value=8, max_value=20), zones=st.integers(min_value=1, max_value=6))
+@given(prefix=st.integers(min_value=16, max_value=20), zones=st.integers(min_value=1, max_value=6))   # AWS VPCs: /16-/28
 def test_subnets_disjoint_inside_the_vpc_one_pair_per_zone(prefix, zones):
     vpc = f"10.0.0.0/{prefix}"
     site = _cloud(vpc, [f"us-east-1{chr(97 + i)}" for i in range(zones)])
