@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Placement benchmark: the prod spec and a generated 10x fleet, side by side in one run.
 
-Prints, per spec: size, solve time, cost, root-LP bound and gap, HiGHS proven gap,
-the greedy on-prem-first baseline and the optimal/greedy cost ratio.
+Prints, per spec: size, solve time, cost, cloud nodes bought, root-LP bound and gap, HiGHS proven gap,
+the greedy on-prem-first baseline, the optimal/greedy cost ratio, and whether every site's pods pack into
+its nodes by first-fit decreasing (`packs`; solve() checks it too).
 
     python scripts/bench_placement.py [--scale 10] [--time-limit 120]
 """
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infra.loader import load_environment, parse_environment  # noqa: E402
 from policies.placement import solve  # noqa: E402
 from policies.placement.greedy import greedy_baseline  # noqa: E402
+from policies.placement.packing import packing_problems  # noqa: E402
 from tools.generate import generate  # noqa: E402
 
 
@@ -32,11 +34,13 @@ def measure(label: str, env, time_limit: float, mip_gap: float) -> dict:
     gpus = sum(sum(s.gpus_used.values()) for s in plan.sites)
     cores = sum(s.cores_used for s in plan.sites)
     proven = (plan.cost_usd_per_hour and max(0.0, 1 - plan.dual_bound_usd_per_hour / plan.cost_usd_per_hour))
+    nodes = sum(sum(s.nodes.values()) for s in plan.sites)
     return dict(spec=label, pipelines=len(env.pipelines), gpus=gpus, cores=round(cores), status=plan.status,
-                solve_s=round(solve_s, 2), cost=plan.cost_usd_per_hour, lp_bound=plan.lp_bound_usd_per_hour,
+                solve_s=round(solve_s, 2), cost=plan.cost_usd_per_hour, nodes=nodes, lp_bound=plan.lp_bound_usd_per_hour,
                 gap_lp_pct=round(plan.gap_to_lp * 100, 3), proven_gap_pct=round(proven * 100, 3),
                 greedy=base.cost_usd_per_hour if base.feasible else None, greedy_s=round(greedy_s, 2),
-                ratio=(round(plan.cost_usd_per_hour / base.cost_usd_per_hour, 4) if base.feasible else None))
+                ratio=(round(plan.cost_usd_per_hour / base.cost_usd_per_hour, 4) if base.feasible else None),
+                packs=not packing_problems(env, plan))
 
 
 def main() -> int:

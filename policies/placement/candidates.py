@@ -1,7 +1,8 @@
-"""Which site may hold which pipeline, and which user region it may serve: static rules with reasons.
+"""Per-site facts of the spec the placement builds on: datacenter zones, demand, replica shapes, data pieces,
+and the reasons a user region may not be served from a site.
 
-Pure functions over the spec. The solver only builds variables for eligible
-pairs; the explainer and the infeasibility report reuse the same reasons.
+Pure functions over the spec. Node shapes and per-node packing are in `shapes`; whether a site may hold a
+pipeline at all is `eligibility.site_rejection`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from infra.labels import home_zone
 from infra.spec import CloudSite, Datacenter, Dependency, Environment, InstanceType, Pipeline, PrivacyTier
 
 CLOUD_ALLOCATABLE = 0.9  # kubelet/system reserve on cloud nodes
+TIERS = tuple(PrivacyTier)  # by rank
 
 
 @dataclass(frozen=True)
@@ -57,22 +59,13 @@ def _memo(kind: str, obj: _T, compute: Callable[[_T], _R]) -> _R:
     return value
 
 
+def allowed_tiers(site: CloudSite | Datacenter) -> frozenset[PrivacyTier]:
+    """The tiers a site may hold (Environment.site_allows, memoised: a datacenter's default scans its racks)."""
+    return _memo("tiers", site, lambda s: frozenset(s.allowed_tiers if isinstance(s, Datacenter) else s.privacy_tiers))
+
+
 def datacenter_capacity(dc: Datacenter) -> SiteCapacity:
     return _memo("capacity", dc, _datacenter_capacity)
-
-
-def _host_shapes(dc: Datacenter) -> dict[int, set[tuple[float, float, str | None, int]]]:
-    """Distinct host shapes (cores, memory, GPU type, GPU count) of each tier's home zone."""
-    keep = 1 - dc.system_reserved_fraction
-    home = datacenter_capacity(dc).home
-    out: dict[int, set[tuple[float, float, str | None, int]]] = {level: set() for level in range(4)}
-    for rack, host in dc.all_hosts():
-        shape = (host.cores * keep, host.memory_gib * keep, host.gpu.type if host.gpu else None,
-                 host.gpu.count if host.gpu else 0)
-        for level in range(4):
-            if home[level] == rack.privacy_zone.rank:
-                out[level].add(shape)
-    return out
 
 
 def _datacenter_capacity(dc: Datacenter) -> SiteCapacity:
@@ -134,48 +127,6 @@ def gpu_label(count: int, gtype: str) -> str:
     return f"{count}x{gtype}"
 
 
-def site_rejection(env: Environment, p: Pipeline, site: CloudSite | Datacenter) -> str | None:
-    """Why `site` can never hold a replica of `p` (None when it can)."""
-    if p.pinned_sites is not None and site.name not in p.pinned_sites:
-        return f"not in the pipeline's pinned_sites {p.pinned_sites}"
-    if not env.site_allows(site, p.privacy_tier):
-        allowed = site.allowed_tiers if isinstance(site, Datacenter) else site.privacy_tiers
-        return (f"privacy: site holds {', '.join(t.value for t in allowed)}; pipeline is {p.privacy_tier.value}")
-    if isinstance(site, Datacenter):
-        capacity = datacenter_capacity(site)
-        cap = capacity.of_tier(p.privacy_tier.rank)
-        shapes = _memo("shapes", site, _host_shapes)[p.privacy_tier.rank]
-        home = capacity.home[p.privacy_tier.rank]
-        if home is None:
-            return f"no racks of a privacy zone that may hold {p.privacy_tier.value}"
-        if p.gpu:
-            if cap[2].get(p.gpu.type, 0) == 0:
-                return (f"no {p.gpu.type} GPUs in the racks of privacy zone {list(PrivacyTier)[home].value} "
-                        f"(where {p.privacy_tier.value} work runs here)")
-            if not any(g == p.gpu.type and n >= p.gpu.count for _, _, g, n in shapes):
-                return f"no host with {gpu_label(p.gpu.count, p.gpu.type)}"
-        if not any(c >= p.resources.cpu and m >= p.resources.memory_gib for c, m, _, _ in shapes):
-            return f"no host fits a replica ({p.resources.cpu} cores, {p.resources.memory_gib} GiB)"
-    else:
-        if p.gpu:
-            types = [it for it in site.instance_types if it.gpu and it.gpu.type == p.gpu.type]
-            if not types:
-                return f"offers no {p.gpu.type} (has {', '.join(sorted(site.gpu_types)) or 'no GPUs'})"
-            if p.engine.kind != "vllm" and not any(it.gpu is not None and it.gpu.count >= p.gpu.count for it in types):
-                return f"no instance type with {gpu_label(p.gpu.count, p.gpu.type)} on one node"
-            if not fitting_types(p, site):
-                k = replica_nodes(p, site)
-                return (f"no {p.gpu.type} instance type fits a replica's pod ({gpu_label(math.ceil(p.gpu.count / k), p.gpu.type)}, "
-                        f"{p.resources.cpu / k:g} cores, {p.resources.memory_gib / k:g} GiB"
-                        f"{f' on each of {k} nodes' if k > 1 else ''})")
-        else:
-            cpu_types = [it for it in site.instance_types if not it.gpu]
-            if not any(it.vcpus * CLOUD_ALLOCATABLE >= p.resources.cpu and it.memory_gib * CLOUD_ALLOCATABLE >= p.resources.memory_gib
-                       for it in cpu_types):
-                return f"no CPU instance type fits a replica ({p.resources.cpu} cores, {p.resources.memory_gib} GiB)"
-    return None
-
-
 def route_rejection(env: Environment, p: Pipeline, region: str, site: CloudSite | Datacenter) -> str | None:
     """Why demand from `region` may not be served by `site` (site assumed eligible)."""
     reg = env.region(region)
@@ -205,46 +156,15 @@ def per_site_minimum(p: Pipeline) -> int:
     return max(p.spread.min_replicas_per_site, len(p.variants) or 1)
 
 
-def cheapest_cloud_rates(site: CloudSite) -> tuple[dict[str, float], float, float]:
-    """($/GPU-hour per GPU type, $/vCPU-hour, $/GiB-hour) from the cheapest instance types."""
-    return _memo("rates", site, _cheapest_cloud_rates)
-
-
-def _cheapest_cloud_rates(site: CloudSite) -> tuple[dict[str, float], float, float]:
-    gpu_rate: dict[str, float] = {}
-    for it in site.instance_types:
-        if it.gpu:
-            rate = it.hourly_usd / it.gpu.count
-            gpu_rate[it.gpu.type] = min(gpu_rate.get(it.gpu.type, math.inf), rate)
-    cpu_types = [it for it in site.instance_types if not it.gpu]
-    cpu_rate = min((it.hourly_usd / (it.vcpus * CLOUD_ALLOCATABLE) for it in cpu_types), default=math.inf)
-    mem_rate = min((it.hourly_usd / (it.memory_gib * CLOUD_ALLOCATABLE) for it in cpu_types), default=math.inf)
-    return gpu_rate, cpu_rate, mem_rate
-
-
-def replica_cost(p: Pipeline, site: CloudSite | Datacenter) -> float:
-    """Approximate $/hour of one replica at a site (used for explanations and the greedy baseline)."""
-    if isinstance(site, Datacenter):
-        mc = site.marginal_cost
-        cost = p.resources.cpu * mc.core_hour_usd + p.resources.memory_gib * mc.memory_gib_hour_usd
-        if p.gpu:
-            cost += p.gpu.count * mc.gpu_hour_usd.get(p.gpu.type, 0.0)
-        return cost
-    gpu_rate, cpu_rate, mem_rate = cheapest_cloud_rates(site)
-    if p.gpu:
-        fits = fitting_types(p, site)
-        return p.gpu.count * min((it.hourly_usd / it.gpu.count for it in fits if it.gpu is not None), default=math.inf)
-    return max(p.resources.cpu * cpu_rate, p.resources.memory_gib * mem_rate)
-
-
 @dataclass(frozen=True)
 class DataPiece:
     key: str          # "feature_view:<name>" | "collection:<name>"
     name: str
     kind: str
     tier: PrivacyTier
-    cpu: float
+    cpu: float          # all its pods together
     memory_gib: float
+    pods: int = 1       # a collection: one pod per replica (replication_factor); a feature view's store: one
 
 
 def data_pieces(env: Environment) -> dict[str, DataPiece]:
@@ -254,7 +174,8 @@ def data_pieces(env: Environment) -> dict[str, DataPiece]:
                                                   v.online_cpu, v.online_memory_gib)
     for c in env.collections:
         out[f"collection:{c.name}"] = DataPiece(f"collection:{c.name}", c.name, "collection", c.privacy_tier,
-                                                c.cpu * c.replication_factor, c.memory_gib * c.replication_factor)
+                                                c.cpu * c.replication_factor, c.memory_gib * c.replication_factor,
+                                                c.replication_factor)
     return out
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Protocol
 
-from infra.spec import CloudSite, Environment, Pipeline
+from infra.spec import CloudSite, Datacenter, Environment, Pipeline
 from policies.placement import candidates as cand
+from policies.placement import shapes
+from policies.placement.eligibility import lookup_p99_ms
 from policies.placement.plan import (
     DataPlacement,
     Explanation,
+    NodeGroup,
     PipelinePlacement,
     PlacementPlan,
     SitePlan,
@@ -16,6 +19,8 @@ from policies.placement.plan import (
 from policies.placement.rows import CapacityRow, RowKind
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from policies.placement.eligibility import Eligibility
     from policies.placement.milp import Result
 
@@ -29,6 +34,8 @@ class _Vars(Protocol):
     n: dict[tuple[str, str], int]
     f: dict[tuple[str, str, str], int]
     z: dict[tuple[str, str], int]
+    w: dict[tuple[str, str, str], int]
+    u: dict[tuple[str, str, str], int]
     capacity_rows: dict[CapacityRow, tuple[int, float]]
 
 
@@ -98,7 +105,7 @@ def assemble_plan(env: Environment, el: Eligibility, v: _Vars, res: Result, *, l
             latency[r] = {s: env.user_rtt(r, s) + p.latency.service_ms for s in routing[r]}
         failover = {r: sorted(reps, key=lambda s: (env.user_rtt(r, s), s)) for r in (demand or {})}
         gpus = {s: n * p.gpu.count for s, n in reps.items()} if p.gpu else {}
-        cost = sum(cand.replica_cost(p, env.site(s)) * n for s, n in reps.items())
+        cost = sum(shapes.replica_cost(env, p, env.site(s)) * n for s, n in reps.items())
         pipelines.append(PipelinePlacement(
             name=p.name, engine=p.engine.kind, privacy_tier=p.privacy_tier.value, replicas=reps, routing=routing,
             latency_ms=latency, slo_p99_ms=p.latency.p99_ms, failover=failover, gpus=gpus,
@@ -151,7 +158,7 @@ def assemble_plan(env: Environment, el: Eligibility, v: _Vars, res: Result, *, l
         else:
             site_nodes = {}
             mc = site.marginal_cost
-            cost = sum(cand.replica_cost(specs[name], site) * n for name, n in here.items())
+            cost = sum(shapes.replica_cost(env, specs[name], site) * n for name, n in here.items())
             cost += sum(pieces[f"{d.kind}:{d.name}"].cpu * mc.core_hour_usd +
                         pieces[f"{d.kind}:{d.name}"].memory_gib * mc.memory_gib_hour_usd for d in data_here)
             cap = cand.datacenter_capacity(site).total
@@ -161,7 +168,7 @@ def assemble_plan(env: Environment, el: Eligibility, v: _Vars, res: Result, *, l
             name=site.name, kind=site.kind, pipelines=here, data=[f"{d.kind}:{d.name}" for d in data_here],
             gpus_used=gpus_used, gpus_capacity=gcap, cores_used=round(cores, 3), cores_capacity=round(core_cap, 3),
             memory_gib_used=round(mem, 3), memory_gib_capacity=round(mem_cap, 3), nodes=site_nodes,
-            cost_usd_per_hour=round(cost, 4)))
+            cost_usd_per_hour=round(cost, 4), node_groups=_node_groups(env, site, v, val, here, data_here, nodes)))
 
     gap = max(0.0, (res.objective - lp_bound) / res.objective) if res.objective > 0 else 0.0
     # The solver's objective adds tie-breaks (latency, idle cloud replicas) worth a few cents to the
@@ -175,6 +182,48 @@ def assemble_plan(env: Environment, el: Eligibility, v: _Vars, res: Result, *, l
         sites=sites, pipelines=pipelines, data=data)
 
 
+def node_pods(env: Environment, site: CloudSite | Datacenter, replicas: dict[str, int], data: list[str],
+              split: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """Shape key -> item -> pods there: replicas (x its pods each) and data pods on the shape they fit, or
+    as `split` ((item, shape key) -> replicas or data pods) says where they fit several shapes."""
+    pack = shapes.site_packing(env, site)
+    out: dict[str, dict[str, int]] = {}
+    for item, count in [*replicas.items(), *((d, 1) for d in data)]:
+        pods = pack.pods[item][0]
+        parts = pack.fits[item]
+        if len(parts) == 1:
+            out.setdefault(parts[0].shape.key, {})[item] = count * pods
+            continue
+        for part in parts:
+            n = split.get((item, part.shape.key), 0)
+            if n:
+                out.setdefault(part.shape.key, {})[item] = n * (1 if ":" in item else pods)
+    return out
+
+
+def _node_groups(env: Environment, site: CloudSite | Datacenter, v: _Vars, val: np.ndarray, replicas: dict[str, int],
+                 data: list[DataPlacement], nodes: dict[tuple[str, str], int]) -> list[NodeGroup]:
+    split = {(item, key): _round(val[i]) for (item, s, key), i in (*v.w.items(), *v.u.items()) if s == site.name}
+    on = node_pods(env, site, replicas, [f"{d.kind}:{d.name}" for d in data], split)
+    return node_groups(env, site, on, {it: n for (s, it), n in nodes.items() if s == site.name})
+
+
+def node_groups(env: Environment, site: CloudSite | Datacenter, on: dict[str, dict[str, int]],
+                nodes: dict[str, int]) -> list[NodeGroup]:
+    """The plan's node groups of a site: every shape with nodes bought or pods placed, in shape order."""
+    out = []
+    for shape in shapes.site_packing(env, site).shapes:
+        pods = dict(sorted(on.get(shape.key, {}).items()))
+        count = shape.hosts if shape.hosts is not None else nodes.get(shape.name, 0)
+        if not pods and (shape.hosts is not None or count == 0):
+            continue
+        a = shape.allocatable
+        out.append(NodeGroup(shape=shape.key, nodes=count, gpu_type=shape.gpu_type, gpus=a.gpus, cores=round(a.cores, 3),
+                             memory_gib=round(a.memory_gib, 3), gpu_pod_cores=round(shape.gpu_cores, 3),
+                             gpu_pod_memory_gib=round(shape.gpu_memory_gib, 3), pods=pods))
+    return out
+
+
 def _explain(env: Environment, el: Eligibility, p: Pipeline, reps: dict[str, int], routing: dict[str, dict[str, float]],
              tight_rows: set[CapacityRow]) -> Explanation:
     demand = el.demand[p.name]
@@ -185,19 +234,19 @@ def _explain(env: Environment, el: Eligibility, p: Pipeline, reps: dict[str, int
         what = f"{s}: {n} replica(s)"
         if p.gpu:
             what += f", {n * p.gpu.count}x{p.gpu.type}"
-        what += f", ${cand.replica_cost(p, env.site(s)):.3f}/h each"
+        what += f", ${shapes.replica_cost(env, p, env.site(s)):.3f}/h each"
         what += "; serves " + ", ".join(served) if served else "; no routed demand (spread/min replicas, failover)"
         chosen.append(what)
 
     rejected: dict[str, str] = dict(el.rejected[p.name])
-    cheapest_chosen = min((cand.replica_cost(p, env.site(s)) for s in reps), default=0.0)
+    cheapest_chosen = min((shapes.replica_cost(env, p, env.site(s)) for s in reps), default=0.0)
     for s in el.sites[p.name]:
         if s in reps:
             continue
         site = env.site(s)
         routable = [r for r in demand if s in el.routes[(p.name, r)]]
         full = [row for row in tight_rows if row.site == s and row.concerns(env, p)]
-        here = cand.replica_cost(p, site)
+        here = shapes.replica_cost(env, p, site)
         if full:
             rejected[s] = "capacity: " + ", ".join(r.label for r in sorted(full)) + " fully used"
         elif demand and not routable:
@@ -230,7 +279,9 @@ def _explain(env: Environment, el: Eligibility, p: Pipeline, reps: dict[str, int
             if row.site == s and row.concerns(env, p):
                 binding.append(f"{s}: {row.label} fully used")
     for dep in p.dependencies:
-        binding.append(f"dependency {dep.kind} {dep.target!r} within {dep.latency_budget_ms:g} ms")
+        lookup = lookup_p99_ms(env, dep)
+        binding.append(f"dependency {dep.kind} {dep.target!r} within {dep.latency_budget_ms:g} ms"
+                       + (f" = RTT + {lookup:g} ms feature lookup p99 (feature_lookup_p99_ms)" if lookup else ""))
 
     where = ", ".join(f"{s} ({n})" for s, n in sorted(reps.items()))
     summary = f"{total} replica(s) on {where}"

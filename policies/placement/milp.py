@@ -6,6 +6,7 @@ highspy expression API is far slower at the 10x fleet (~10^5 columns).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -106,14 +107,19 @@ class Model:
 
     def solve(self, *, relax: bool = False, time_limit: float = 60.0, mip_gap: float = 1e-3,
               start: npt.ArrayLike | None = None, upper: npt.ArrayLike | None = None, integer: Sequence[bool] | None = None,
-              target: float | None = None) -> Result:
+              target: float | None = None, presolve: bool = True, lower: npt.ArrayLike | None = None,
+              cutoff: float | None = None) -> Result:
         """Solve the model, or a variant of it that keeps its rows.
 
         `start`: a feasible point to begin from (HiGHS then only improves and proves).
-        `upper`: replacement variable upper bounds (a restricted model).
+        `upper`, `lower`: replacement variable bounds (a restricted model).
         `integer`: replacement integrality flags (a partial relaxation).
         `target`: stop at the first solution at or below this objective.
+        `presolve`: False turns HiGHS presolve off (see below).
+        `cutoff`: only look for points below it, and stop once the dual bound reaches it: the run then proves
+        min(dual bound, cutoff) (nodes bounded at or above the cutoff are pruned unexplored).
         """
+        started = time.perf_counter()
         h = new_highs()
         # One thread and a fixed seed: the same spec gives the same plan, byte for byte.
         h.setOptionValue("threads", 1)
@@ -122,13 +128,17 @@ class Model:
         h.setOptionValue("mip_rel_gap", float(mip_gap))
         # Measured on the prod fleet: the root reduced-cost heuristic costs ~1 s and never found the incumbent.
         h.setOptionValue("mip_heuristic_run_root_reduced_cost", False)
+        if not presolve:
+            h.setOptionValue("presolve", "off")
         if target is not None:
             h.setOptionValue("objective_target", float(target))
+        if cutoff is not None:
+            h.setOptionValue("objective_bound", float(cutoff))
         lp = highspy.HighsLp()
         lp.num_col_ = self.num_vars
         lp.num_row_ = self.num_rows
         lp.col_cost_ = np.asarray(self.cost, dtype=float)
-        lp.col_lower_ = np.asarray(self.lb, dtype=float)
+        lp.col_lower_ = np.asarray(self.lb if lower is None else lower, dtype=float)
         lp.col_upper_ = np.asarray(self.ub if upper is None else upper, dtype=float)
         lp.row_lower_ = np.asarray(self.row_lb, dtype=float)
         lp.row_upper_ = np.asarray(self.row_ub, dtype=float)
@@ -168,6 +178,14 @@ class Model:
             sol = h.getSolution()
             values = np.asarray(sol.col_value)
             rows = np.asarray(sol.row_value)
+            objective = info.objective_function_value
+            if start is not None and not relax and presolve and \
+                    abs(float(np.dot(lp.col_cost_, values)) - objective) > 1e-6 * max(1.0, abs(objective)):
+                # Seen with HiGHS 1.16: given a start, presolve finds a better point, reports its objective
+                # but hands back the start's values. Without presolve the values match the objective.
+                left = max(0.05, time_limit - (time.perf_counter() - started))
+                return self.solve(relax=relax, time_limit=left, mip_gap=mip_gap, start=start, upper=upper,
+                                  integer=integer, target=target, presolve=False, lower=lower, cutoff=cutoff)
         else:
             values = np.zeros(self.num_vars)
             rows = np.zeros(self.num_rows)
@@ -178,4 +196,6 @@ class Model:
         else:
             dual = info.mip_dual_bound
             gap = info.mip_gap
+            if cutoff is not None:
+                dual = min(dual, cutoff) if name in (*FEASIBLE, "infeasible_or_timeout") else cutoff
         return Result(name, objective, dual, gap, values, rows)

@@ -47,6 +47,20 @@ class DataPlacement(_Plain):
         default_factory=dict, description="pipeline -> pipeline site -> data site it reads from")
 
 
+class NodeGroup(_Plain):
+    """Identical nodes of a site and the pods the plan puts on them (whole pods on whole nodes)."""
+
+    shape: str = Field(description="cloud: instance type; datacenter: '<zone>/<cores>c-<GiB>GiB[-<n>x<GPU>]' (raw host)")
+    nodes: int = Field(description="cloud: nodes bought; datacenter: hosts of this shape in the zone")
+    gpu_type: str | None = None
+    gpus: int = Field(default=0, description="per node")
+    cores: float = Field(default=0, description="per node, kept for pods (allocatable)")
+    memory_gib: float = Field(default=0, description="per node, kept for pods (allocatable)")
+    gpu_pod_cores: float = Field(default=0, description="datacenter GPU hosts: the cores GPU pods may use; the rest is for other pods")
+    gpu_pod_memory_gib: float = 0
+    pods: dict[str, int] = Field(default_factory=dict, description="pipeline or data key ('feature_view:x') -> pods here")
+
+
 class SitePlan(_Plain):
     name: str
     kind: str
@@ -60,6 +74,8 @@ class SitePlan(_Plain):
     memory_gib_capacity: float = 0
     nodes: dict[str, int] = Field(default_factory=dict, description="cloud: instance type -> node count")
     cost_usd_per_hour: float = 0
+    node_groups: list[NodeGroup] = Field(
+        default_factory=list, description="per node shape, the pods placed on it (packs by first-fit decreasing)")
 
 
 class Baseline(_Plain):

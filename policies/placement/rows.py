@@ -1,8 +1,8 @@
 """Capacity rows of the placement model as typed keys: what a row limits, where, and for whom.
 
-One row per limit the solver keeps: GPUs of a type on a site's nodes (or on a subset of its instance
-types), cores and memory of a pool of nodes or of a datacenter privacy zone, a vCPU quota family, the
-max_nodes of an instance type. The solver builds them, its infeasibility diagnosis and the plan's
+One row per limit the solver keeps: the slots of a node shape (whole pods on whole nodes: a cloud instance
+type, or the hosts of one shape in a datacenter zone), cores, memory and GPUs of a datacenter privacy zone,
+a vCPU quota family, the max_nodes of an instance type. The solver builds them, its infeasibility diagnosis and the plan's
 explanations read them. Pure.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from enum import Enum
 
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
 from policies.placement import candidates as cand
+from policies.placement import shapes
 
 
 class RowKind(str, Enum):
@@ -20,10 +21,11 @@ class RowKind(str, Enum):
     MEMORY = "memory"
     QUOTA = "quota"
     MAX_NODES = "max_nodes"
+    SLOTS = "slots"
 
 
 UNITS = {RowKind.GPU: "GPUs", RowKind.CPU: "cores", RowKind.MEMORY: "GiB", RowKind.QUOTA: "vCPUs",
-         RowKind.MAX_NODES: "nodes"}
+         RowKind.MAX_NODES: "nodes", RowKind.SLOTS: "nodes"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class CapacityRow:
     - `cpu_nodes`: cores and memory of a cloud site's CPU-only nodes (replicas without GPUs, data stores);
     - `zone`: a datacenter privacy zone (its cores, memory, and GPUs per `gpu_type`);
     - `family`: an on-demand vCPU quota family; `instance_type`: that type's max_nodes.
+
+    Slot rows (whole pods on whole nodes, `shapes`) name their nodes by `instance_type` (cloud) or `zone`
+    and `host_shape` (datacenter), and their part by `gpu_type` (GPU pods) or `cpu_nodes` (other pods).
     """
 
     kind: RowKind
@@ -45,9 +50,13 @@ class CapacityRow:
     zone: PrivacyTier | None = None
     family: str | None = None
     instance_type: str | None = None
+    host_shape: str | None = None
 
     def __str__(self) -> str:
         """A stable, readable name (`gpu|aws-use1|H100`); also the order rows are reported in."""
+        if self.kind is RowKind.SLOTS:
+            where = self.instance_type or f"{self.zone.value if self.zone else ''}/{self.host_shape}"
+            return f"slots|{self.site}|{where}|{self.gpu_type or 'cpu'}"
         if self.kind is RowKind.QUOTA:
             what = self.family
         elif self.kind is RowKind.MAX_NODES:
@@ -69,7 +78,7 @@ class CapacityRow:
     @property
     def ties_nodes_only(self) -> bool:
         """Cloud node rows (bound 0) only tie replicas to the nodes bought; they limit nothing."""
-        return self.kind in (RowKind.GPU, RowKind.CPU, RowKind.MEMORY) and self.zone is None
+        return self.kind in (RowKind.GPU, RowKind.CPU, RowKind.MEMORY, RowKind.SLOTS) and self.zone is None
 
     def concerns(self, env: Environment, p: Pipeline) -> bool:
         """Does this limit constrain where pipeline `p` can go?"""
@@ -79,6 +88,11 @@ class CapacityRow:
                 home = cand.datacenter_capacity(site).home.get(p.privacy_tier.rank)
                 if home is None or list(PrivacyTier)[home] != self.zone:
                     return False
+        if self.kind is RowKind.SLOTS:
+            key = self.instance_type or f"{self.zone.value if self.zone else ''}/{self.host_shape}"
+            site = env.site(self.site)
+            return any(part.shape.key == key and part.gpu == (self.gpu_type is not None)
+                       for part in shapes.site_packing(env, site).fits.get(p.name, []))
         if self.kind is RowKind.GPU:
             return p.gpu is not None and p.gpu.type == self.gpu_type
         if self.kind in (RowKind.CPU, RowKind.MEMORY):
@@ -99,6 +113,10 @@ class CapacityRow:
     @property
     def label(self) -> str:
         """What is used up, as the plan's explanations say it ("H100 GPUs", "CPU cores (zone pii)")."""
+        if self.kind is RowKind.SLOTS:
+            pods = f"{self.gpu_type} GPU pods" if self.gpu_type else "non-GPU pods"
+            return (f"{self.instance_type} nodes" if self.instance_type
+                    else f"{self.host_shape} hosts for {pods} (zone {self.zone.value if self.zone else '?'})")
         if self.kind is RowKind.GPU:
             label = (f"{self.gpu_type} GPUs on {', '.join(self.instance_types)}" if self.instance_types
                      else f"{self.gpu_type} GPUs")
@@ -119,6 +137,10 @@ class CapacityRow:
     @property
     def shortage_label(self) -> str:
         """What falls short, as an infeasible spec's reason says it ("H100 GPU capacity in racks of ...")."""
+        if self.kind is RowKind.SLOTS:
+            pods = f"{self.gpu_type} GPU pods" if self.gpu_type else "non-GPU pods"
+            return (f"{self.instance_type} nodes for {pods}" if self.instance_type
+                    else f"{self.host_shape} hosts for {pods} in racks of privacy zone {self.zone.value if self.zone else '?'}")
         if self.kind is RowKind.GPU:
             assert self.gpu_type is not None  # GPU rows always name their GPU type
             what = self.gpu_type + (f"@{'+'.join(self.instance_types)}" if self.instance_types else "")

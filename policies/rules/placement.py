@@ -6,6 +6,7 @@ from typing import Any
 
 from infra import labels as L
 from infra.spec import PrivacyTier
+from policies.placement.packing import packing_problems
 from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
 from policies.rules.podspec import containers, gpu_request, pod_specs
 
@@ -140,6 +141,14 @@ def plan_privacy(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[
                 yield f"{d.kind} {d.name}", f"{d.privacy_tier} data on {site}"
 
 
+def plan_packs(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    """Every replica and data pod of the plan is on a node group that first-fit decreasing can pack."""
+    if ctx.plan is None or ctx.env is None:
+        return
+    for problem in packing_problems(ctx.env, ctx.plan):
+        yield "plan", problem
+
+
 RULES = [
     Rule("privacy-tier-on-allowed-cluster", "pii/restricted workloads, feature stores and vector DBs run only on "
          "clusters whose site allows the tier.", Severity.critical, Enforcement.mandatory,
@@ -160,6 +169,9 @@ RULES = [
     Rule("plan-latency-slo", "Every routed user region meets its pipeline's p99 SLO in the plan.", Severity.high,
          Enforcement.mandatory, "re-run placement; relax the SLO or add a closer site", stack_check=plan_meets_slo,
          group="placement"),
+    Rule("plan-packs", "Every pod of the plan fits, first-fit decreasing, on the nodes the plan buys or uses.",
+         Severity.high, Enforcement.mandatory, "re-run placement (hybridml plan) instead of editing the plan by hand",
+         stack_check=plan_packs, group="placement"),
     Rule("plan-privacy", "The plan puts every pipeline and data store on sites that allow its tier.",
          Severity.critical, Enforcement.mandatory, "remove the override that forces it there (pinned_sites)",
          stack_check=plan_privacy, group="placement"),

@@ -5,6 +5,7 @@ import math
 
 from infra.spec import CloudSite, Datacenter, Environment
 from policies.placement import candidates as cand
+from policies.placement.packing import packing_problems
 from policies.placement.plan import PlacementPlan
 
 
@@ -82,3 +83,5 @@ def assert_plan_valid(env: Environment, plan: PlacementPlan) -> None:
                 assert used_c <= cores + 1e-6 and used_m <= mem + 1e-6, (sp.name, zone)
                 assert all(n <= gpus.get(g, 0) for g, n in used_g.items()), (sp.name, zone, used_g, gpus)
     assert math.isfinite(plan.cost_usd_per_hour)
+    # whole pods on whole nodes: every node group packs by first-fit decreasing into the nodes it has
+    assert packing_problems(env, plan) == []

@@ -10,6 +10,7 @@ from infra.loader import parse_environment
 from infra.spec import PrivacyTier
 from policies.placement import candidates as cand
 from policies.placement import solve
+from policies.placement.eligibility import site_rejection
 from tests.conftest import dump
 from tests.placement.invariants import assert_plan_valid
 
@@ -92,7 +93,7 @@ def test_plans_hold_every_invariant_or_explain_why_not(spec):
                 p = env.pipeline(r.pipeline)
                 region = r.detail.split(" of ")[1].split(" ")[0]
                 for site in env.sites:
-                    assert (cand.site_rejection(env, p, site) is not None
+                    assert (site_rejection(env, p, site) is not None
                             or cand.route_rejection(env, p, region, site) is not None)
         return
     assert_plan_valid(env, plan)

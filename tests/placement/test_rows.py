@@ -40,8 +40,17 @@ def test_rows_the_solver_builds_concern_the_right_pipelines(small_spec):
     rows = list(v.capacity_rows)
     assert rows and all(isinstance(r, CapacityRow) for r in rows)
     chat, recs = env.pipeline("chat"), env.pipeline("recs")   # chat: H100 vLLM in the cloud; recs: pii CPU service
-    gpu_rows = [r for r in rows if r.kind is RowKind.GPU and r.zone is None]
-    assert gpu_rows and all(r.concerns(env, chat) and not r.concerns(env, recs) for r in gpu_rows)
+    # cloud GPU pods count against the slots of the instance types they fit (whole pods on whole nodes)
+    gpu_rows = [r for r in rows if r.kind is RowKind.SLOTS and r.gpu_type is not None and r.zone is None]
+    assert [str(r) for r in gpu_rows] == ["slots|aws-use1|p5.48xlarge|H100"]
+    assert all(r.concerns(env, chat) and not r.concerns(env, recs) for r in gpu_rows)
+    assert gpu_rows[0].ties_nodes_only and gpu_rows[0].label == "p5.48xlarge nodes"
+    host_rows = [r for r in rows if r.kind is RowKind.SLOTS and r.zone is not None]
+    assert host_rows and all(r.cpu_nodes and not r.ties_nodes_only for r in host_rows)
+    ash_pii = next(r for r in host_rows if r.site == "dc-ash" and r.zone is PrivacyTier.pii)
+    assert str(ash_pii) == "slots|dc-ash|pii/32c-128GiB|cpu"
+    assert ash_pii.label == "32c-128GiB hosts for non-GPU pods (zone pii)" and ash_pii.unit == "nodes"
+    assert ash_pii.concerns(env, recs) and not ash_pii.concerns(env, chat)
     # dc-ash has an internal and a pii rack: its pii zone is only for pii work; dc-ams has pii racks only,
     # so everything there runs in (and is limited by) the pii zone
     ash = [r for r in rows if r.site == "dc-ash" and r.zone is PrivacyTier.pii and r.kind is RowKind.CPU]

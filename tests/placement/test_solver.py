@@ -182,12 +182,15 @@ def test_gpu_replicas_get_nodes_their_pods_fit_on(small_spec):
     assert [it.name for it in fitting_types(env.pipeline("moderation"), env.site("aws-use1"))] == ["g6.12xlarge"]
     assert {it.name for it in fitting_types(env.pipeline("classifier"), env.site("aws-use1"))} == \
         {"g6.xlarge", "g6.12xlarge"}
-    # without the big instance type no node fits the pods: the site is rejected with the reason
+    # without the big instance type no node fits the pods: the site is rejected with the reason. (With
+    # 1-GPU nodes only, tensor_parallel 2 would cross nodes: the spec must opt in to even get that far.)
     site["instance_types"] = [it for it in site["instance_types"] if it["name"] != "g6.12xlarge"]
+    small_spec["pipelines"][2]["engine"]["allow_cross_node_tensor_parallel"] = True
     env = parse_environment(dump(small_spec))
     with pytest.raises(PlacementInfeasible) as info:
         solve(env)
-    assert any("fits a replica's pod" in r.detail for r in info.value.reasons), info.value.reasons
+    assert any("fits a replica's pod (1xL4, 4 cores, 32 GiB on each of 2 nodes)" in r.detail
+               and "the largest, g6.xlarge, keeps 1xL4, 3.6 cores, 14.4 GiB" in r.detail for r in info.value.reasons), info.value.reasons
 
 
 def test_each_tier_counts_against_its_home_zone_only(small_spec):
