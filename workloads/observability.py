@@ -1,5 +1,6 @@
 """Monitoring of one site: ServiceMonitors/PodMonitors for vLLM, Triton, CPU services, Redis, Qdrant, Flink,
-DCGM; PrometheusRules for every pipeline's latency SLO and the feature store p99."""
+DCGM; a PrometheusRule per pipeline (operational SLOs and quality objectives) and for the feature store p99;
+the Grafana dashboards (fleet overview, templated pipeline dashboard) as provisioned ConfigMaps."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ class ObservabilityArgs:
     cluster: ClusterHandle
     context: SiteContext
     pipelines: list[str] = field(default_factory=list)
+    replicas: dict[str, int] = field(default_factory=dict)
+    """The plan's replicas of each pipeline on this site (the rules' variant names and planned replicas)."""
+    plan_sites: dict[str, dict[str, int]] | None = None
+    """Every site the plan uses -> its pipelines and replicas (the dashboards). Default: this site only."""
     feature_views: list[str] = field(default_factory=list)
     collections: list[str] = field(default_factory=list)
     gpu_namespace: str = "gpu-operator"
@@ -31,7 +36,7 @@ class Observability(pulumi.ComponentResource):
         streaming = [v for v in args.feature_views if next(f for f in env.feature_views if f.name == v).streaming]
         has_gpus = any(env.pipeline(p).gpu for p in args.pipelines)
         objs = observability.objects(args.context, env, args.pipelines, args.feature_views, args.collections,
-                                     streaming, has_gpus, args.gpu_namespace)
+                                     streaming, has_gpus, args.gpu_namespace, args.replicas, args.plan_sites)
         for m in objs:
             create(f"{name}-{m['metadata']['namespace']}-{m['metadata']['name']}-{m['kind'].lower()}", m,
                    child_options(self, args.cluster))

@@ -1,9 +1,13 @@
-"""Scrape configs (ServiceMonitor/PodMonitor) and alerts (PrometheusRule) of one site. Pure."""
+"""Scrape configs (ServiceMonitor/PodMonitor), rules (PrometheusRule: per pipeline `slo` and `quality`, the feature
+store p99) and dashboards (`dashboards`) of one site. Pure."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from infra import labels as L
 from infra.labels import namespace_for
 from infra.spec import Environment
-from workloads.render import meta
+from workloads.render import dashboards, meta, quality, slo
 from workloads.render.context import SiteContext
 from workloads.render.data import qdrant_name
 from workloads.render.qdrant import auth_secret_name as qdrant_secret
@@ -25,24 +29,28 @@ def _match(name: str, component: str | None = None) -> dict:
     return out
 
 
-def latency_expr(engine: str, pipeline: str, namespace: str, site: str) -> str:
-    """p99 server-side latency in seconds of one pipeline on one site, from the engine's own histogram.
-
-    vLLM: `vllm:e2e_request_latency_seconds`; Triton via KServe serverless: Knative queue-proxy
-    `revision_app_request_latencies` (ms); CPU services: OpenTelemetry `http.server.request.duration`.
-    """
-    if engine == "vllm":
-        return (f'histogram_quantile(0.99, sum by (le) (rate(vllm:e2e_request_latency_seconds_bucket{{'
-                f'namespace="{namespace}",service=~"{pipeline}(-.+)?"}}[5m])))')
-    if engine == "triton":
-        return (f'histogram_quantile(0.99, sum by (le) (rate(revision_app_request_latencies_bucket{{'
-                f'namespace_name="{namespace}",configuration_name=~"{pipeline}(-.+)?-predictor"}}[5m]))) / 1000')
-    return (f'histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{{'
-            f'namespace="{namespace}",service=~"{pipeline}(-.+)?"}}[5m])))')
+def pipeline_rules(ctx: SiteContext, env: Environment, name: str, replicas: int) -> dict:
+    """One PrometheusRule per pipeline and site: its operational SLO group and, with objectives, its quality group.
+    (Per pipeline, not per namespace: a namespace's rules for 150 pipelines would approach the 1 MiB object limit.)"""
+    p = env.pipeline(name)
+    ns = namespace_for(p.privacy_tier)
+    t = slo.target(ctx.site, env, p, replicas, ns)
+    groups = [{"name": f"pipeline-{name}", "interval": "1m", "rules": slo.rules(t)}]
+    q = quality.rules(t)
+    if q:
+        groups.append({"name": f"pipeline-quality-{name}", "interval": "1m", "rules": q})
+    rule_name = meta.k8s_name(name, "slos")
+    lbls = {**_lbl(ctx, "rules", rule_name), L.PIPELINE: name}
+    return {"apiVersion": MON, "kind": "PrometheusRule", "metadata": meta.metadata(rule_name, ns, lbls),
+            "spec": {"groups": groups}}
 
 
 def objects(ctx: SiteContext, env: Environment, pipelines: list[str], feature_views: list[str],
-            collections: list[str], streaming_views: list[str], has_gpus: bool, gpu_namespace: str) -> list[dict]:
+            collections: list[str], streaming_views: list[str], has_gpus: bool, gpu_namespace: str,
+            replicas: Mapping[str, int] | None = None, plan_sites: Mapping[str, Mapping[str, int]] | None = None) -> list[dict]:
+    """Monitoring objects of one site. `replicas`: the plan's replicas of each pipeline here (default 1);
+    `plan_sites`: every site the plan uses -> its pipelines and replicas, for the dashboards (default: this site)."""
+    replicas = replicas or {}
     out: list[dict] = []
     by_ns: dict[str, dict[str, list[str]]] = {}
     for name in pipelines:
@@ -75,24 +83,8 @@ def objects(ctx: SiteContext, env: Environment, pipelines: list[str], feature_vi
                                               "matchExpressions": [{"key": "app.kubernetes.io/name",
                                                                     "operator": "NotIn", "values": ["vllm", "triton"]}]},
                                  "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]}})
-        rules = []
-        for engine, names in sorted(engines.items()):
-            for name in sorted(names):
-                p = env.pipeline(name)
-                rules.append({
-                    "alert": "PipelineLatencyAboveSLO",
-                    "expr": f"{latency_expr(engine, name, ns, ctx.site)} > {p.latency.service_ms / 1000:g}",
-                    "for": "10m",
-                    "labels": {"severity": "page", "pipeline": name, "site": ctx.site, "engine": engine},
-                    "annotations": {
-                        "summary": f"{name} on {ctx.site}: p99 service time above {p.latency.service_ms:g} ms",
-                        "description": (f"The pipeline's p99 SLO is {p.latency.p99_ms:g} ms end to end, of which "
-                                        f"{p.latency.service_ms:g} ms service time; the rest is the network budget "
-                                        f"the placement used. Check queueing, replicas and GPU saturation.")},
-                })
-        out.append({"apiVersion": MON, "kind": "PrometheusRule",
-                    "metadata": meta.metadata("pipeline-slos", ns, _lbl(ctx, "rules", "pipeline-slos")),
-                    "spec": {"groups": [{"name": f"pipeline-latency-{ns}", "interval": "1m", "rules": rules}]}})
+        for _, names in sorted(engines.items()):
+            out += [pipeline_rules(ctx, env, name, replicas.get(name, 1)) for name in sorted(names)]
 
     for ns, views in sorted(data_ns.items()):
         out.append({"apiVersion": MON, "kind": "PodMonitor",
@@ -135,5 +127,9 @@ def objects(ctx: SiteContext, env: Environment, pipelines: list[str], feature_vi
                                               _lbl(ctx, "service-monitor", "dcgm-exporter")),
                     "spec": {"namespaceSelector": {"matchNames": [gpu_namespace]},
                              "selector": {"matchLabels": {"app": "nvidia-dcgm-exporter"}},
-                             "endpoints": [{"port": "gpu-metrics", "path": "/metrics", "interval": "15s"}]}})
+                             # honorLabels: keep the exporter's namespace/pod labels (the pod using each GPU), which the
+                             # pipelines' GPU-utilisation rules select on; without it they become exported_*.
+                             "endpoints": [{"port": "gpu-metrics", "path": "/metrics", "interval": "15s",
+                                            "honorLabels": True}]}})
+    out += dashboards.objects(ctx, env, plan_sites if plan_sites is not None else {ctx.site: dict(replicas)})
     return out
