@@ -29,6 +29,7 @@ SYSTEM_NODES = 2
 # Per serving replica, room for what runs next to the model server (metrics/proxy sidecars).
 SIDECAR_CPU = 0.25
 SIDECAR_MEMORY_GIB = 0.5
+SENTINEL_CPU, SENTINEL_MEMORY_GIB = 0.05, 0.0625   # per Sentinel container (workloads/render/feature_store.py)
 # Quota floor of a tier namespace that the plan leaves empty: debugging pods and jobs still fit.
 QUOTA_FLOOR_CPU = 2.0
 QUOTA_FLOOR_MEMORY_GIB = 4.0
@@ -275,6 +276,10 @@ def namespace_quotas(env: Environment, plan: PlacementPlan, site_name: str) -> l
         row["cpu"] += n * (cpu + SIDECAR_CPU)
         row["mem"] += n * (mem + SIDECAR_MEMORY_GIB)
         row["pods"] += n + 1
+        if d.kind == "feature_view":   # = workloads' Sentinel: one beside each Redis pod and a third pod of its own
+            row["cpu"] += 3 * SENTINEL_CPU
+            row["mem"] += 3 * SENTINEL_MEMORY_GIB
+            row["pods"] += 1
     out = []
     for tier, row in sorted(rows.items(), key=lambda kv: PrivacyTier(kv[0]).rank):
         out.append(QuotaPlan(

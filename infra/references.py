@@ -5,11 +5,12 @@ the first), each with the field path that points at the offending value.
 """
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Collection, Iterable
 from typing import TypeVar
 
 from infra.errors import SpecIssue
+from infra.features import check_feature_views
+from infra.objectives import check_quality
 from infra.spec import CloudSite, Environment
 
 Path = tuple[str | int, ...]
@@ -51,10 +52,10 @@ def check_references(env: Environment) -> list[SpecIssue]:
     views = {v.name: v for v in env.feature_views}
     collections = {c.name: c for c in env.collections}
     gpu_types = env.gpu_types()
+    widest = _widest_nodes(env)  # GPU type -> GPUs on the largest node offering it
 
     # ---- sites
     all_host_names: dict[str, Path] = {}
-    all_addresses: dict[ipaddress.IPv4Address, Path] = {}
     for si, site in enumerate(env.sites):
         if isinstance(site, CloudSite):
             for name, idx in _duplicates(site.instance_types, lambda it: it.name).items():
@@ -66,22 +67,18 @@ def check_references(env: Environment) -> list[SpecIssue]:
             for name, idx in _duplicates(site.racks, lambda r: r.name).items():
                 add(("sites", si, "racks", idx[1], "name"), f"duplicate rack {name!r} in datacenter {site.name!r}")
             for ri, rack in enumerate(site.racks):
-                explicit = len(rack.hosts)
-                for hi, host in enumerate(rack.all_hosts()):
-                    if hi < explicit:
-                        path: Path = ("sites", si, "racks", ri, "hosts", hi)
-                    else:
-                        path = ("sites", si, "racks", ri, "host_pools")
+                # addresses (and their overlaps) are infra.bounds' job; here the names, pools expanded
+                owners: list[Path] = [("sites", si, "racks", ri, "hosts", hi, "name") for hi in range(len(rack.hosts))]
+                for pi, pool in enumerate(rack.host_pools):
+                    owners += [("sites", si, "racks", ri, "host_pools", pi, "name_prefix")] * pool.count
+                reported: set[Path] = set()
+                for path, host in zip(owners, rack.all_hosts(), strict=True):
                     if host.name in all_host_names:
-                        add(path + ("name",) if hi < explicit else path,
-                            f"duplicate host name {host.name!r} (also at {_fmt(all_host_names[host.name])})")
+                        if path not in reported:  # a pool's first clash is enough
+                            reported.add(path)
+                            add(path, f"duplicate host name {host.name!r} (also at {_fmt(all_host_names[host.name])})")
                     else:
                         all_host_names[host.name] = path
-                    if host.address in all_addresses:
-                        add(path + ("address",) if hi < explicit else path,
-                            f"address {host.address} of host {host.name!r} clashes with {_fmt(all_addresses[host.address])}")
-                    else:
-                        all_addresses[host.address] = path
             if site.privacy_tiers is not None:
                 top = max(r.privacy_zone.rank for r in site.racks)
                 for ti, tier in enumerate(site.privacy_tiers):
@@ -143,6 +140,12 @@ def check_references(env: Environment) -> list[SpecIssue]:
                 add(base + ("resources", "gpu", "count"),
                     f"GPU count {p.gpu.count} must equal tensor_parallel x pipeline_parallel "
                     f"({p.engine.tensor_parallel} x {p.engine.pipeline_parallel})")
+            tp, largest = p.engine.tensor_parallel, widest.get(p.gpu.type, 0) if p.gpu else 0
+            if p.gpu and 0 < largest < tp and not p.engine.allow_cross_node_tensor_parallel:
+                add(base + ("engine", "tensor_parallel"),
+                    f"tensor_parallel {tp} exceeds the {largest} {p.gpu.type} GPUs of the largest node offering them: "
+                    f"tensor parallelism would cross nodes; split across nodes with pipeline_parallel instead "
+                    f"(e.g. {_split_hint(p.gpu.count, largest)}), or set engine.allow_cross_node_tensor_parallel: true")
         if p.engine.kind == "cpu" and p.gpu:
             add(base + ("resources", "gpu"), "a cpu pipeline must not request GPUs (use engine vllm or triton)")
         if p.engine.kind == "cpu" and (":" not in p.engine.image.rsplit("/", 1)[-1] and "@" not in p.engine.image):
@@ -169,6 +172,8 @@ def check_references(env: Environment) -> list[SpecIssue]:
                 add(base + ("shadow", "target"), "a pipeline cannot shadow itself")
             elif env.pipeline(p.shadow.target).engine.kind != p.engine.kind:
                 add(base + ("shadow", "target"), f"shadow target {p.shadow.target!r} runs a different engine")
+        for qpath, message in check_quality(p):
+            add(base + qpath, message)
         for si, sname in enumerate(p.pinned_sites or []):
             if sname not in sites:
                 add(base + ("pinned_sites", si), f"unknown site {sname!r}" + _did_you_mean(sname, sites))
@@ -177,6 +182,10 @@ def check_references(env: Environment) -> list[SpecIssue]:
                 add(base + ("allowed_jurisdictions", ji), f"unknown jurisdiction {j!r}" + _did_you_mean(j, jurisdictions))
         if p.spread.min_sites > len(env.sites):
             add(base + ("spread", "min_sites"), f"min_sites {p.spread.min_sites} exceeds the {len(env.sites)} sites")
+
+    # ---- feature views: columns, one meaning per entity, rows that fit Redis (infra/features.py)
+    for fpath, message in check_feature_views(env.feature_views):
+        add(fpath, message)
 
     # ---- tenants
     for ti, tenant in enumerate(env.tenants):
@@ -202,6 +211,23 @@ def check_references(env: Environment) -> list[SpecIssue]:
             add(("sites",), f"GPU type {gtype!r} has different memory sizes across sites: {sorted(mems)} GiB")
 
     return issues
+
+
+def _widest_nodes(env: Environment) -> dict[str, int]:
+    """GPU type -> GPUs on the largest node (cloud instance type or datacenter host) that offers it."""
+    out: dict[str, int] = {}
+    for site in env.sites:
+        shapes = [it.gpu for it in site.instance_types if it.gpu] if isinstance(site, CloudSite) else \
+            [h.gpu for _, h in site.all_hosts() if h.gpu]
+        for shape in shapes:
+            out[shape.type] = max(out.get(shape.type, 0), shape.count)
+    return out
+
+
+def _split_hint(gpus: int, per_node: int) -> str:
+    """tensor_parallel within one node x pipeline_parallel across nodes, for `gpus` GPUs in all."""
+    tp = max(d for d in range(1, per_node + 1) if gpus % d == 0)
+    return f"tensor_parallel: {tp}, pipeline_parallel: {gpus // tp}"
 
 
 def _fmt(path: Path) -> str:

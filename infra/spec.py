@@ -12,16 +12,35 @@ from enum import Enum
 from functools import cached_property
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from infra import limits
+
+# The feature views' Feast models (entities, features, batch source) live in infra.features; re-exported.
+from infra.features import (  # noqa: F401
+    DEPENDENCY_RTT_BUDGET_MS,
+    FEATURE_LOOKUP_P99_MS,
+    FeatureEntity,
+    FeatureField,
+    FeatureSource,
+)
+from infra.model import StrictModel
+
+# Re-exported: the spec's models live here too (the loader suggests field names from this module's models).
+from infra.objectives import (  # noqa: F401
+    AbMetricDelta,
+    ModeratorFlagRate,
+    PredictionDrift,
+    QualityObjective,
+    ShadowDisagreement,
+)
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+# Every float is finite (StrictModel) and at most limits.MAX_QUANTITY; counts have their own bounds (infra/limits.py).
+PositiveFloat = Annotated[float, Field(gt=0, le=limits.MAX_QUANTITY)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=limits.MAX_QUANTITY)]
+Cores = Annotated[int, Field(ge=1, le=limits.MAX_CORES)]
 
 
 class PrivacyTier(str, Enum):
@@ -73,11 +92,11 @@ class InstanceType(StrictModel):
     """A cloud instance type a region offers, with its price and how many we may run."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-    vcpus: Annotated[int, Field(ge=1)]
+    vcpus: Cores
     memory_gib: PositiveFloat
     gpu: GpuShape | None = Field(default=None, description="GPUs per instance; none for CPU instance types.")
     hourly_usd: PositiveFloat = Field(description="On-demand price per instance-hour.")
-    max_nodes: Annotated[int, Field(ge=0)] | None = Field(
+    max_nodes: Annotated[int, Field(ge=0, le=limits.MAX_COUNT)] | None = Field(
         default=None, description="Cap on instances of this type (capacity reservation / availability). Default: only the quota limits.")
     capacity_types: list[CapacityType] = Field(
         default_factory=lambda: list[CapacityType](["on-demand"]), description="Karpenter capacity types. Default on-demand.")
@@ -106,7 +125,7 @@ class CloudSite(StrictModel):
         default_factory=lambda: [PrivacyTier.public, PrivacyTier.internal],
         description="Tiers this site may hold. Default public+internal: pii/restricted only where listed explicitly.")
     instance_types: list[InstanceType] = Field(min_length=1)
-    vcpu_quotas: dict[Literal["P", "G", "standard"], Annotated[int, Field(ge=0)]] = Field(
+    vcpu_quotas: dict[Literal["P", "G", "standard"], Annotated[int, Field(ge=0, le=limits.MAX_COUNT)]] = Field(
         default_factory=dict, description="On-demand vCPU Service Quotas per family. Missing family: unlimited.")
     kubernetes_version: str = Field(default="1.33", pattern=r"^1\.\d+$")
     vpc_cidr: str = Field(default="10.0.0.0/16", description="VPC CIDR. Default 10.0.0.0/16.")
@@ -120,6 +139,14 @@ class CloudSite(StrictModel):
             ipaddress.ip_network(v)
         return value
 
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc(cls, value: str) -> str:
+        net = ipaddress.ip_network(value)
+        if not isinstance(net, ipaddress.IPv4Network) or not 16 <= net.prefixlen <= 28:
+            raise ValueError(f"{value} must be an IPv4 block between /16 and /28 (the sizes an AWS VPC may have)")
+        return value
+
     @property
     def gpu_types(self) -> set[str]:
         return {it.gpu.type for it in self.instance_types if it.gpu}
@@ -131,19 +158,39 @@ class HostPool(StrictModel):
     count: Annotated[int, Field(ge=1, le=512)]
     name_prefix: Name
     first_address: ipaddress.IPv4Address
-    cores: Annotated[int, Field(ge=1)]
+    cores: Cores
     memory_gib: PositiveFloat
     gpu: GpuShape | None = None
+
+    @model_validator(mode="after")
+    def _addresses_fit(self) -> Self:
+        first = int(self.first_address)
+        last = first + self.count - 1
+        if last > limits.LAST_IPV4:
+            raise ValueError(f"{self.count} hosts from first_address {self.first_address} run past 255.255.255.255 "
+                             f"(at most {limits.LAST_IPV4 - first + 1} fit)")
+        why = limits.unusable_addresses(first, last)
+        if why:
+            raise ValueError(f"addresses {self.first_address}..{ipaddress.IPv4Address(last)}: {why}")
+        return self
 
 
 class Host(StrictModel):
     name: Name
     address: ipaddress.IPv4Address
-    cores: Annotated[int, Field(ge=1)]
+    cores: Cores
     memory_gib: PositiveFloat
     gpu: GpuShape | None = None
     role: Literal["worker", "control-plane"] = "worker"
     ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+
+    @field_validator("address")
+    @classmethod
+    def _host_address(cls, value: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+        why = limits.unusable_addresses(int(value), int(value))
+        if why:
+            raise ValueError(why)
+        return value
 
 
 class Rack(StrictModel):
@@ -239,12 +286,30 @@ class FeatureView(StrictModel):
     """A Feast feature view served from the Redis online store of the sites that need it."""
 
     name: Name
-    entities: list[str] = Field(min_length=1)
+    entities: list[FeatureEntity] = Field(
+        min_length=1, max_length=8, description="Keys of the view: `{name, join_key, value_type}` or a bare name (int64 key).")
     privacy_tier: PrivacyTier = PrivacyTier.internal
-    ttl_seconds: Annotated[int, Field(ge=0)] = 86400
+    ttl_seconds: Annotated[int, Field(ge=0, le=limits.MAX_TTL_SECONDS)] = 86400
     online_memory_gib: PositiveFloat = Field(default=4, description="Redis memory per site replica. Default 4 GiB.")
     online_cpu: PositiveFloat = Field(default=1, description="Redis cores per site replica. Default 1.")
     streaming: bool = Field(default=False, description="Ingest from a stream with a Flink job. Default false.")
+    features: list[FeatureField] = Field(
+        default_factory=list, max_length=4096,
+        description="Features with their types (`{name, dtype, length}`). Default none: `feast apply` infers them from the source.")
+    source: FeatureSource | None = Field(
+        default=None, description="Batch source (parquet). Default: <feature source base>/<env>/<view>.parquet, event_timestamp.")
+    entity_count: Annotated[int, Field(ge=1, le=10**12)] | None = Field(
+        default=None, description="Entities held online per site; with features, checked against online_memory_gib. Default unknown.")
+    feature_lookup_p99_ms: PositiveFloat = Field(
+        default=FEATURE_LOOKUP_P99_MS, description="Server-side p99 of one online lookup; placement adds it to the RTT of "
+        f"every dependency on the view. Default {FEATURE_LOOKUP_P99_MS:g} ms (measured, scripts/bench_feast.py).")
+
+    @field_validator("entities", mode="before")
+    @classmethod
+    def _bare_entity_names(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
 
 
 class VectorCollection(StrictModel):
@@ -265,7 +330,17 @@ class Dependency(StrictModel):
 
     feature_view: Name | None = None
     collection: Name | None = None
-    latency_budget_ms: PositiveFloat = Field(default=5, description="Max RTT pipeline site -> data site. Default 5 ms.")
+    latency_budget_ms: PositiveFloat = Field(
+        default=DEPENDENCY_RTT_BUDGET_MS, description="Max time of one read on the hot path: RTT pipeline site -> data "
+        f"site, plus for a feature view its feature_lookup_p99_ms. Default {DEPENDENCY_RTT_BUDGET_MS:g} ms; for a feature "
+        f"view {DEPENDENCY_RTT_BUDGET_MS:g} ms + the default lookup p99 ({DEPENDENCY_RTT_BUDGET_MS + FEATURE_LOOKUP_P99_MS:g} ms).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _feature_view_budget(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("feature_view") is not None and "latency_budget_ms" not in data:
+            return {**data, "latency_budget_ms": DEPENDENCY_RTT_BUDGET_MS + FEATURE_LOOKUP_P99_MS}
+        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -294,16 +369,19 @@ class VllmEngine(StrictModel):
     kind: Literal["vllm"] = "vllm"
     tensor_parallel: Annotated[int, Field(ge=1, le=64)] = 1
     pipeline_parallel: Annotated[int, Field(ge=1, le=16)] = 1
-    max_model_len: Annotated[int, Field(ge=256)] = 8192
+    max_model_len: Annotated[int, Field(ge=256, le=limits.MAX_MODEL_LEN)] = 8192
     gpu_memory_utilization: Annotated[float, Field(gt=0.1, le=0.98)] = 0.9
     served_model_name: str | None = None
     speculative: Speculative | None = None
+    allow_cross_node_tensor_parallel: bool = Field(
+        default=False, description="Allow tensor_parallel above the GPUs of every node offering the GPU type (tensor "
+        "parallelism over the network between nodes: slow). Default false: split across nodes with pipeline_parallel.")
 
 
 class TritonEngine(StrictModel):
     kind: Literal["triton"] = "triton"
     model_format: Literal["onnx", "tensorrt", "pytorch", "tensorflow", "python"] = "onnx"
-    max_batch_size: Annotated[int, Field(ge=1)] = 64
+    max_batch_size: Annotated[int, Field(ge=1, le=limits.MAX_COUNT)] = 64
     canary_traffic_percent: Annotated[int, Field(ge=0, le=100)] | None = None
 
 
@@ -349,16 +427,16 @@ class Latency(StrictModel):
 
 class Spread(StrictModel):
     min_sites: Annotated[int, Field(ge=1, le=16)] = Field(default=1, description="Distinct sites. Default 1.")
-    min_replicas_per_site: Annotated[int, Field(ge=1)] = Field(
+    min_replicas_per_site: Annotated[int, Field(ge=1, le=limits.MAX_REPLICAS)] = Field(
         default=1, description="Replicas wherever the pipeline runs at all. Default 1 (2 keeps a site up across a zone loss).")
-    zone_max_skew: Annotated[int, Field(ge=1)] = Field(default=1, description="Topology spread over zones/racks. Default 1.")
+    zone_max_skew: Annotated[int, Field(ge=1, le=limits.MAX_REPLICAS)] = Field(default=1, description="Topology spread over zones/racks. Default 1.")
 
 
 class Autoscaling(StrictModel):
-    max_replicas_factor: Annotated[float, Field(ge=1)] = Field(
+    max_replicas_factor: Annotated[float, Field(ge=1, le=100)] = Field(
         default=2.0, description="max replicas = factor x planned replicas. Default 2.")
     scale_to_zero: bool = False
-    target_queue_depth: Annotated[int, Field(ge=1)] = 8
+    target_queue_depth: Annotated[int, Field(ge=1, le=limits.MAX_COUNT)] = 8
 
 
 class Variant(StrictModel):
@@ -387,7 +465,7 @@ class Pipeline(StrictModel):
     privacy_tier: PrivacyTier = PrivacyTier.internal
     allowed_jurisdictions: list[str] | None = Field(
         default=None, description="pii/restricted: where requests may be served. Default: the user region's own.")
-    min_replicas: Annotated[int, Field(ge=0)] = 1
+    min_replicas: Annotated[int, Field(ge=0, le=limits.MAX_REPLICAS)] = 1
     spread: Spread = Field(default_factory=Spread)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     dependencies: list[Dependency] = Field(default_factory=list)
@@ -395,6 +473,11 @@ class Pipeline(StrictModel):
     shadow: Shadow | None = None
     pinned_sites: list[Name] | None = Field(
         default=None, description="Restrict placement to these sites (an operator override). Default: any allowed site.")
+    availability: Annotated[float, Field(ge=0.95, lt=1)] = Field(
+        default=0.995, description="Share of requests answered without a server error over 30 days; the error-budget "
+        "burn-rate alerts use it. Default 0.995.")
+    quality: list[QualityObjective] = Field(
+        default_factory=list, description="Model-quality objectives beside latency (README, Quality objectives). Default none.")
 
     @property
     def gpu(self) -> GpuRequest | None:
@@ -410,7 +493,7 @@ class Pipeline(StrictModel):
 
 class TokenBudget(StrictModel):
     pipeline: Name
-    tokens_per_minute: Annotated[int, Field(ge=1)]
+    tokens_per_minute: Annotated[int, Field(ge=1, le=limits.MAX_TOKENS_PER_MINUTE)]
 
 
 class Tenant(StrictModel):

@@ -58,7 +58,7 @@ SMALL_SPEC = {
         {"name": "recs", "engine": {"kind": "cpu", "image": "ghcr.io/x/recs:1.0.0"}, "model": "s3://m/recs",
          "resources": {"cpu": 4, "memory_gib": 8}, "capacity_rps": 100,
          "demand_rps": {"us-east": 300, "eu-west": 200}, "latency": {"p99_ms": 100, "service_ms": 40},
-         "privacy_tier": "pii", "dependencies": [{"feature_view": "user-profile", "latency_budget_ms": 2}]},
+         "privacy_tier": "pii", "dependencies": [{"feature_view": "user-profile", "latency_budget_ms": 17}]},  # 2 ms RTT + 15 lookup
     ],
     "tenants": [{"name": "t1", "budgets": [{"pipeline": "chat", "tokens_per_minute": 1000}]}],
 }

@@ -12,6 +12,9 @@ from __future__ import annotations
 import random
 from copy import deepcopy
 
+from infra.features import FEATURE_LOOKUP_P99_MS
+from tools import feature_shapes
+
 # AWS instance shapes and approximate on-demand prices (us-east-1); other regions apply a multiplier.
 INSTANCE_TYPES = {
     "p5.48xlarge": dict(vcpus=192, memory_gib=2048, gpu=dict(type="H100", count=8, memory_gib=80), hourly_usd=55.04),
@@ -108,6 +111,12 @@ def _datacenter(name: str, index: int, racks_scale: float, max_racks: int | None
     }
 
 
+def _fv_budget(rtt_ms: float) -> float:
+    """A feature-view dependency's budget: the RTT it may cost plus the measured lookup p99 (infra.features)."""
+    total = rtt_ms + FEATURE_LOOKUP_P99_MS
+    return int(total) if total == int(total) else total
+
+
 SIM_DESCRIPTION = ("Simulated fleet: the prod catalog and sites on local control planes whose nodes are kwok fake "
                    "nodes; the GPUs and racks are simulated, not real (`hybridml local up sim`).")
 
@@ -147,9 +156,12 @@ def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str 
     views = []
     for i in range(n_views):
         pii = i % 3 == 0
-        views.append({"name": f"{'user' if pii else 'item'}-features-{i:03d}", "entities": ["user_id" if pii else "item_id"],
-                      "privacy_tier": "pii" if pii else "internal", "online_memory_gib": rng.choice([8, 16, 32]),
-                      "online_cpu": 2, "streaming": i % 4 == 1})
+        view = {"name": f"{'user' if pii else 'item'}-features-{i:03d}", "entities": ["user_id" if pii else "item_id"],
+                "privacy_tier": "pii" if pii else "internal", "online_memory_gib": rng.choice([8, 16, 32]),
+                "online_cpu": 2, "streaming": i % 4 == 1}
+        env_id = env_name or (profile if scale == 1 else f"{profile}-x{scale}")
+        view.update(feature_shapes.shape(i, view["name"], pii, view["online_memory_gib"], view["streaming"], env_id, seed))
+        views.append(view)
     cols = [{"name": f"docs-{i:03d}", "dimensions": rng.choice([384, 768, 1024]), "privacy_tier": "internal",
              "memory_gib": rng.choice([16, 32, 64]), "cpu": 4, "replication_factor": 2, "shards": 4}
             for i in range(n_cols)]
@@ -171,8 +183,14 @@ def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str 
              "capacity_rps": cap, "demand_rps": demand(base, regions), "latency": {"p99_ms": p99, "service_ms": svc},
              "privacy_tier": "internal", "min_replicas": 2, "spread": {"min_sites": 2 if profile == "prod" else 1},
              "autoscaling": {"scale_to_zero": i % 7 == 6}}
+        quality: list[dict] = []
         if i % 5 == 0:
             p["variants"] = [{"name": "stable", "model": model, "weight": 90}, {"name": "candidate", "model": model, "weight": 10}]
+            quality.append({"kind": "ab_metric_delta", "metric": "success_ratio", "max_drop": 0.02, "window": "1h"})
+        if fam.startswith("chat"):
+            quality.append({"kind": "moderator_flag_rate", "max": 0.01, "window": "1d"})
+        if quality:
+            p["quality"] = quality
         if i % 3 == 0 and n_cols:
             p["dependencies"] = [{"collection": cols[i % n_cols]["name"], "latency_budget_ms": 20}]
         pipelines.append(p)
@@ -187,7 +205,9 @@ def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str 
         if i % 10 == 1 and i + 2 < n_triton:
             p["shadow"] = {"target": f"{'ranker' if (i + 2) % 2 == 0 else 'safety'}-{i + 2:03d}", "percent": 10}
         if kind == "ranker" and n_views:
-            p["dependencies"] = [{"feature_view": views[(i * 3 + 1) % n_views]["name"], "latency_budget_ms": 20}]
+            p["dependencies"] = [{"feature_view": views[(i * 3 + 1) % n_views]["name"], "latency_budget_ms": _fv_budget(20)}]
+        if kind == "ranker" and i % 4 == 0:
+            p["quality"] = [{"kind": "prediction_drift", "max_psi": 0.2, "window": "6h", "reference": "7d"}]
         pipelines.append(p)
     for i in range(n_cpu):
         pii = i % 2 == 0
@@ -201,7 +221,7 @@ def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str 
         if n_views:
             pool = [v for v in views if (v["privacy_tier"] == "pii") == pii]
             view = pool[(i * 7) % len(pool)]
-            p["dependencies"] = [{"feature_view": view["name"], "latency_budget_ms": 5}]
+            p["dependencies"] = [{"feature_view": view["name"], "latency_budget_ms": _fv_budget(5)}]
         pipelines.append(p)
     for i in range(n_embed):
         p = {"name": f"embed-{i:03d}", "engine": {"kind": "cpu", "image": "ghcr.io/hybridml/embedder:0.9.1", "port": 8080},

@@ -43,18 +43,19 @@ class FeatureStore(pulumi.ComponentResource):
         auth = create(f"{name}-auth", {
             "apiVersion": "v1", "kind": "Secret", "metadata": meta.metadata(fs.auth_secret_name(v), ns, lbls),
             "type": "Opaque",
-            "stringData": {k: auth_file(k) for k in ("redis.conf", "password", "exporter-passwords.json")}},
+            "stringData": {k: auth_file(k) for k in fs.auth_files(v, "")}},
             child_options(self, args.cluster))
         store = create(f"{name}-feast-store", {
             "apiVersion": "v1", "kind": "Secret", "metadata": meta.metadata(fs.feast_secret_name(v), ns, lbls),
             "type": "Opaque", "stringData": {"redis": pw.apply(lambda p: fs.feast_store_secret(v, ns, p))}},
             child_options(self, args.cluster))
+        repo = create(f"{name}-feast-repo", fs.feast_repo_object(ctx, v, ns), child_options(self, args.cluster))
         redis = []
         for m in fs.redis_objects(ctx, v, ns, fleet_sources=args.fleet_sources):
             redis.append(create(f"{name}-{m['metadata']['name']}-{m['kind'].lower()}", m,
                                 child_options(self, args.cluster, depends_on=[auth])))
         feast = fs.feast_object(ctx, v, ns)
-        create(f"{name}-featurestore", feast, child_options(self, args.cluster, depends_on=[store, *redis]))
+        create(f"{name}-featurestore", feast, child_options(self, args.cluster, depends_on=[store, repo, *redis]))
         if v.streaming:
             for m in fs.flink_objects(ctx, v, ns):
                 create(f"{name}-{m['metadata']['name']}-{m['kind'].lower()}", m,

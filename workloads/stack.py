@@ -83,6 +83,7 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
     budgets = planning.tenant_budgets(env, entries)
     mirrors = planning.shadow_mirrors(env, plan, entries)
     cidrs = planning.site_cidrs(env)
+    plan_sites = {s: planning.site_work(plan, s).pipelines for s in used}
     base = pulumi.ResourceOptions(parent=parent)
     summary: dict = {"domain": domain, "entries": {r: dict(c) for r, c in entries.items()}, "sites": {}}
 
@@ -191,7 +192,8 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
         # ---- monitoring and network policies
         Observability(f"{site}-observability", ObservabilityArgs(
             env=env, cluster=cluster, context=ctx, pipelines=list(work.pipelines), feature_views=work.feature_views,
-            collections=work.collections, gpu_namespace=options.gpu_operator_namespace), base)
+            collections=work.collections, gpu_namespace=options.gpu_operator_namespace,
+            replicas=dict(work.pipelines), plan_sites=plan_sites), base)
         NetworkPolicies(f"{site}-network-policies", NetworkPoliciesArgs(
             cluster=cluster, context=ctx, namespaces=[flows[n] for n in sorted(flows)], has_ratelimit=bool(sg.budgets),
             model_egress_cidrs=list(options.model_egress_cidrs),

@@ -110,10 +110,12 @@ def test_redis_config_holds_the_password_only_in_files():
     assert "s3cr3t" not in json.dumps(objs)
     sts = objs[0]
     assert sts["kind"] == "StatefulSet" and sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
-    assert [o["kind"] for o in objs] == ["StatefulSet", "Service", "Service", "PodDisruptionBudget"]
+    # data pods (StatefulSet), their headless and read Services, the Sentinel arbiter and its Service, one PDB
+    assert [o["kind"] for o in objs] == ["StatefulSet", "Service", "Service", "Deployment", "Service", "PodDisruptionBudget"]
     with_lb = feature_store.redis_objects(CTX, view, "ml-pii", fleet_sources=["10.9.0.0/16"])
     lb = with_lb[-1]
     assert lb["spec"]["type"] == "LoadBalancer" and lb["spec"]["loadBalancerSourceRanges"] == ["10.9.0.0/16"]
+    assert lb["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]   # remote readers: any data pod
     assert lb["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
 
 

@@ -7,6 +7,7 @@ from workloads.render import meta
 from workloads.render.context import fleet_service_host, service_fqdn
 
 REDIS_PORT = 6379
+SENTINEL_PORT = 26379
 QDRANT_HTTP = 6333
 QDRANT_GRPC = 6334
 QDRANT_P2P = 6335
@@ -19,6 +20,22 @@ def redis_name(view: str) -> str:
 
 def feast_name(view: str) -> str:
     return meta.k8s_name(view, limit=40)
+
+
+def redis_peers(view: str) -> str:
+    """Headless Service of a view's Redis data pods (their stable DNS names for replication and Sentinel)."""
+    return f"{redis_name(view)}-peers"
+
+
+def redis_arbiter(view: str) -> str:
+    """The third Sentinel of a view (a pod of its own, with a Service of its name)."""
+    return meta.k8s_name(redis_name(view), "arbiter")
+
+
+def sentinel_hosts(view: str, namespace: str) -> list[str]:
+    """The three Sentinels of a view, as clients and the Sentinels themselves reach them."""
+    peers = service_fqdn(redis_peers(view), namespace)
+    return [f"{redis_name(view)}-0.{peers}", f"{redis_name(view)}-1.{peers}", service_fqdn(redis_arbiter(view), namespace)]
 
 
 def feast_online_service(view: str) -> str:
@@ -50,8 +67,12 @@ def client_env(reads: list[DataRead], site: str, domain: str) -> list[dict]:
             local = r.data_site == site
             redis = (service_fqdn(redis_name(r.name), ns) if local
                      else fleet_service_host(fleet_name(redis_name(r.name)), ns, r.data_site, domain))
+            # Reads: any data pod (primary or replica). Writers on the site find the primary through Sentinel.
             out.append({"name": f"{key}_REDIS", "value": f"{redis}:{REDIS_PORT}"})
             if local:
+                out.append({"name": f"{key}_REDIS_SENTINELS",
+                            "value": ",".join(f"{h}:{SENTINEL_PORT}" for h in sentinel_hosts(r.name, ns))})
+                out.append({"name": f"{key}_REDIS_SENTINEL_MASTER", "value": redis_name(r.name)})
                 out.append({"name": f"{key}_FEAST_URL",
                             "value": f"http://{service_fqdn(feast_online_service(r.name), ns)}:{FEAST_PORT}"})
         else:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from infra.labels import namespace_for
 from workloads.render import meta
 from workloads.render.context import SiteContext
-from workloads.render.data import FEAST_PORT, QDRANT_GRPC, QDRANT_HTTP, QDRANT_P2P, REDIS_PORT
+from workloads.render.data import FEAST_PORT, QDRANT_GRPC, QDRANT_HTTP, QDRANT_P2P, REDIS_PORT, SENTINEL_PORT
 
 NS_LABEL = "kubernetes.io/metadata.name"
 KNATIVE_NAMESPACES = ("knative-serving", "kourier-system")
@@ -79,19 +79,21 @@ def serving_namespace(ctx: SiteContext, f: NamespaceFlows, all_serving: list[str
         out.append(_np(ctx, "allow-metrics-scrape", ns, {
             "podSelector": {}, "policyTypes": ["Ingress"],
             "ingress": [{"from": [_ns(ctx.monitoring_namespace)], "ports": _ports(f.metrics_ports)}]}))
-    data_ports = [REDIS_PORT, QDRANT_HTTP, QDRANT_GRPC, FEAST_PORT, FEAST_SERVER_PORT]
+    data_ports = [REDIS_PORT, SENTINEL_PORT, QDRANT_HTTP, QDRANT_GRPC, FEAST_PORT, FEAST_SERVER_PORT]
     if f.has_data:
         sources: list[dict] = [{**_ns(*(f.reader_namespaces | {ns})), "podSelector": _components(CLIENT_COMPONENTS)}]
         sources += [{"ipBlock": {"cidr": c}} for c in sorted(f.reader_cidrs)]
         out.append(_np(ctx, "allow-data-clients", ns, {
             "podSelector": _components(DATA_COMPONENTS), "policyTypes": ["Ingress"],
             "ingress": [{"from": sources, "ports": _ports(data_ports)}]}))
+        # Redis replication and the Sentinels' gossip and failover commands; Qdrant P2P; Flink's RPC and blob ports.
+        peer_ports = [REDIS_PORT, SENTINEL_PORT, QDRANT_HTTP, QDRANT_P2P, 6122, 6123, 6124, 8081]
         out.append(_np(ctx, "allow-data-peers", ns, {
             "podSelector": _components(PEER_COMPONENTS), "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": [{"podSelector": _components(PEER_COMPONENTS)}],
-                         "ports": _ports([REDIS_PORT, QDRANT_HTTP, QDRANT_P2P, 6122, 6123, 6124, 8081])}],
+                         "ports": _ports(peer_ports)}],
             "egress": [{"to": [{"podSelector": _components(PEER_COMPONENTS)}],
-                        "ports": _ports([REDIS_PORT, QDRANT_HTTP, QDRANT_P2P, 6122, 6123, 6124, 8081])}]}))
+                        "ports": _ports(peer_ports)}]}))
     dests: list[dict] = [{**_ns(*all_serving), "podSelector": _components(DATA_COMPONENTS)}]
     dests += [{"ipBlock": {"cidr": c}} for c in sorted(f.remote_data_cidrs)]
     out.append(_np(ctx, "allow-data-access", ns, {

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv-feast with a pinned Feast (redis extra), apart from the project venv: Feast pulls in a large
+# tree (pandas, pyarrow, dask, fastapi, SQLAlchemy, ...) with its own pins, which the runtime never needs.
+# The real-Feast test (tests/workloads/test_feast_real.py) and scripts/bench_feast.py run from it.
+#   scripts/feast_venv.sh            create/refresh (idempotent; prints the feast binary path)
+# HYBRIDML_FEAST_VENV puts it elsewhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FEAST_VERSION="0.67.0"
+VENV="${HYBRIDML_FEAST_VENV:-.venv-feast}"
+stamp="$VENV/.installed-feast-$FEAST_VERSION"
+if [ ! -f "$stamp" ]; then
+  rm -rf "$VENV"
+  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >&2
+  "$VENV/bin/pip" install -q "feast[redis]==$FEAST_VERSION" >&2
+  touch "$stamp"
+fi
+echo "$VENV/bin/feast"

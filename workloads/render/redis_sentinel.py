@@ -1,0 +1,118 @@
+"""Redis with Sentinel for a feature view's online store: the configuration files and the start scripts. Pure text.
+
+Layout per view and site (objects in `workloads.render.feature_store`): a StatefulSet of two data pods (primary and
+replica, AOF persistence), each with a Sentinel sidecar, and a one-pod Sentinel *arbiter*, so three Sentinels
+(quorum 2) elect a new primary when the node of the primary goes. Why Sentinel and not Redis Cluster: one view's
+online data fits one Redis (`online_memory_gib` is at most tens of GiB), Feast's Redis store speaks Sentinel
+(`redis_type: redis_sentinel`), and a Cluster needs at least three primaries with a replica each, three times the
+memory of a primary/replica pair, only to shard data that does not need sharding.
+
+Every start asks the Sentinels for the current primary first, so a pod that comes back after a failover
+rejoins as a replica instead of forking a second primary; only on a cold start (no Sentinel answers) does
+ordinal 0 start as primary. Each Sentinel keeps a fixed id (sha1 of its announced name): a restarted Sentinel
+is not counted twice. The real-Redis test (tests/workloads/test_feast_real.py) runs these very files.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from infra.spec import FeatureView
+from workloads.render.data import REDIS_PORT, SENTINEL_PORT, redis_name
+
+QUORUM = 2
+DOWN_AFTER_MS = 5000
+"""A primary unanswered this long is subjectively down; with QUORUM Sentinels agreeing, failover starts."""
+FAILOVER_TIMEOUT_MS = 30000
+AUTH_MOUNT = "/etc/redis/auth"
+WORK_DIR = "/tmp"
+"""Writable copies of the configurations (Redis and Sentinel rewrite them on failover): an emptyDir, not the PVC."""
+
+
+def master_name(view: FeatureView) -> str:
+    """The name Sentinel monitors the view's primary under (Feast's `sentinel_master`)."""
+    return redis_name(view.name)
+
+
+def config_command(password: str) -> str:
+    """CONFIG renamed to a name only holders of the password can derive: Sentinel needs CONFIG REWRITE on failover,
+    clients must not have CONFIG."""
+    return "CONFIG-" + hashlib.sha256(f"hybridml/redis-config/{password}".encode()).hexdigest()[:24]
+
+
+def redis_conf(view: FeatureView, password: str) -> str:
+    mem_mb = int(view.online_memory_gib * 1024)
+    return "\n".join([
+        "bind 0.0.0.0", f"port {REDIS_PORT}", "protected-mode yes", "dir /data",
+        f"requirepass {password}", f"masterauth {password}",
+        f"maxmemory {mem_mb}mb", "maxmemory-policy volatile-ttl",
+        "appendonly yes", "appendfsync everysec", "save 900 1 300 100",
+        "replica-read-only yes", "replica-serve-stale-data yes", "repl-diskless-sync yes",
+        'rename-command FLUSHALL ""', f"rename-command CONFIG {config_command(password)}", ""])
+
+
+def sentinel_conf(password: str) -> str:
+    """What every Sentinel of every view shares; the start script appends its id, address and the monitor lines."""
+    return "\n".join([
+        f"port {SENTINEL_PORT}", f"dir {WORK_DIR}", f"requirepass {password}", f"sentinel sentinel-pass {password}",
+        "sentinel resolve-hostnames yes", "sentinel announce-hostnames yes", "sentinel deny-scripts-reconfig yes", ""])
+
+
+def sentinel_master_conf(view: FeatureView, password: str, down_after_ms: int = DOWN_AFTER_MS,
+                         failover_timeout_ms: int = FAILOVER_TIMEOUT_MS) -> str:
+    """The options of the monitored primary (they must follow its `sentinel monitor` line)."""
+    m = master_name(view)
+    return "\n".join([
+        f"sentinel auth-pass {m} {password}", f"sentinel down-after-milliseconds {m} {down_after_ms}",
+        f"sentinel failover-timeout {m} {failover_timeout_ms}", f"sentinel parallel-syncs {m} 1",
+        f"sentinel rename-command {m} CONFIG {config_command(password)}", ""])
+
+
+def sentinel_monitor(view: FeatureView, host: str, port: int = REDIS_PORT) -> str:
+    return f"sentinel monitor {master_name(view)} {host} {port} {QUORUM}\n"
+
+
+def sentinel_myid(announced: str) -> str:
+    """The fixed Sentinel id of an announced address (what the start script computes with sha1sum)."""
+    return hashlib.sha1(announced.encode()).hexdigest()  # noqa: S324 - an identifier, not a security digest
+
+
+def _discover(sentinels: list[str]) -> str:
+    """Shell: set $master to the primary the first answering Sentinel names (empty when none answers)."""
+    hosts = " ".join(sentinels)
+    return (f'pw="$(cat {AUTH_MOUNT}/password)"; master=""\n'
+            f"for s in {hosts}; do\n"
+            f'  [ "$s" = "$self" ] && continue\n'
+            f'  m="$(timeout 3 redis-cli --no-auth-warning -a "$pw" -h "$s" -p {SENTINEL_PORT} '
+            f'sentinel get-master-addr-by-name {{master}} 2>/dev/null | head -n 1)" || m=""\n'
+            f'  if [ -n "$m" ]; then master="$m"; break; fi\n'
+            "done\n")
+
+
+def redis_start(view: FeatureView, pods: list[str], sentinels: list[str], first: str) -> str:
+    """Start script of a data pod. `pods`: the data pods' DNS names by ordinal; `sentinels`: every Sentinel's name;
+    `first`: ordinal 0's name (the primary of a cold start)."""
+    m = master_name(view)
+    return ("set -eu\n"
+            f'self="$HOSTNAME.{pods[0].split(".", 1)[1]}"\n'
+            + _discover(sentinels).replace("{master}", m)
+            + f'[ -z "$master" ] && [ "${{HOSTNAME##*-}}" != "0" ] && master="{first}"\n'
+            f"cp {AUTH_MOUNT}/redis.conf {WORK_DIR}/redis.conf\n"
+            f'if [ -z "$master" ] || [ "$master" = "$self" ]; then\n'
+            f'  exec redis-server {WORK_DIR}/redis.conf --replica-announce-ip "$self"\n'
+            "fi\n"
+            f'exec redis-server {WORK_DIR}/redis.conf --replica-announce-ip "$self" --replicaof "$master" {REDIS_PORT}\n')
+
+
+def sentinel_start(view: FeatureView, self_name: str, sentinels: list[str], first: str) -> str:
+    """Start script of a Sentinel. `self_name`: its announced DNS name (shell, may use $HOSTNAME)."""
+    m = master_name(view)
+    return ("set -eu\n"
+            f'self="{self_name}"\n'
+            + _discover(sentinels).replace("{master}", m)
+            + f'[ -z "$master" ] && master="{first}"\n'
+            f"conf={WORK_DIR}/sentinel.conf\n"
+            f"cp {AUTH_MOUNT}/sentinel.conf $conf\n"
+            'printf "sentinel myid %s\\nsentinel announce-ip %s\\n" "$(printf %s "$self" | sha1sum | cut -c1-40)" "$self" >> $conf\n'
+            f'printf "sentinel monitor {m} %s {REDIS_PORT} {QUORUM}\\n" "$master" >> $conf\n'
+            f"cat {AUTH_MOUNT}/sentinel-master.conf >> $conf\n"
+            "exec redis-server $conf --sentinel\n")
