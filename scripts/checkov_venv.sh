@@ -6,12 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CHECKOV_VERSION="3.3.30"
 VENV="${HYBRIDML_CHECKOV_VENV:-.venv-checkov}"
-stamp="$VENV/.installed-checkov-$CHECKOV_VERSION"
-if [ ! -f "$stamp" ]; then
-  rm -rf "$VENV"
-  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >&2
-  "$VENV/bin/pip" install -q "checkov==$CHECKOV_VERSION" >&2
-  touch "$stamp"
-fi
-echo "$VENV/bin/checkov"
+exec scripts/tool_venv.sh "$VENV" "checkov-$CHECKOV_VERSION" "checkov==$CHECKOV_VERSION" checkov

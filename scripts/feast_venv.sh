@@ -8,12 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FEAST_VERSION="0.67.0"
 VENV="${HYBRIDML_FEAST_VENV:-.venv-feast}"
-stamp="$VENV/.installed-feast-$FEAST_VERSION"
-if [ ! -f "$stamp" ]; then
-  rm -rf "$VENV"
-  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >&2
-  "$VENV/bin/pip" install -q "feast[redis]==$FEAST_VERSION" >&2
-  touch "$stamp"
-fi
-echo "$VENV/bin/feast"
+exec scripts/tool_venv.sh "$VENV" "feast-$FEAST_VERSION" "feast[redis]==$FEAST_VERSION" feast
