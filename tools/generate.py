@@ -159,7 +159,8 @@ def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str 
         view = {"name": f"{'user' if pii else 'item'}-features-{i:03d}", "entities": ["user_id" if pii else "item_id"],
                 "privacy_tier": "pii" if pii else "internal", "online_memory_gib": rng.choice([8, 16, 32]),
                 "online_cpu": 2, "streaming": i % 4 == 1}
-        env_id = env_name or (profile if scale == 1 else f"{profile}-x{scale}")
+        # the profile's data, also under another environment name: sim is prod's catalog, sources included
+        env_id = profile if scale == 1 else f"{profile}-x{scale}"
         view.update(feature_shapes.shape(i, view["name"], pii, view["online_memory_gib"], view["streaming"], env_id, seed))
         views.append(view)
     cols = [{"name": f"docs-{i:03d}", "dimensions": rng.choice([384, 768, 1024]), "privacy_tier": "internal",
