@@ -111,10 +111,15 @@ class CapacityRow:
                    for i in site.instance_types)
 
     @property
+    def _pods(self) -> str:
+        """Which pods a slot row is for."""
+        return f"{self.gpu_type} GPU pods" if self.gpu_type else "non-GPU pods"
+
+    @property
     def label(self) -> str:
         """What is used up, as the plan's explanations say it ("H100 GPUs", "CPU cores (zone pii)")."""
         if self.kind is RowKind.SLOTS:
-            pods = f"{self.gpu_type} GPU pods" if self.gpu_type else "non-GPU pods"
+            pods = self._pods
             return (f"{self.instance_type} nodes" if self.instance_type
                     else f"{self.host_shape} hosts for {pods} (zone {self.zone.value if self.zone else '?'})")
         if self.kind is RowKind.GPU:
@@ -138,7 +143,7 @@ class CapacityRow:
     def shortage_label(self) -> str:
         """What falls short, as an infeasible spec's reason says it ("H100 GPU capacity in racks of ...")."""
         if self.kind is RowKind.SLOTS:
-            pods = f"{self.gpu_type} GPU pods" if self.gpu_type else "non-GPU pods"
+            pods = self._pods
             return (f"{self.instance_type} nodes for {pods}" if self.instance_type
                     else f"{self.host_shape} hosts for {pods} in racks of privacy zone {self.zone.value if self.zone else '?'}")
         if self.kind is RowKind.GPU:
