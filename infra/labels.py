@@ -17,7 +17,8 @@ PRIVACY_ZONE = f"{PREFIX}/privacy-zone"  # most sensitive tier a node may hold
 DATACENTER = f"{PREFIX}/datacenter"
 RACK = f"{PREFIX}/rack"
 PIPELINE = f"{PREFIX}/pipeline"
-PRIVACY_TIER = f"{PREFIX}/privacy-tier"  # on workloads: the tier of the data they handle
+PRIVACY_TIER = f"{PREFIX}/privacy-tier"  # on workloads: the tier of the data they handle (a pipeline's effective tier)
+DECLARED_PRIVACY_TIER = f"{PREFIX}/declared-privacy-tier"  # a pipeline's own tier, where what it reads raised it
 SIMULATED = f"{PREFIX}/simulated"        # "true" on kwok nodes: GPUs and racks that are not real
 
 REGION = "topology.kubernetes.io/region"

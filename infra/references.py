@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from typing import TypeVar
 
+from infra.batch import check_batch
 from infra.errors import SpecIssue
 from infra.features import check_feature_views
 from infra.objectives import check_quality
-from infra.spec import CloudSite, Environment
+from infra.spec import CloudSite, Environment, PrivacyTier
 
 Path = tuple[str | int, ...]
 T = TypeVar("T")
@@ -159,6 +160,11 @@ def check_references(env: Environment) -> list[SpecIssue]:
             if dep.collection and dep.collection not in collections:
                 add(base + ("dependencies", di, "collection"),
                     f"unknown collection {dep.collection!r}" + _did_you_mean(dep.collection, collections))
+            data = views.get(dep.feature_view or "") or collections.get(dep.collection or "")
+            if dep.downgrade is not None and data is not None and PrivacyTier(dep.downgrade.to).rank >= data.privacy_tier.rank:
+                add(base + ("dependencies", di, "downgrade", "to"),
+                    f"downgrade to {dep.downgrade.to!r} is not below the {data.privacy_tier.value} tier of {dep.kind} "
+                    f"{dep.target!r}: a downgrade lowers the tier the reads count at (name a lower tier, or drop it)")
         if p.variants:
             total = sum(v.weight for v in p.variants)
             if total != 100:
@@ -186,6 +192,10 @@ def check_references(env: Environment) -> list[SpecIssue]:
     # ---- feature views: columns, one meaning per entity, rows that fit Redis (infra/features.py)
     for fpath, message in check_feature_views(env.feature_views):
         add(fpath, message)
+
+    # ---- batch pipelines: GPUs, engines, jurisdictions, spot prices (infra/batch.py)
+    for bpath, message in check_batch(env):
+        add(bpath, message)
 
     # ---- tenants
     for ti, tenant in enumerate(env.tenants):

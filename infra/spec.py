@@ -16,6 +16,10 @@ from pydantic import Field, field_validator, model_validator
 
 from infra import limits
 
+# Batch pipelines (`batch:`, infra.batch), re-exported: the loader suggests field names from this module's models.
+from infra.batch import BatchPipeline, BatchSize, BatchWork, CpuBatchEngine, Throughput, VllmBatchEngine, WorkerResources  # noqa: F401
+from infra.downgrade import Downgrade
+
 # The feature views' Feast models (entities, features, batch source) live in infra.features; re-exported.
 from infra.features import (  # noqa: F401
     DEPENDENCY_RTT_BUDGET_MS,
@@ -34,6 +38,7 @@ from infra.objectives import (  # noqa: F401
     QualityObjective,
     ShadowDisagreement,
 )
+from infra.objectstore import ObjectStore
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)]
@@ -128,7 +133,8 @@ class CloudSite(StrictModel):
     vcpu_quotas: dict[Literal["P", "G", "standard"], Annotated[int, Field(ge=0, le=limits.MAX_COUNT)]] = Field(
         default_factory=dict, description="On-demand vCPU Service Quotas per family. Missing family: unlimited.")
     kubernetes_version: str = Field(default="1.33", pattern=r"^1\.\d+$")
-    vpc_cidr: str = Field(default="10.0.0.0/16", description="VPC CIDR. Default 10.0.0.0/16.")
+    vpc_cidr: str = Field(description="VPC IPv4 block, /16-/28. Required (no default: the old one, 10.0.0.0/16, was every region's); "
+                          "overlaps no other VPC nor datacenter network (infra.bounds): data stores admit readers by it.")
     api_allowed_cidrs: list[str] = Field(
         default_factory=list, description="CIDRs allowed to reach a public EKS endpoint. Default: private endpoint only.")
 
@@ -247,6 +253,8 @@ class Datacenter(StrictModel):
     max_fail_percentage: Annotated[int, Field(ge=0, le=100)] = Field(
         default=20, description="Ansible rolling bootstrap: abort later racks once this share of a batch failed. Default 20.")
     kubernetes_api: str | None = Field(default=None, description="API server URL; credentials come from stack secrets.")
+    object_store: ObjectStore | None = Field(default=None, description="Own S3-compatible store `{endpoint: https://..., bucket}` "
+                                             "for the Flink state of pii/restricted views (infra/objectstore.py). Default: a PVC.")
 
     @property
     def allowed_tiers(self) -> list[PrivacyTier]:
@@ -334,6 +342,8 @@ class Dependency(StrictModel):
         default=DEPENDENCY_RTT_BUDGET_MS, description="Max time of one read on the hot path: RTT pipeline site -> data "
         f"site, plus for a feature view its feature_lookup_p99_ms. Default {DEPENDENCY_RTT_BUDGET_MS:g} ms; for a feature "
         f"view {DEPENDENCY_RTT_BUDGET_MS:g} ms + the default lookup p99 ({DEPENDENCY_RTT_BUDGET_MS + FEATURE_LOOKUP_P99_MS:g} ms).")
+    downgrade: Downgrade | None = Field(default=None, description="`{to, reason}`: the reads count at tier `to` (infra/dataflow.py). "
+                                        "Default none: the reader runs at the highest tier it reads, on sites allowed it.")
 
     @model_validator(mode="before")
     @classmethod
@@ -516,6 +526,8 @@ class Environment(StrictModel):
     collections: list[VectorCollection] = Field(default_factory=list)
     pipelines: list[Pipeline] = Field(min_length=1)
     tenants: list[Tenant] = Field(default_factory=list)
+    batch: BatchWork = Field(default_factory=BatchWork, description="Batch inference pipelines on Ray and spot "
+                             "prices for their workers (infra/batch.py). Default none.")
 
     # ---- lookups used everywhere downstream; cheap enough to recompute
 

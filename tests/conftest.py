@@ -27,7 +27,7 @@ SMALL_SPEC = {
     "user_regions": [{"name": "us-east", "jurisdiction": "US"}, {"name": "eu-west", "jurisdiction": "EU"}],
     "sites": [
         {"kind": "cloud", "name": "aws-use1", "region": "us-east-1", "zones": ["us-east-1a", "us-east-1b"],
-         "jurisdiction": "US",
+         "jurisdiction": "US", "vpc_cidr": "10.0.0.0/16",
          "instance_types": [
              {"name": "g6.xlarge", "vcpus": 4, "memory_gib": 16, "gpu": {"type": "L4", "count": 1, "memory_gib": 24},
               "hourly_usd": 0.8},

@@ -2,9 +2,11 @@
 
 Runs in the project's venv and drives Feast (installed apart, in .venv-feast by scripts/feast_venv.sh) through
 subprocesses: `feast apply`, `feast serve`, and tools/feast_worker.py for data, materialization and SDK reads.
-Redis is Debian's `redis-server`, started here with the very configuration files the cluster gets
+Redis is Debian's `redis-server`, started here with the very configuration files and TLS options the cluster gets
 (`workloads.render.redis_sentinel`), only bound to 127.0.0.1 on free ports: a primary, a replica and three
-Sentinels. Everything it starts it stops (`Rig.close`, also on failure).
+Sentinels, TLS only, with certificates of a throwaway CA (tools/throwaway_ca.py) laid out as the cluster's
+cert-manager Secret is. Feast reaches them with the cluster's online-store string (`feature_store.online_store`).
+Everything it starts it stops (`Rig.close`, also on failure).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.spec import FeatureView
-from workloads.render import feast_repo
+from tools.throwaway_ca import CA
+from workloads.render import feast_repo, feature_store
 from workloads.render import redis_sentinel as rs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,13 +83,22 @@ class Rig:
     def repo(self) -> Path:
         return self.workdir / "repo"
 
+    @property
+    def tls(self) -> Path:
+        """The view's certificate, as the cluster's Secret mounts it (tls.crt, tls.key, ca.crt)."""
+        return self.workdir / "tls"
+
+    def feast_env(self) -> dict[str, str]:
+        """Feast's environment: the cluster's TLS settings (SSL_CERT_FILE: the CA for the Sentinel connections)."""
+        return {**os.environ, **{e["name"]: e["value"] for e in feature_store.feast_tls_env(str(self.tls))}}
+
     # ---- processes
-    def _start(self, name: str, argv: list[str], cwd: Path | None = None) -> subprocess.Popen:
+    def _start(self, name: str, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = self.workdir / f"{name}.log"
         self.logs.append(log)
         with open(log, "wb") as fh:
             proc = subprocess.Popen(argv, cwd=cwd or self.workdir, stdout=fh, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, env=env)
         self.procs[name] = proc
         return proc
 
@@ -113,32 +125,34 @@ class Rig:
 
     # ---- Redis: primary, replica, three Sentinels (quorum 2), the cluster's configuration files
     def redis_cli(self, port: int, *args: str) -> str:
-        res = subprocess.run(["redis-cli", "--no-auth-warning", "-a", PASSWORD, "-h", "127.0.0.1", "-p", str(port), *args],
-                             capture_output=True, text=True, timeout=10)
+        res = subprocess.run(["redis-cli", *rs.cli_tls(str(self.tls)).split(), "--no-auth-warning", "-a", PASSWORD,
+                              "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True, timeout=10)
         return res.stdout.strip()
 
     def start_redis(self) -> None:
         view = self.views[0]
+        CA().issue(self.tls, "redis-rig")   # what cert-manager puts in the view's Secret; SANs localhost, 127.0.0.1
         for role in ("primary", "replica"):
             port = self.ports[role] = free_port()
             data = self.workdir / role
             data.mkdir(exist_ok=True)
-            # the cluster's file; only where it listens and keeps its data differ (a file's `dir` applies at once)
+            # the cluster's file and TLS options; only where it listens and keeps its data differ
             conf = data / "redis.conf"
             conf.write_text(rs.redis_conf(view, PASSWORD).replace("bind 0.0.0.0\n", "bind 127.0.0.1\n")
-                            .replace(f"port {rs.REDIS_PORT}\n", f"port {port}\n").replace("dir /data\n", f"dir {data}\n"))
+                            .replace("dir /data\n", f"dir {data}\n"))
             extra = ["--replicaof", "127.0.0.1", str(self.ports["primary"])] if role == "replica" else []
-            self._start(role, ["redis-server", str(conf), "--replica-announce-ip", "127.0.0.1", *extra])
+            self._start(role, ["redis-server", str(conf), *rs.tls_args(port, str(self.tls)), "--replica-announce-ip",
+                               "127.0.0.1", *extra])
         for i in range(3):
             port = self.ports[f"sentinel{i}"] = free_port()
-            text = (rs.sentinel_conf(PASSWORD).replace(f"port {rs.SENTINEL_PORT}", f"port {port}")
-                    .replace(f"dir {rs.WORK_DIR}", f"dir {self.workdir}")
+            text = (rs.sentinel_conf(PASSWORD).replace(f"dir {rs.WORK_DIR}", f"dir {self.workdir}")
                     + f"bind 127.0.0.1\nsentinel myid {rs.sentinel_myid(f'127.0.0.1:{port}')}\n"
                     + "sentinel announce-ip 127.0.0.1\n" + rs.sentinel_monitor(view, "127.0.0.1", self.ports["primary"])
                     + rs.sentinel_master_conf(view, PASSWORD, down_after_ms=DOWN_AFTER_MS, failover_timeout_ms=5000))
             path = self.workdir / f"sentinel{i}.conf"
             path.write_text(text)
-            self._start(f"sentinel{i}", ["redis-server", str(path), "--sentinel"])
+            self._start(f"sentinel{i}", ["redis-server", str(path), "--sentinel",
+                                         *rs.tls_args(port, str(self.tls), sentinel=True)])
         self._wait(lambda: self.redis_cli(self.ports["primary"], "ping") == "PONG", "redis primary", proc="primary")
         self._wait(lambda: "master_link_status:up" in self.redis_cli(self.ports["replica"], "info", "replication"),
                    "the replica's link to the primary")
@@ -165,11 +179,10 @@ class Rig:
             raise RigError(f"replica did not acknowledge the writes (WAIT answered {acked!r})")
 
     def online_store(self) -> dict:
-        """The cluster's online_store (Sentinel), pointed at the loopback Sentinels."""
-        hosts = ",".join(f"127.0.0.1:{self.ports[f'sentinel{i}']}" for i in range(3))
-        auth = json.dumps({"password": PASSWORD}, separators=(",", ":"))
-        return {"type": "redis", "redis_type": "redis_sentinel", "sentinel_master": rs.master_name(self.views[0]),
-                "connection_string": f"{hosts},password={PASSWORD},sentinel_kwargs={auth}"}
+        """The cluster's online_store (Sentinel, TLS), pointed at the loopback Sentinels and the rig's certificate."""
+        store = feature_store.online_store(self.views[0], "", PASSWORD, tls_dir=str(self.tls),
+                                           sentinels=[f"127.0.0.1:{self.ports[f'sentinel{i}']}" for i in range(3)])
+        return {k: v for k, v in store.items() if k != "key_ttl_seconds"}
 
     # ---- the repository and Feast
     def shapes(self) -> list[dict]:
@@ -192,7 +205,7 @@ class Rig:
 
     def feast(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         res = subprocess.run([str(feast_venv() / "bin" / "feast"), *args], cwd=self.repo, capture_output=True, text=True,
-                             timeout=timeout)
+                             timeout=timeout, env=self.feast_env())
         if res.returncode:
             raise RigError(f"feast {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
         return res
@@ -200,7 +213,7 @@ class Rig:
     def worker(self, command: str, request: dict, timeout: float = 180) -> dict:
         req = {"repo": str(self.repo), **request}
         res = subprocess.run([str(feast_venv() / "bin" / "python"), str(WORKER), command], input=json.dumps(req),
-                             capture_output=True, text=True, timeout=timeout, cwd=self.repo)
+                             capture_output=True, text=True, timeout=timeout, cwd=self.repo, env=self.feast_env())
         if res.returncode:
             raise RigError(f"feast_worker {command} failed ({res.returncode}):\n{res.stderr[-3000:]}")
         return dict(json.loads(res.stdout.splitlines()[-1]))
@@ -213,7 +226,7 @@ class Rig:
         else:
             argv = [str(feast_venv() / "bin" / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log",
                     "-w", "1", "-r", "600"]
-        self._start(name, argv, cwd=self.repo)
+        self._start(name, argv, cwd=self.repo, env=self.feast_env())
         url = f"http://127.0.0.1:{port}"
         self._wait(lambda: _get(url + "/health") == 200, f"{name} on {url}", timeout=90, proc=name)
         return url

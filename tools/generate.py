@@ -35,12 +35,20 @@ CLOUD_REGIONS = {
     "aws-apne1": ("ap-northeast-1", "APAC", 1.25, 1536, 768, 12000),
 }
 
+# Each region its own VPC range: the data stores admit readers by their site's range, so no two sites may overlap
+# (infra/bounds.py); the datacenters' hosts are in 10.100-102.x (`_datacenter`).
+VPC_CIDRS = {"aws-use1": "10.10.0.0/16", "aws-usw2": "10.11.0.0/16", "aws-euw1": "10.12.0.0/16", "aws-apne1": "10.13.0.0/16"}
+
 DATACENTERS = {
     # name: (jurisdiction, country, racks, hosts per rack, cores, memory GiB, pii racks, L4 GPU racks)
     "dc-ashburn": ("US", "US", 12, 40, 64, 512, 4, 2),
     "dc-sanjose": ("US", "US", 10, 40, 64, 512, 3, 0),
     "dc-amsterdam": ("EU", "NL", 8, 40, 64, 512, 3, 0),
 }
+
+# Datacenters that run an S3-compatible store of their own: the Flink state of their pii streaming views goes there;
+# the others keep that state on a PersistentVolumeClaim (workloads/render/flink.py).
+OBJECT_STORES = {"dc-ashburn": {"endpoint": "https://s3.ashburn.dc.hybridml.internal", "bucket": "hybridml-flink-state"}}
 
 USER_REGIONS = {"us-east": "US", "us-west": "US", "eu-west": "EU", "ap-east": "APAC"}
 
@@ -82,6 +90,7 @@ def _cloud_site(name: str, instance_names: list[str], scale: float) -> dict:
     return {
         "kind": "cloud", "name": name, "provider": "aws", "region": region,
         "zones": [f"{region}{z}" for z in "abc"], "jurisdiction": juris, "kubernetes_version": "1.33",
+        "vpc_cidr": VPC_CIDRS[name],
         "instance_types": types,
         # Larger synthetic fleets get 20 % quota headroom: accounts that size negotiate limits above need.
         "vcpu_quotas": {k: int(q * scale * (1.2 if scale > 1 else 1)) for k, q in
@@ -103,12 +112,15 @@ def _datacenter(name: str, index: int, racks_scale: float, max_racks: int | None
             pool["gpu"] = {"type": "L4", "count": 4, "memory_gib": 24}
             pool["count"] = 20
         out.append({"name": rack_name, "privacy_zone": "pii" if r < pii_racks else "internal", "host_pools": [pool]})
-    return {
+    site = {
         "kind": "datacenter", "name": name, "jurisdiction": juris, "country": country,
         "network_zone": f"wan-{name.removeprefix('dc-')}", "racks": out,
         "marginal_cost": {"core_hour_usd": 0.0045, "memory_gib_hour_usd": 0.0003, "gpu_hour_usd": {"L4": 0.09}},
         "max_fail_percentage": 20,
     }
+    if name in OBJECT_STORES:
+        site["object_store"] = dict(OBJECT_STORES[name])
+    return site
 
 
 def _fv_budget(rtt_ms: float) -> float:
@@ -117,8 +129,52 @@ def _fv_budget(rtt_ms: float) -> float:
     return int(total) if total == int(total) else total
 
 
+RANKER_DOWNGRADE = "reads aggregated counts per item segment, no per-user values"
+
 SIM_DESCRIPTION = ("Simulated fleet: the prod catalog and sites on local control planes whose nodes are kwok fake "
                    "nodes; the GPUs and racks are simulated, not real (`hybridml local up sim`).")
+
+
+def _batch(profile: str, scale: int) -> dict:
+    """The batch section (README "Batch inference on Ray"): offline LLM and CPU jobs, one-off and recurring, sized so
+    that the batch stage places them on the datacenters' headroom and new cloud nodes. Deterministic (no rng: the
+    online catalog's draws stay as they were)."""
+    small = profile == "dev"
+    pipelines = [
+        {"name": "catalog-enrich", "description": "One-off: attributes and summaries for the item catalog (vLLM, Ray Data).",
+         "engine": {"kind": "vllm", "tensor_parallel": 1, "max_model_len": 8192, "batch_size": 64, "max_tokens": 400},
+         "model": "meta-llama/Llama-3.1-8B-Instruct", "input": f"s3://hybridml-batch/{profile}/catalog/items/",
+         "output": f"s3://hybridml-batch/{profile}/catalog/enriched/",
+         "size": {"items": 200_000 if small else 5_000_000, "tokens_per_item": 800},
+         "throughput_per_worker": {"tokens_per_s": 2500}, "deadline_hours": 24, "privacy_tier": "internal",
+         "resources": {"cpu": 6, "memory_gib": 40, "gpu": {"type": "L4", "count": 1}}, "max_workers": 64},
+        {"name": "nightly-embeddings", "description": "Every night: embeddings of new and changed documents on CPU.",
+         "engine": {"kind": "cpu", "image": "ghcr.io/hybridml/batch-embed:0.2.0", "entrypoint": "python -m hybridml_batch.embed"},
+         "model": "sentence-transformers/all-MiniLM-L6-v2", "input": f"s3://hybridml-batch/{profile}/docs/changed/",
+         "output": f"s3://hybridml-batch/{profile}/docs/embeddings/",
+         "size": {"items": 5_000_000 if small else 200_000_000}, "throughput_per_worker": {"items_per_s": 400},
+         "schedule": "0 2 * * *", "deadline_hours": 6, "privacy_tier": "internal",
+         "resources": {"cpu": 8, "memory_gib": 16}, "max_workers": 128},
+        {"name": "profile-scoring", "description": "Every 6 hours: churn and safety scores of user profiles (pii, US only).",
+         "engine": {"kind": "cpu", "image": "ghcr.io/hybridml/batch-score:1.3.0", "entrypoint": "python -m hybridml_batch.score"},
+         "model": "s3://hybridml-models/profile-scoring/2026-11", "input": f"s3://hybridml-batch/{profile}/profiles/",
+         "output": f"s3://hybridml-batch/{profile}/profile-scores/",
+         "size": {"items": 1_000_000 if small else 20_000_000}, "throughput_per_worker": {"items_per_s": 250},
+         "schedule": "0 */6 * * *", "privacy_tier": "pii", "allowed_jurisdictions": ["US"],
+         "resources": {"cpu": 4, "memory_gib": 8}, "head": {"cpu": 1, "memory_gib": 4}},
+    ]
+    if not small:
+        pipelines.append(
+            {"name": "eu-doc-summaries", "description": "One-off: summaries of the EU help-centre archive, kept in the EU.",
+             "engine": {"kind": "vllm", "tensor_parallel": 8, "max_model_len": 16384, "batch_size": 32, "max_tokens": 600},
+             "model": "meta-llama/Llama-3.3-70B-Instruct", "input": "s3://hybridml-batch-eu/prod/archive/",
+             "output": "s3://hybridml-batch-eu/prod/archive-summaries/",
+             "size": {"items": 2_000_000, "tokens_per_item": 1500}, "throughput_per_worker": {"tokens_per_s": 12000},
+             "deadline_hours": 48, "privacy_tier": "internal", "allowed_jurisdictions": ["EU"],
+             "resources": {"cpu": 96, "memory_gib": 1024, "gpu": {"type": "H100", "count": 8}}, "max_workers": 8})
+    if scale > 1:   # the benchmark fleets: the same jobs once per catalog copy
+        pipelines = [{**deepcopy(b), "name": f"{b['name']}-{k:02d}"} for k in range(scale) for b in pipelines]
+    return {"pipelines": pipelines}
 
 
 def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str | None = None,
@@ -195,6 +251,9 @@ def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str 
         if i % 3 == 0 and n_cols:
             p["dependencies"] = [{"collection": cols[i % n_cols]["name"], "latency_budget_ms": 20}]
         pipelines.append(p)
+    # the ranker that keeps its user view (with a declared downgrade): the last whose pick is one (below)
+    keeps = max((i for i in range(0, n_triton, 2) if n_views and views[(i * 3 + 1) % n_views]["privacy_tier"] == "pii"),
+                default=None)
     for i in range(n_triton):
         kind = "ranker" if i % 2 == 0 else "safety"
         p = {"name": f"{kind}-{i:03d}", "engine": {"kind": "triton", "model_format": rng.choice(["onnx", "tensorrt"]),
@@ -206,7 +265,17 @@ def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str 
         if i % 10 == 1 and i + 2 < n_triton:
             p["shadow"] = {"target": f"{'ranker' if (i + 2) % 2 == 0 else 'safety'}-{i + 2:03d}", "percent": 10}
         if kind == "ranker" and n_views:
-            p["dependencies"] = [{"feature_view": views[(i * 3 + 1) % n_views]["name"], "latency_budget_ms": _fv_budget(20)}]
+            # Privacy follows the data (infra/dataflow.py): an internal ranker on cloud L4s may not read a pii user view
+            # (no pii site has L4s). Rankers read item views; the last whose pick is a user view keeps it with a
+            # named downgrade (it reads only aggregates), the others read the next item view.
+            view = views[(i * 3 + 1) % n_views]
+            dep: dict = {"feature_view": view["name"], "latency_budget_ms": _fv_budget(20)}
+            if i == keeps:
+                dep["downgrade"] = {"to": "internal", "reason": RANKER_DOWNGRADE}
+            elif view["privacy_tier"] == "pii":
+                dep["feature_view"] = next(v["name"] for k in range(1, n_views + 1)
+                                           if (v := views[(i * 3 + 1 + k) % n_views])["privacy_tier"] != "pii")
+            p["dependencies"] = [dep]
         if kind == "ranker" and i % 4 == 0:
             p["quality"] = [{"kind": "prediction_drift", "max_psi": 0.2, "window": "6h", "reference": "7d"}]
         pipelines.append(p)
@@ -248,4 +317,5 @@ def generate(profile: str = "prod", scale: int = 1, seed: int = 7, *, name: str 
         "sites": sites,
         "network": {"user_rtt_ms": user_rtt, "site_rtt_ms": site_rtt},
         "feature_views": views, "collections": cols, "pipelines": pipelines, "tenants": tenants,
+        "batch": _batch(profile, scale),
     }

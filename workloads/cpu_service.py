@@ -12,8 +12,9 @@ from infra.labels import namespace_for
 from infra.spec import Environment, Pipeline
 from workloads.kube import ComponentError, check_tier, child_options, create
 from workloads.planning import DataRead
-from workloads.render import cpu, data, meta
+from workloads.render import certificates, cpu, data, meta
 from workloads.render.context import SiteContext, service_fqdn
+from workloads.render.model_pods import pod_tier
 
 
 @dataclass
@@ -36,16 +37,22 @@ class CpuService(pulumi.ComponentResource):
         p, ctx = args.pipeline, args.context
         if p.engine.kind != "cpu":
             raise ComponentError(self, f"pipeline {p.name} has engine {p.engine.kind}, not cpu")
-        check_tier(self, args.cluster, p.privacy_tier.value, f"pipeline {p.name}")
+        check_tier(self, args.cluster, pod_tier(args.env, p), f"pipeline {p.name}")  # its effective tier
         ns = namespace_for(p.privacy_tier)
         deps = []
         if args.credentials:
             lbls = meta.labels(p.name, "model-server", instance=p.name, site=ctx.site, pipeline=p.name,
-                               tier=p.privacy_tier.value)
+                               tier=pod_tier(args.env, p))
             deps.append(create(f"{name}-credentials", {
                 "apiVersion": "v1", "kind": "Secret",
                 "metadata": meta.metadata(cpu.credentials_secret_name(p), ns, lbls),
                 "type": "Opaque", "stringData": dict(args.credentials)}, child_options(self, args.cluster)))
+        if args.reads:   # every data store speaks TLS: the pipeline's certificate brings it the fleet CA (and a client cert)
+            lbls = meta.labels(p.name, "model-server", instance=p.name, site=ctx.site, pipeline=p.name,
+                               tier=pod_tier(args.env, p))
+            deps.append(create(f"{name}-data-client-certificate",
+                               certificates.client_certificate(p.name, ns, ctx.site, lbls, ctx.cert_issuer),
+                               child_options(self, args.cluster)))
         env_vars = data.client_env(args.reads, ctx.site, ctx.domain)
         self.endpoints = {}
         for m in cpu.objects(ctx, args.env, p, args.replicas, ns, env_vars, bool(args.credentials)):

@@ -1,4 +1,5 @@
-"""The online store of one feature view on one site: Redis + Feast FeatureStore (+ Flink ingestion)."""
+"""The online store of one feature view on one site: Redis + Feast FeatureStore (+ Flink ingestion), each serving
+TLS with a certificate of the fleet issuer (workloads/render/certificates.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ class FeatureStoreArgs:
     password: pulumi.Input[str]
     """Redis password (workloads.secrets): stays an Output secret, written only into Secrets."""
     fleet_sources: list[str] = field(default_factory=list)
-    """CIDRs of other sites whose pipelines read this view here (adds an internal load balancer)."""
+    """Networks of the other sites whose pipelines read this view here (adds an internal load balancer admitting
+    only them)."""
 
 
 class FeatureStore(pulumi.ComponentResource):
@@ -54,8 +56,9 @@ class FeatureStore(pulumi.ComponentResource):
         for m in fs.redis_objects(ctx, v, ns, fleet_sources=args.fleet_sources):
             redis.append(create(f"{name}-{m['metadata']['name']}-{m['kind'].lower()}", m,
                                 child_options(self, args.cluster, depends_on=[auth])))
+        feast_cert = create(f"{name}-feast-certificate", fs.feast_certificate(ctx, v, ns), child_options(self, args.cluster))
         feast = fs.feast_object(ctx, v, ns)
-        create(f"{name}-featurestore", feast, child_options(self, args.cluster, depends_on=[store, repo, *redis]))
+        create(f"{name}-featurestore", feast, child_options(self, args.cluster, depends_on=[store, repo, feast_cert, *redis]))
         if v.streaming:
             for m in fs.flink_objects(ctx, v, ns):
                 create(f"{name}-{m['metadata']['name']}-{m['kind'].lower()}", m,

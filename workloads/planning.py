@@ -12,11 +12,13 @@ The components in workloads/ only turn these into Kubernetes objects. Everything
 """
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from infra.bounds import site_networks
+from infra.dataflow import effective_tier
+from infra.objectstore import ObjectStore
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
 from policies.placement.candidates import effective_demand
 from policies.placement.plan import PipelinePlacement, PlacementPlan
@@ -106,17 +108,17 @@ def model_cache_gib(env: Environment, site: str, p: Pipeline) -> int:
     return int(max(20, math.ceil(need / 10) * 10))
 
 
+def object_store(env: Environment, site: str) -> ObjectStore | None:
+    """A datacenter's own object store (where the Flink state of its pii/restricted views goes); None elsewhere."""
+    s = env.site(site)
+    return s.object_store if isinstance(s, Datacenter) else None
+
+
 def site_cidrs(env: Environment) -> dict[str, list[str]]:
-    """Source ranges of traffic from each site: the VPC of a cloud site (pods get VPC addresses), the /24s of
-    a datacenter's hosts (pod traffic leaving an on-prem cluster is SNATed to the node address)."""
-    out: dict[str, list[str]] = {}
-    for s in env.sites:
-        if isinstance(s, CloudSite):
-            out[s.name] = [s.vpc_cidr]
-        else:
-            nets = {str(ipaddress.ip_network(f"{h.address}/24", strict=False)) for _, h in s.all_hosts()}
-            out[s.name] = sorted(nets)
-    return out
+    """Source ranges of traffic from each site (infra.bounds.site_networks, which the spec keeps disjoint): the VPC
+    of a cloud site (pods get VPC addresses), the /24s of a datacenter's hosts, collapsed (pod traffic leaving an
+    on-prem cluster is SNATed to the node address)."""
+    return site_networks(env)
 
 
 # --------------------------------------------------------------------------- model servers
@@ -211,8 +213,9 @@ def entry_of(entries: Mapping[str, Mapping[str, str]], region: str, tier: Privac
 
 
 def may_serve(env: Environment, p: Pipeline, region: str, site: str) -> bool:
-    """Privacy allows `site` to answer `region`'s requests for `p` (jurisdiction of pii/restricted)."""
-    if not p.privacy_tier.is_sensitive:
+    """Privacy allows `site` to answer `region`'s requests for `p` (jurisdiction of pii/restricted, by the tier it
+    runs at: its effective tier, infra.dataflow, as placement routes it)."""
+    if not effective_tier(env, p).is_sensitive:
         return True
     allowed = p.allowed_jurisdictions or [env.region(region).jurisdiction]
     return env.site(site).jurisdiction in allowed

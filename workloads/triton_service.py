@@ -12,6 +12,7 @@ from infra.spec import Environment, Pipeline
 from workloads.kube import ComponentError, check_tier, child_options, create
 from workloads.render import meta, triton
 from workloads.render.context import SiteContext, service_fqdn
+from workloads.render.model_pods import pod_tier
 
 
 @dataclass
@@ -33,7 +34,7 @@ class TritonService(pulumi.ComponentResource):
         p = args.pipeline
         if p.engine.kind != "triton":
             raise ComponentError(self, f"pipeline {p.name} has engine {p.engine.kind}, not triton")
-        check_tier(self, args.cluster, p.privacy_tier.value, f"pipeline {p.name}")
+        check_tier(self, args.cluster, pod_tier(args.env, p), f"pipeline {p.name}")  # its effective tier
         ns = namespace_for(p.privacy_tier)
         deps = [args.runtime] if args.runtime is not None else []
         self.endpoints = {}

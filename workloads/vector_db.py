@@ -1,4 +1,5 @@
-"""Qdrant for one collection on one site: StatefulSet, Services, PDB, collection Job, snapshot CronJob."""
+"""Qdrant for one collection on one site: StatefulSet, Services, PDB, collection Job, snapshot CronJob, and its TLS
+Certificate from the fleet issuer (workloads/render/qdrant.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,5 +46,5 @@ class VectorDb(pulumi.ComponentResource):
         for m in qdrant.objects(ctx, c, ns, fleet_sources=args.fleet_sources):
             create(f"{name}-{m['metadata']['name']}-{m['kind'].lower()}", m,
                    child_options(self, args.cluster, depends_on=[auth]))
-        self.endpoint = f"http://{service_fqdn(qdrant_name(c.name), ns)}:{QDRANT_HTTP}"
+        self.endpoint = f"https://{service_fqdn(qdrant_name(c.name), ns)}:{QDRANT_HTTP}"   # TLS only (render/qdrant.py)
         self.register_outputs({"endpoint": self.endpoint})

@@ -11,6 +11,7 @@ from infra.spec import Environment, Pipeline
 from workloads.kube import ComponentError, check_tier, child_options, create
 from workloads.render import meta, vllm
 from workloads.render.context import SiteContext, service_fqdn
+from workloads.render.model_pods import pod_tier
 
 
 @dataclass
@@ -33,11 +34,11 @@ class VllmService(pulumi.ComponentResource):
         p, ctx = args.pipeline, args.context
         if p.engine.kind != "vllm":
             raise ComponentError(self, f"pipeline {p.name} has engine {p.engine.kind}, not vllm")
-        check_tier(self, args.cluster, p.privacy_tier.value, f"pipeline {p.name}")
+        check_tier(self, args.cluster, pod_tier(args.env, p), f"pipeline {p.name}")  # its effective tier
         ns = namespace_for(p.privacy_tier)
         child = child_options(self, args.cluster)
         lbls = meta.labels("vllm", "model-server", instance=p.name, site=ctx.site, pipeline=p.name,
-                           tier=p.privacy_tier.value)
+                           tier=pod_tier(args.env, p))
         secret = create(f"{name}-config", {
             "apiVersion": "v1", "kind": "Secret",
             "metadata": meta.metadata(vllm.config_secret_name(p), ns, lbls),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
+from infra.dataflow import pipeline_tier
 from infra.labels import home_zone
 from infra.spec import CloudSite, Datacenter, Dependency, Environment, InstanceType, Pipeline, PrivacyTier
 
@@ -128,12 +129,16 @@ def gpu_label(count: int, gtype: str) -> str:
 
 
 def route_rejection(env: Environment, p: Pipeline, region: str, site: CloudSite | Datacenter) -> str | None:
-    """Why demand from `region` may not be served by `site` (site assumed eligible)."""
+    """Why demand from `region` may not be served by `site` (site assumed eligible). The jurisdiction rule
+    follows the pipeline's effective tier (infra.dataflow: raised by the data it reads)."""
     reg = env.region(region)
-    if p.privacy_tier.is_sensitive:
+    tier = pipeline_tier(env, p)
+    if tier.effective.is_sensitive:
         allowed = p.allowed_jurisdictions or [reg.jurisdiction]
         if site.jurisdiction not in allowed:
-            return f"jurisdiction: {p.privacy_tier.value} requests from {region} ({reg.jurisdiction}) stay in {', '.join(allowed)}; site is {site.jurisdiction}"
+            why = f" ({tier.because()})" if tier.raised else ""
+            return (f"jurisdiction: {tier.effective.value} requests from {region} ({reg.jurisdiction}) stay in "
+                    f"{', '.join(allowed)}; site is {site.jurisdiction}{why}")
     rtt = env.user_rtt(region, site.name)
     budget = p.latency.network_budget_ms
     if rtt > budget + 1e-9:

@@ -1,6 +1,7 @@
 """Which sites each pipeline and data piece may use at all, before any optimisation.
 
-Static decisions shared by the solver, its explanations and the greedy baseline: privacy, jurisdiction,
+Static decisions shared by the solver, its explanations and the greedy baseline: privacy and jurisdiction (by a
+pipeline's effective tier, infra.dataflow: raised by what it reads and by the requests mirrored to it),
 GPU types, per-node fit (a replica whose pods fit no node of a site is not placed there), tensor parallelism
 within a node, pinned sites, latency SLOs per demand region and dependency budgets. Pure: spec in, sets out.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from infra.dataflow import pipeline_tier
 from infra.errors import InfeasibleReason
 from infra.spec import CloudSite, Datacenter, Dependency, Environment, Pipeline, PrivacyTier
 from policies.placement import candidates as cand
@@ -76,14 +78,18 @@ def site_rejection(env: Environment, p: Pipeline, site: CloudSite | Datacenter) 
     parallelism across nodes, and whether its pods fit any node of the site (per-node fit, `shapes`)."""
     if p.pinned_sites is not None and site.name not in p.pinned_sites:
         return f"not in the pipeline's pinned_sites {p.pinned_sites}"
+    allowed = site.allowed_tiers if isinstance(site, Datacenter) else site.privacy_tiers
     if p.privacy_tier not in cand.allowed_tiers(site):
-        allowed = site.allowed_tiers if isinstance(site, Datacenter) else site.privacy_tiers
         return (f"privacy: site holds {', '.join(t.value for t in allowed)}; pipeline is {p.privacy_tier.value}")
+    tier = pipeline_tier(env, p)     # privacy follows the data: raised by what it reads and what is mirrored to it
+    if tier.effective not in cand.allowed_tiers(site):
+        return "; ".join(tier.refusals(allowed)) + f"; site holds {', '.join(t.value for t in allowed)}"
+    raised = f"; {tier.because()}" if tier.raised else ""
     zone: PrivacyTier | None = None
     if isinstance(site, Datacenter):
-        home = cand.datacenter_capacity(site).home[p.privacy_tier.rank]
+        home = cand.datacenter_capacity(site).home[tier.effective.rank]
         if home is None:
-            return f"no racks of a privacy zone that may hold {p.privacy_tier.value}"
+            return f"no racks of a privacy zone that may hold {tier.effective.value}{raised}"
         zone = cand.TIERS[home]
     pack = shapes.site_packing(env, site)
     if p.gpu:
@@ -92,7 +98,7 @@ def site_rejection(env: Environment, p: Pipeline, site: CloudSite | Datacenter) 
             if isinstance(site, CloudSite):
                 return f"offers no {p.gpu.type} (has {', '.join(sorted(site.gpu_types)) or 'no GPUs'})"
             return (f"no {p.gpu.type} GPUs in the racks of privacy zone {zone.value if zone else '?'} "
-                    f"(where {p.privacy_tier.value} work runs here)")
+                    f"(where {tier.effective.value} work runs here{raised})")
         widest = max(s.allocatable.gpus for s in nodes)
         if p.engine.kind == "vllm" and p.engine.tensor_parallel > widest and not p.engine.allow_cross_node_tensor_parallel:
             return (f"tensor_parallel {p.engine.tensor_parallel} > the {widest} {p.gpu.type} GPUs of its largest node here "
@@ -126,10 +132,15 @@ def static_infeasibility(env: Environment, el: Eligibility) -> list[InfeasibleRe
     reasons = []
     for p in env.pipelines:
         need = f" with {cand.gpu_label(p.gpu.count, p.gpu.type)}" if p.gpu else ""
+        tier = pipeline_tier(env, p)
+        # a tier raised by data flow names the dependency (or shadow) that forced it, with its spec field
+        forced = f" (declared {tier.declared.value}; {tier.because()})" if tier.raised else ""
+        downgrade = "declare a downgrade on the dependency that raised it (dependencies[i].downgrade: {to, reason}), " \
+            if any(not f.is_shadow for f in tier.raised_by) else ""
         if not el.sites[p.name]:
             detail = "; ".join(f"{s}: {why}" for s, why in el.rejected[p.name].items())
-            reasons.append(InfeasibleReason(p.name, "eligibility", f"no site can hold {p.privacy_tier.value}{need}: {detail}",
-                                            "allow the tier on a site, offer the GPU type, or relax pinned_sites"))
+            reasons.append(InfeasibleReason(p.name, "eligibility", f"no site can hold {tier.effective.value}{need}{forced}: {detail}",
+                                            f"{downgrade}allow the tier on a site, offer the GPU type, or relax pinned_sites"))
             continue
         for r in el.demand[p.name]:
             if not el.routes[(p.name, r)]:
@@ -139,9 +150,9 @@ def static_infeasibility(env: Environment, el: Eligibility) -> list[InfeasibleRe
                     whys.append(f"{s.name}: {why}")
                 reasons.append(InfeasibleReason(
                     p.name, "latency/privacy",
-                    f"no site allowed for {p.privacy_tier.value} within {p.latency.network_budget_ms:g} ms of {r}{need} "
+                    f"no site allowed for {tier.effective.value} within {p.latency.network_budget_ms:g} ms of {r}{need}{forced} "
                     f"(SLO {p.latency.p99_ms:g} ms - service {p.latency.service_ms:g} ms): " + "; ".join(whys),
-                    "raise latency.p99_ms, add a closer allowed site, or drop demand_rps for that region"))
+                    f"{downgrade}raise latency.p99_ms, add a closer allowed site, or drop demand_rps for that region"))
         if len(el.sites[p.name]) < p.spread.min_sites:
             reasons.append(InfeasibleReason(
                 p.name, "spread", f"spread.min_sites={p.spread.min_sites} but only {len(el.sites[p.name])} site(s) "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Protocol
 
+from infra.dataflow import pipeline_tier
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline
 from policies.placement import candidates as cand
 from policies.placement import shapes
@@ -106,8 +107,10 @@ def assemble_plan(env: Environment, el: Eligibility, v: _Vars, res: Result, *, l
         failover = {r: sorted(reps, key=lambda s: (env.user_rtt(r, s), s)) for r in (demand or {})}
         gpus = {s: n * p.gpu.count for s, n in reps.items()} if p.gpu else {}
         cost = sum(shapes.replica_cost(env, p, env.site(s)) * n for s, n in reps.items())
+        flows_in = pipeline_tier(env, p)
         pipelines.append(PipelinePlacement(
-            name=p.name, engine=p.engine.kind, privacy_tier=p.privacy_tier.value, replicas=reps, routing=routing,
+            name=p.name, engine=p.engine.kind, privacy_tier=flows_in.effective.value,
+            declared_privacy_tier=flows_in.declared.value if flows_in.raised else None, replicas=reps, routing=routing,
             latency_ms=latency, slo_p99_ms=p.latency.p99_ms, failover=failover, gpus=gpus,
             cost_usd_per_hour=round(cost, 4), explanation=_explain(env, el, p, reps, routing, tight_rows)))
 
@@ -272,8 +275,13 @@ def _explain(env: Environment, el: Eligibility, p: Pipeline, reps: dict[str, int
         if len(within) < len(el.sites[p.name]):
             binding.append(f"latency SLO: {r} can be served only from {', '.join(within)} "
                            f"(budget {p.latency.network_budget_ms:g} ms RTT)")
-    if p.privacy_tier.is_sensitive:
-        binding.append(f"privacy: {p.privacy_tier.value} only on {', '.join(el.sites[p.name])}")
+    tier = pipeline_tier(env, p)
+    if tier.raised:
+        binding.append(f"data flow: runs as {tier.effective.value} (declared {tier.declared.value}): "
+                       + "; ".join(f.describe() for f in tier.raised_by))
+    binding += [f"data flow: {f.describe()}" for f in tier.flows if f.downgrade_reason is not None]
+    if tier.effective.is_sensitive:
+        binding.append(f"privacy: {tier.effective.value} only on {', '.join(el.sites[p.name])}")
     for s in sorted(reps):
         for row in sorted(tight_rows):
             if row.site == s and row.concerns(env, p):

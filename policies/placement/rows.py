@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from infra.dataflow import effective_tier
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
 from policies.placement import candidates as cand
 from policies.placement import shapes
@@ -85,7 +86,7 @@ class CapacityRow:
         if self.zone is not None:
             site = env.site(self.site)
             if isinstance(site, Datacenter):
-                home = cand.datacenter_capacity(site).home.get(p.privacy_tier.rank)
+                home = cand.datacenter_capacity(site).home.get(effective_tier(env, p).rank)
                 if home is None or list(PrivacyTier)[home] != self.zone:
                     return False
         if self.kind is RowKind.SLOTS:

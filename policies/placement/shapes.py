@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from infra.dataflow import effective_tier
 from infra.spec import CloudSite, Datacenter, Environment, InstanceType, Pipeline, PrivacyTier
 from policies.placement import candidates as cand
 
@@ -189,7 +190,7 @@ def _datacenter_shapes(env: Environment, dc: Datacenter) -> list[NodeShape]:
             # GPU pods of this type whose home zone this is and that fit the host: their largest cores
             # and memory per GPU, times the host's GPUs, is all GPU pods can take of one host.
             ratios = [(p.resources.cpu / p.gpu.count, p.resources.memory_gib / p.gpu.count)
-                      for p in env.pipelines if p.gpu and p.gpu.type == gpu[0] and home.get(p.privacy_tier.rank) == zone
+                      for p in env.pipelines if p.gpu and p.gpu.type == gpu[0] and home.get(effective_tier(env, p).rank) == zone
                       and _may_use(env, p, dc) and per_node(room, pipeline_pod(p, dc)[1]) > 0]
             if ratios:
                 gpu_cores = min(room.cores, room.gpus * max(c for c, _ in ratios))
@@ -202,8 +203,9 @@ def _datacenter_shapes(env: Environment, dc: Datacenter) -> list[NodeShape]:
 
 
 def _may_use(env: Environment, p: Pipeline, site: CloudSite | Datacenter) -> bool:
-    """Privacy and pinning only: whether `p` could ever run at `site` (what sizes its shapes' parts)."""
-    return p.privacy_tier in cand.allowed_tiers(site) and (p.pinned_sites is None or site.name in p.pinned_sites)
+    """Privacy (its effective tier, infra.dataflow) and pinning only: whether `p` could ever run at `site` (what
+    sizes its shapes' parts)."""
+    return effective_tier(env, p) in cand.allowed_tiers(site) and (p.pinned_sites is None or site.name in p.pinned_sites)
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def _items(env: Environment, site: CloudSite | Datacenter) -> Iterable[_Item]:
             pods, need = pipeline_pod(p, site)
             demand = sum(p.demand_rps.values())
             replicas = max(p.min_replicas, 1, math.ceil(demand / (p.capacity_rps * p.target_utilization) - EPS))
-            yield _Item(p.name, p.privacy_tier, p.gpu.type if p.gpu else None, pods, need, float(replicas * pods))
+            yield _Item(p.name, effective_tier(env, p), p.gpu.type if p.gpu else None, pods, need, float(replicas * pods))
     for key, piece in cand.data_pieces(env).items():
         if piece.tier in cand.allowed_tiers(site):
             yield _Item(key, piece.tier, None, piece.pods, Need(0, piece.cpu / piece.pods, piece.memory_gib / piece.pods),

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeGuard
 
+from infra.dataflow import effective_tier
 from infra.errors import InfeasibleReason, PlacementInfeasible
 from infra.spec import CloudSite, Datacenter, Environment, Pipeline, PrivacyTier
 from policies.placement import candidates as cand
@@ -202,7 +203,7 @@ def build(env: Environment, el: Eligibility, *, elastic: bool = False) -> tuple[
         data_here = [pieces[k] for k in sorted(readers) if (k, site.name) in v.z]
         capacity = cand.datacenter_capacity(site)
         for zone, (cores, mem, gpus) in sorted(capacity.by_zone.items()):
-            users = [p for p in here if capacity.home[p.privacy_tier.rank] == zone]
+            users = [p for p in here if capacity.home[effective_tier(env, p).rank] == zone]
             data_l = [d for d in data_here if capacity.home[d.tier.rank] == zone]
             if not users and not data_l:
                 continue

@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from infra import labels as L
+from infra.dataflow import data_flows
 from infra.spec import PrivacyTier
 from policies.placement.packing import packing_problems
 from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
@@ -14,18 +15,28 @@ DATA_KINDS = {"StatefulSet", "FeatureStore", "FlinkDeployment"}
 RUNTIME_TEMPLATES = {"ServingRuntime", "ClusterServingRuntime"}
 
 
-def _tier(r: ResourceView) -> str | None:
+def _tier(r: ResourceView, ctx: Context | None = None) -> str | None:
+    """The tier a resource handles: its label (else its namespace's), and for a pipeline's pods at least the
+    pipeline's effective tier (infra.dataflow: raised by what it reads), whatever the label says."""
     tier: str | None = r.labels.get(L.PRIVACY_TIER)
-    if tier:
-        return tier
-    ns = r.metadata.get("namespace") or ""
-    return ns.removeprefix("ml-") if ns.startswith("ml-") else None
+    if not tier:
+        ns = r.metadata.get("namespace") or ""
+        tier = ns.removeprefix("ml-") if ns.startswith("ml-") else None
+    name = r.labels.get(L.PIPELINE)
+    if ctx is not None and ctx.env is not None and name in data_flows(ctx.env).tiers and any(pod_specs(r.kind, r.props)):
+        effective = data_flows(ctx.env).tiers[name].effective
+        if tier not in _TIERS or effective.rank > PrivacyTier(tier).rank:
+            tier = effective.value
+    return tier
+
+
+_TIERS = {t.value for t in PrivacyTier}
 
 
 def privacy_on_allowed_site(r: ResourceView, ctx: Context) -> Iterable[str]:
     if not r.is_kubernetes or r.cluster is None:
         return
-    tier = _tier(r)
+    tier = _tier(r, ctx)
     if tier not in ("pii", "restricted"):
         return
     site = ctx.sites.get(r.cluster)
@@ -55,9 +66,9 @@ def pinned_to_home_zone(r: ResourceView, ctx: Context) -> Iterable[str]:
     there, infra.labels.home_zone) and tolerates that zone's taint when the zone is pii/restricted."""
     if not r.is_kubernetes or r.cluster is None or ctx.env is None:
         return
-    tier = _tier(r)
+    tier = _tier(r, ctx)
     facts = ctx.sites.get(r.cluster)
-    if tier not in {t.value for t in PrivacyTier} or facts is None or facts.kind != "datacenter":
+    if tier not in _TIERS or facts is None or facts.kind != "datacenter":
         return
     if r.kind in RUNTIME_TEMPLATES:
         return   # merged into each InferenceService's predictor pod, which carries its own pinning
@@ -128,11 +139,13 @@ def plan_meets_slo(resources: list[ResourceView], ctx: Context) -> Iterable[tupl
 def plan_privacy(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
     if ctx.plan is None:
         return
+    known = data_flows(ctx.env).tiers if ctx.env is not None else {}
     for pp in ctx.plan.pipelines:
+        tier = known[pp.name].effective.value if pp.name in known else pp.privacy_tier   # the spec's, not the plan's word
         for site in pp.replicas:
             facts = ctx.sites.get(site)
-            if facts and pp.privacy_tier not in facts.privacy_tiers:
-                yield f"pipeline {pp.name}", f"{pp.privacy_tier} pipeline placed on {site}, which holds only " \
+            if facts and tier not in facts.privacy_tiers:
+                yield f"pipeline {pp.name}", f"{tier} pipeline placed on {site}, which holds only " \
                                              f"{', '.join(facts.privacy_tiers)}"
     for d in ctx.plan.data:
         for site in d.sites:

@@ -303,6 +303,8 @@ def broken(stack, clusters):
     ("unpinned", "k8s-pinned-images"),
     ("pii-on-cloud", "privacy-tier-on-allowed-cluster"),
     ("gpu-untolerated", "gpu-pod-scheduling"),
+    ("pii-state-to-bucket", "flink-state-in-site"),   # the data paths (issue 18); offline: tests/policies/test_datapaths.py
+    ("redis-without-tls", "data-path-tls"),
 ])
 def test_crossguard_pack_blocks_a_broken_variant(stack, broken, variant, rule):
     stack.pulumi("config", "set", "variant", variant, cwd=broken, check=True, stack="broken")

@@ -314,14 +314,14 @@ def test_adjacent_pools_are_fine(tmp_path):
 
 
 def test_vpc_covering_datacenter_hosts(tmp_path):
-    text = edit("    kubernetes_version: \"1.33\"\n", "    kubernetes_version: \"1.33\"\n    vpc_cidr: 10.77.0.0/16\n")
+    text = edit("    vpc_cidr: 10.0.0.0/16 ", "    vpc_cidr: 10.77.0.0/16 ")
     assert_issue(tmp_path, text, line_of(text, "vpc_cidr"), "sites[0].vpc_cidr", "VPC 10.77.0.0/16 of 'aws-use1' covers host pool "
                                                                                  "'r1-h'", "unreachable from the cloud")
 
 
 @pytest.mark.parametrize("cidr", ["10.0.0.0/12", "fd00::/64"])
 def test_vpc_size_and_family(tmp_path, cidr):
-    text = edit("    kubernetes_version: \"1.33\"\n", f"    kubernetes_version: \"1.33\"\n    vpc_cidr: {cidr}\n")
+    text = edit("    vpc_cidr: 10.0.0.0/16 ", f"    vpc_cidr: {cidr} ")
     assert_issue(tmp_path, text, line_of(text, "vpc_cidr"), "sites[0].vpc_cidr", "IPv4 block between /16 and /28")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from infra.dataflow import effective_tier, pipeline_tier
 from infra.spec import CloudSite, Datacenter, Environment
 from policies.placement import candidates as cand
 from policies.placement.packing import packing_problems
@@ -14,9 +15,15 @@ def assert_plan_valid(env: Environment, plan: PlacementPlan) -> None:
     pieces = cand.data_pieces(env)
     for pp in plan.pipelines:
         p = env.pipeline(pp.name)
-        # privacy: every replica on a site that allows the tier
+        tier = pipeline_tier(env, p)   # privacy follows the data: its own tier, raised by what it reads and mirrors
+        assert pp.privacy_tier == tier.effective.value
+        assert pp.declared_privacy_tier == (tier.declared.value if tier.raised else None)
+        # privacy: every replica on a site that allows the tier, and the tier of every flow into it
         for s in pp.replicas:
             assert env.site_allows(env.site(s), p.privacy_tier), (p.name, s)
+            assert env.site_allows(env.site(s), tier.effective), (p.name, s, tier.effective)
+            for flow in tier.flows:
+                assert env.site_allows(env.site(s), flow.counts_as), (p.name, s, flow)
             if p.pinned_sites is not None:
                 assert s in p.pinned_sites
         # routing: each region with demand fully routed, only to sites with replicas, within SLO and jurisdiction
@@ -26,7 +33,7 @@ def assert_plan_valid(env: Environment, plan: PlacementPlan) -> None:
             for s, _share in row.items():
                 assert s in pp.replicas
                 assert env.user_rtt(region, s) + p.latency.service_ms <= p.latency.p99_ms + 1e-9
-                if p.privacy_tier.is_sensitive:
+                if tier.effective.is_sensitive:
                     allowed = p.allowed_jurisdictions or [env.region(region).jurisdiction]
                     assert env.site(s).jurisdiction in allowed
         # capacity of replicas covers routed demand
@@ -71,7 +78,7 @@ def assert_plan_valid(env: Environment, plan: PlacementPlan) -> None:
                 for pp in plan.pipelines:
                     p = env.pipeline(pp.name)
                     n = pp.replicas.get(sp.name, 0)
-                    if n and capacity.home[p.privacy_tier.rank] == zone:
+                    if n and capacity.home[effective_tier(env, p).rank] == zone:
                         used_c += p.resources.cpu * n
                         used_m += p.resources.memory_gib * n
                         if p.gpu:

@@ -38,7 +38,8 @@ INSTANCE_TYPES = [
 
 def _site(name: str, kind: str, **extra) -> dict:
     if kind == "cloud":
-        return {"kind": "cloud", "name": name, "region": "us-east-1", "zones": ["us-east-1a"], "jurisdiction": "US", **extra}
+        return {"kind": "cloud", "name": name, "region": "us-east-1", "zones": ["us-east-1a"], "jurisdiction": "US",
+                "vpc_cidr": "10.0.0.0/16", **extra}
     return {"kind": "datacenter", "name": name, "jurisdiction": "US", "country": "US", "network_zone": "wan", **extra}
 
 

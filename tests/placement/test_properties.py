@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 from infra.errors import PlacementInfeasible, SpecError
 from infra.loader import parse_environment
 from infra.spec import PrivacyTier
+from policies.facts import context_for
 from policies.placement import candidates as cand
 from policies.placement import solve
 from policies.placement.eligibility import site_rejection
+from policies.rules import RULES_BY_NAME, evaluate
 from tests.conftest import dump
 from tests.placement.invariants import assert_plan_valid
 
@@ -27,6 +29,7 @@ def specs(draw):
     for i in range(n_cloud):
         sites.append({
             "kind": "cloud", "name": f"cloud-{i}", "region": f"us-east-{i + 1}", "zones": [f"us-east-{i + 1}a"],
+            "vpc_cidr": f"172.{16 + i}.0.0/16",   # each region its own range, apart from the datacenters' 10.x hosts
             "jurisdiction": draw(st.sampled_from(["US", "EU"])),
             "privacy_tiers": draw(st.sampled_from([["public", "internal"], ["public", "internal", "pii"]])),
             "instance_types": [
@@ -69,8 +72,21 @@ def specs(draw):
         if sum(p["demand_rps"].values()) == 0 and p["min_replicas"] == 0:
             p["min_replicas"] = 1
         pipelines.append(p)
+    # data flows (infra/dataflow.py): reads of views of any tier, some with a declared downgrade, and a shadow
+    views = [{"name": f"v{k}", "entities": ["user_id"], "privacy_tier": draw(st.sampled_from(TIERS))}
+             for k in range(draw(st.integers(0, 2)))]
+    for p in pipelines:
+        if views and draw(st.booleans()):
+            view = draw(st.sampled_from(views))
+            dep: dict = {"feature_view": view["name"], "latency_budget_ms": 200}
+            lower = TIERS[:TIERS.index(view["privacy_tier"])]
+            if lower and draw(st.booleans()):
+                dep["downgrade"] = {"to": draw(st.sampled_from(lower)), "reason": "aggregates only"}
+            p["dependencies"] = [dep]
+    if len(pipelines) > 1 and pipelines[0]["engine"]["kind"] == pipelines[1]["engine"]["kind"] and draw(st.booleans()):
+        pipelines[0]["shadow"] = {"target": pipelines[1]["name"], "percent": 50}
     return {"name": "gen", "user_regions": [{"name": r, "jurisdiction": j} for r, j in regions], "sites": sites,
-            "network": {"user_rtt_ms": user_rtt, "site_rtt_ms": site_rtt}, "pipelines": pipelines}
+            "network": {"user_rtt_ms": user_rtt, "site_rtt_ms": site_rtt}, "pipelines": pipelines, "feature_views": views}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -103,6 +119,8 @@ def test_plans_hold_every_invariant_or_explain_why_not(spec):
         tier = PrivacyTier(pp.privacy_tier)
         if tier.is_sensitive:
             assert all(env.site_allows(env.site(s), tier) for s in pp.replicas)
+    # the plan passes the data-flow rules it was placed by
+    assert evaluate([RULES_BY_NAME["data-flow-tier"], RULES_BY_NAME["mirror-target-tier"]], [], context_for(env, plan)) == []
 
 
 def test_generator_can_produce_feasible_specs():

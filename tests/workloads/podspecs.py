@@ -50,6 +50,20 @@ def pod_templates(m: dict) -> list[PodTemplate]:
     elif kind == "ServingRuntime":
         out.append(PodTemplate(name, m["metadata"].get("labels", {}), {"securityContext": {"runAsNonRoot": True,
                                "seccompProfile": {"type": "RuntimeDefault"}}}, list(spec["containers"])))
+    elif kind in ("RayCluster", "RayJob"):
+        # KubeRay adds its own probes to the Ray containers (and the autoscaler sidecar, from autoscalerOptions)
+        cluster = spec["rayClusterSpec"] if kind == "RayJob" else spec
+        add(f"{name}/head", cluster["headGroupSpec"]["template"], probes=False)
+        for g in cluster.get("workerGroupSpecs", []):
+            add(f"{name}/{g['groupName']}", g["template"], probes=False)
+        if "autoscalerOptions" in cluster:
+            o = cluster["autoscalerOptions"]
+            head = cluster["headGroupSpec"]["template"]
+            out.append(PodTemplate(f"{name}/autoscaler", head.get("metadata", {}).get("labels", {}), head["spec"],
+                                   [{"name": "autoscaler", "securityContext": o["securityContext"],
+                                     "resources": o["resources"]}], needs_probes=False))
+        if kind == "RayJob":
+            add(f"{name}/submitter", spec["submitterPodTemplate"], probes=False)
     elif kind == "FlinkDeployment":
         pt = {**spec["podTemplate"], "spec": {**spec["podTemplate"]["spec"], "serviceAccountName": spec["serviceAccount"]}}
         add(name, pt, probes=False, exempt="flink")

@@ -73,7 +73,9 @@ def convert(schema: dict) -> dict:
 def crd_index() -> dict[tuple[str, str], tuple[str, dict, bool]]:
     """(apiVersion, kind) -> (CRD file, converted schema, namespaced)."""
     out = {}
-    for path in sorted(CRD_DIR.glob("*.yaml")):
+    # more/: the CRDs the local control planes install beyond the top level (hybridml/local/sites.py EXTRA_CRD_FILES)
+    for path in (sorted(CRD_DIR.glob("*.yaml")) + sorted(CRD_DIR.glob("more/cert-manager.*.yaml"))
+                 + sorted(CRD_DIR.glob("more/kuberay.*.yaml"))):
         for doc in yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue

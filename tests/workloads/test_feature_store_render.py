@@ -88,7 +88,13 @@ def test_the_featurestore_mounts_the_generated_repository_and_validates(views):
     mount = spec["services"]["onlineStore"]["server"]["volumeMounts"][0]
     assert mount == {"name": volume["name"], "mountPath": feature_store.FEATURE_REPO_MOUNT, "readOnly": True}
     secret = yaml.safe_load(feature_store.feast_store_secret(view, NS, "pw-123"))
-    assert secret["redis_type"] == "redis_sentinel" and 'sentinel_kwargs={"password":"pw-123"}' in secret["connection_string"]
+    assert secret["redis_type"] == "redis_sentinel" and "password=pw-123" in secret["connection_string"]
+    # TLS to Redis (the view's certificate as client certificate) and to the Sentinels (Feast gives them one option)
+    assert "ssl=true,ssl_certfile=/etc/redis/tls/tls.crt" in secret["connection_string"]
+    assert secret["connection_string"].endswith('sentinel_kwargs={"ssl":true}')
+    server = spec["services"]["onlineStore"]["server"]
+    assert server["tls"] == {"secretRef": {"name": feature_store.feast_tls_secret_name(view)}}
+    assert {"name": "SSL_CERT_FILE", "value": "/etc/redis/tls/ca.crt"} in server["env"]
     assert "type" not in secret   # the operator takes the type from persistence.store.type
 
 
@@ -120,7 +126,8 @@ def test_redis_and_sentinel_files_agree(views):
     renamed = rs.config_command("s3cr3t")
     assert f"rename-command CONFIG {renamed}" in files["redis.conf"]           # clients have no CONFIG ...
     assert f"sentinel rename-command {rs.master_name(view)} CONFIG {renamed}" in files["sentinel-master.conf"]   # Sentinel has
-    assert "appendonly yes" in files["redis.conf"] and "requirepass s3cr3t" in files["sentinel.conf"]
+    assert "appendonly yes" in files["redis.conf"] and "user admin on >s3cr3t" in files["sentinel.conf"]
+    assert "user default on nopass resetchannels -@all +ping" in files["sentinel.conf"]     # discovery only, no password
     assert rs.config_command("other") != renamed
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.labels import GATEWAY_NAMESPACE, MONITORING_NAMESPACE
+from infra.objectstore import ObjectStore
 from workloads.images import Images
+from workloads.render.certificates import FLEET_ISSUER
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,13 @@ class SiteContext:
     privacy_zones: tuple[str, ...] = ()
     """Datacenter: the privacy zones of its racks (each tier's pods keep to their home zone); cloud: ()."""
     flink_state_uri: str = "s3://hybridml-flink-state"
-    """Base URI for Flink checkpoints and savepoints (object storage reachable from the site)."""
+    """Base URI for the Flink state (checkpoints, savepoints, HA) of public/internal streaming views. The state of
+    pii/restricted views never goes there: see `object_store` and workloads/render/flink.py."""
+    object_store: ObjectStore | None = None
+    """Datacenter: its own object store (spec `object_store`), where the Flink state of pii/restricted views goes;
+    without one, that state goes to a PersistentVolumeClaim. Cloud: None."""
+    cert_issuer: str = FLEET_ISSUER
+    """The cert-manager ClusterIssuer of every data-path certificate (the fleet's one issuer)."""
 
     @property
     def fleet_host(self) -> str:

@@ -6,9 +6,9 @@ from typing import Any
 
 from infra.spec import CpuEngine, Environment, Pipeline
 from workloads import planning
-from workloads.render import meta, pods
+from workloads.render import certificates, meta, pods
 from workloads.render.context import SiteContext
-from workloads.render.model_pods import placement_affinity, spread, tolerations
+from workloads.render.model_pods import declared_tier_label, placement_affinity, pod_tier, spread, tolerations
 
 CREDENTIALS_MOUNT = "/var/run/secrets/hybridml/data"
 
@@ -26,9 +26,10 @@ def objects(ctx: SiteContext, env: Environment, p: Pipeline, replicas: int, name
     e: CpuEngine = p.engine  # type: ignore[assignment]
     models = {v.name: v.model for v in p.variants}
     out = []
+    tier = pod_tier(env, p)
     for variant, (name, n) in names(p, replicas).items():
         lbls = meta.labels(p.name, "model-server", instance=name, version=meta.image_version(e.image),
-                           site=ctx.site, pipeline=p.name, tier=p.privacy_tier.value)
+                           site=ctx.site, pipeline=p.name, tier=tier) | declared_tier_label(env, p)
         if variant:
             lbls[meta.VARIANT] = variant
         sel = meta.selector(lbls)
@@ -38,6 +39,10 @@ def objects(ctx: SiteContext, env: Environment, p: Pipeline, replicas: int, name
                     {"name": "PORT", "value": str(e.port)}] + list(data_env)
         mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
         volumes = [pods.empty_dir("tmp", size_limit="2Gi")]
+        if any(v["name"] == "HYBRIDML_DATA_TLS_DIR" for v in data_env):   # it reads data: its certificate (data.client_env)
+            tls_volume, tls_mount = certificates.client_tls_volume(p.name)
+            volumes.append(tls_volume)
+            mounts.append(tls_mount)
         if has_credentials:
             mounts.append({"name": "data-credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True})
             volumes.append({"name": "data-credentials",
@@ -49,8 +54,8 @@ def objects(ctx: SiteContext, env: Environment, p: Pipeline, replicas: int, name
             startup=pods.http_probe(e.health_path, "http", period=5, failures=60),
             readiness=pods.http_probe(e.health_path, "http", period=5),
             liveness=pods.http_probe(e.health_path, "http", period=15, failures=4), mounts=mounts)
-        spec = pods.pod_spec([c], volumes=volumes, affinity=placement_affinity(p.privacy_tier.value, ctx.privacy_zones),
-                             tolerations=tolerations(p.privacy_tier.value, False, ctx.privacy_zones) or None,
+        spec = pods.pod_spec([c], volumes=volumes, affinity=placement_affinity(tier, ctx.privacy_zones),
+                             tolerations=tolerations(tier, False, ctx.privacy_zones) or None,
                              spread=spread(ctx.site_kind, sel, p.spread.zone_max_skew, hard=n > 1),
                              termination_grace=30)
         s = planning.scaling(p, n)

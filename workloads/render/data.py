@@ -4,6 +4,7 @@ from __future__ import annotations
 from infra.labels import namespace_for
 from workloads.planning import DataRead
 from workloads.render import meta
+from workloads.render.certificates import CLIENT_TLS_MOUNT
 from workloads.render.context import fleet_service_host, service_fqdn
 
 REDIS_PORT = 6379
@@ -11,7 +12,10 @@ SENTINEL_PORT = 26379
 QDRANT_HTTP = 6333
 QDRANT_GRPC = 6334
 QDRANT_P2P = 6335
-FEAST_PORT = 80
+FEAST_PORT = 443
+"""The feature server's Service port: the Feast operator serves https on 443 (container port 6567) when
+`server.tls` is set, as it is for every view (workloads/render/feature_store.py)."""
+FEAST_SERVER_PORT = 6567
 
 
 def redis_name(view: str) -> str:
@@ -58,8 +62,10 @@ def env_key(kind: str, name: str) -> str:
 
 def client_env(reads: list[DataRead], site: str, domain: str) -> list[dict]:
     """Environment variables telling a pipeline where its data is (same site: cluster DNS; another site:
-    the data site's internal load balancer under `<site>.fleet.<domain>`). Credentials come as files."""
-    out = []
+    the data site's internal load balancer under `<site>.fleet.<domain>`). Credentials come as files; every data
+    service speaks TLS only: `HYBRIDML_DATA_TLS_DIR` holds the pipeline's own certificate (tls.crt, tls.key) and
+    the fleet CA (ca.crt) that verifies the stores (workloads/render/certificates.py)."""
+    out = [{"name": "HYBRIDML_DATA_TLS_DIR", "value": CLIENT_TLS_MOUNT}] if reads else []
     for r in reads:
         ns = namespace_for(r.tier)
         key = "HYBRIDML_" + env_key(r.kind, r.name)
@@ -69,16 +75,17 @@ def client_env(reads: list[DataRead], site: str, domain: str) -> list[dict]:
                      else fleet_service_host(fleet_name(redis_name(r.name)), ns, r.data_site, domain))
             # Reads: any data pod (primary or replica). Writers on the site find the primary through Sentinel.
             out.append({"name": f"{key}_REDIS", "value": f"{redis}:{REDIS_PORT}"})
+            out.append({"name": f"{key}_REDIS_TLS", "value": "true"})
             if local:
                 out.append({"name": f"{key}_REDIS_SENTINELS",
                             "value": ",".join(f"{h}:{SENTINEL_PORT}" for h in sentinel_hosts(r.name, ns))})
                 out.append({"name": f"{key}_REDIS_SENTINEL_MASTER", "value": redis_name(r.name)})
                 out.append({"name": f"{key}_FEAST_URL",
-                            "value": f"http://{service_fqdn(feast_online_service(r.name), ns)}:{FEAST_PORT}"})
+                            "value": f"https://{service_fqdn(feast_online_service(r.name), ns)}:{FEAST_PORT}"})
         else:
             host = (service_fqdn(qdrant_name(r.name), ns) if r.data_site == site
                     else fleet_service_host(fleet_name(qdrant_name(r.name)), ns, r.data_site, domain))
-            out.append({"name": f"{key}_URL", "value": f"http://{host}:{QDRANT_HTTP}"})
+            out.append({"name": f"{key}_URL", "value": f"https://{host}:{QDRANT_HTTP}"})
         out.append({"name": f"{key}_SITE", "value": r.data_site})
     return out
 

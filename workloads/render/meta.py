@@ -16,6 +16,7 @@ FEATURE_VIEW = f"{L.PREFIX}/feature-view"
 COLLECTION = f"{L.PREFIX}/collection"
 USER_REGION = f"{L.PREFIX}/user-region"    # on gateway routes: the region a route serves
 MODEL = f"{L.PREFIX}/model"                # annotation: the model artifact a variant serves
+BATCH_PIPELINE = f"{L.PREFIX}/batch-pipeline"   # pods and objects of a batch pipeline (workloads/render/ray.py)
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 

@@ -2,7 +2,20 @@
 from __future__ import annotations
 
 from infra import labels as L
-from infra.spec import Pipeline, PrivacyTier
+from infra.dataflow import pipeline_tier
+from infra.spec import Environment, Pipeline, PrivacyTier
+
+
+def pod_tier(env: Environment, p: Pipeline) -> str:
+    """The tier a pipeline's pods run at, are labelled with and are pinned by: its effective tier (infra.dataflow:
+    raised by the feature views and collections it reads and by the requests mirrored to it), as placed."""
+    return pipeline_tier(env, p).effective.value
+
+
+def declared_tier_label(env: Environment, p: Pipeline) -> dict[str, str]:
+    """`hybridml.io/declared-privacy-tier: <own tier>` where data flow raised the pipeline's tier, else nothing."""
+    tier = pipeline_tier(env, p)
+    return {L.DECLARED_PRIVACY_TIER: tier.declared.value} if tier.raised else {}
 
 
 def zones_for(tier: str, site_zones: tuple[str, ...] = ()) -> list[str]:

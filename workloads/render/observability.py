@@ -8,9 +8,10 @@ from infra import labels as L
 from infra.labels import namespace_for
 from infra.spec import Environment
 from workloads.render import dashboards, meta, quality, slo
-from workloads.render.context import SiteContext
+from workloads.render.context import SiteContext, service_fqdn
 from workloads.render.data import qdrant_name
 from workloads.render.qdrant import auth_secret_name as qdrant_secret
+from workloads.render.qdrant import tls_secret as qdrant_tls_secret
 from workloads.render.triton import METRICS_PORT as TRITON_METRICS
 
 MON = "monitoring.coreos.com/v1"
@@ -118,7 +119,11 @@ def objects(ctx: SiteContext, env: Environment, pipelines: list[str], feature_vi
         out.append({"apiVersion": MON, "kind": "PodMonitor",
                     "metadata": meta.metadata(name, ns, _lbl(ctx, "pod-monitor", name)),
                     "spec": {"selector": {"matchLabels": {**_match("qdrant", "vector-db"), meta.COLLECTION: cname}},
-                             "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "30s",
+                             # Qdrant serves https only (workloads/render/qdrant.py): verify it with the fleet CA
+                             "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "30s", "scheme": "https",
+                                                      "tlsConfig": {"ca": {"secret": {"name": qdrant_tls_secret(c),
+                                                                                      "key": "ca.crt"}},
+                                                                    "serverName": service_fqdn(name, ns)},
                                                       "authorization": {"type": "Bearer", "credentials": {
                                                           "name": qdrant_secret(c), "key": "api-key"}}}]}})
     if has_gpus:

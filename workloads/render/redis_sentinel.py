@@ -7,6 +7,12 @@ online data fits one Redis (`online_memory_gib` is at most tens of GiB), Feast's
 (`redis_type: redis_sentinel`), and a Cluster needs at least three primaries with a replica each, three times the
 memory of a primary/replica pair, only to shard data that does not need sharding.
 
+TLS only (`tls_args`): Redis and the Sentinels have no plaintext port; they serve TLS with the view's certificate
+from the fleet issuer (workloads/render/certificates.py), speak TLS to their primary and to each other, and ask every
+client for a certificate of the same CA (mutual TLS) on top of the password. The options are on the command line of
+the start scripts, where the pod spec shows them (rule `data-path-tls`), not in the Secret's files. A Sentinel's
+`default` user may only discover the primary (sentinel_conf); reconfiguring needs the `admin` user's password.
+
 Every start asks the Sentinels for the current primary first, so a pod that comes back after a failover
 rejoins as a replica instead of forking a second primary; only on a cold start (no Sentinel answers) does
 ordinal 0 start as primary. Each Sentinel keeps a fixed id (sha1 of its announced name): a restarted Sentinel
@@ -24,6 +30,8 @@ DOWN_AFTER_MS = 5000
 """A primary unanswered this long is subjectively down; with QUORUM Sentinels agreeing, failover starts."""
 FAILOVER_TIMEOUT_MS = 30000
 AUTH_MOUNT = "/etc/redis/auth"
+TLS_MOUNT = "/etc/redis/tls"
+"""The view's Certificate Secret (tls.crt, tls.key, ca.crt) in every Redis, Sentinel, exporter and client container."""
 WORK_DIR = "/tmp"
 """Writable copies of the configurations (Redis and Sentinel rewrite them on failover): an emptyDir, not the PVC."""
 
@@ -39,10 +47,25 @@ def config_command(password: str) -> str:
     return "CONFIG-" + hashlib.sha256(f"hybridml/redis-config/{password}".encode()).hexdigest()[:24]
 
 
+def tls_args(port: int, mount: str = TLS_MOUNT, *, sentinel: bool | None = None) -> list[str]:
+    """redis-server options for TLS only: plaintext port 0, TLS on `port` with the view's certificate, TLS to the
+    primary and between Sentinels (`tls-replication`); Redis asks every client for a certificate of the fleet CA,
+    a Sentinel (`sentinel`, default: `port` is SENTINEL_PORT) asks none (sentinel_conf says why)."""
+    return ["--port", "0", "--tls-port", str(port), "--tls-cert-file", f"{mount}/tls.crt", "--tls-key-file",
+            f"{mount}/tls.key", "--tls-ca-cert-file", f"{mount}/ca.crt", "--tls-auth-clients",
+            "no" if (port == SENTINEL_PORT if sentinel is None else sentinel) else "yes", "--tls-replication", "yes"]
+
+
+def cli_tls(mount: str = TLS_MOUNT) -> str:
+    """redis-cli options of a client holding the view's certificate."""
+    return f"--tls --cert {mount}/tls.crt --key {mount}/tls.key --cacert {mount}/ca.crt"
+
+
 def redis_conf(view: FeatureView, password: str) -> str:
     mem_mb = int(view.online_memory_gib * 1024)
     return "\n".join([
-        "bind 0.0.0.0", f"port {REDIS_PORT}", "protected-mode yes", "dir /data",
+        # the ports are on the command line with the TLS options (tls_args: plaintext port 0, TLS on REDIS_PORT)
+        "bind 0.0.0.0", "protected-mode yes", "dir /data",
         f"requirepass {password}", f"masterauth {password}",
         f"maxmemory {mem_mb}mb", "maxmemory-policy volatile-ttl",
         "appendonly yes", "appendfsync everysec", "save 900 1 300 100",
@@ -50,10 +73,24 @@ def redis_conf(view: FeatureView, password: str) -> str:
         'rename-command FLUSHALL ""', f"rename-command CONFIG {config_command(password)}", ""])
 
 
+SENTINEL_ADMIN = "admin"
+DISCOVERY_COMMANDS = ("ping", "hello", "client|setname", "sentinel|get-master-addr-by-name", "sentinel|masters",
+                      "sentinel|master", "sentinel|slaves", "sentinel|replicas", "sentinel|sentinels")
+"""What a Sentinel's `default` user may do without a password: find the primary and its replicas, nothing else."""
+
+
 def sentinel_conf(password: str) -> str:
-    """What every Sentinel of every view shares; the start script appends its id, address and the monitor lines."""
+    """What every Sentinel of every view shares; the start script appends its id, address and the monitor lines.
+
+    ACL users: `default` may only discover (no password: Feast's Redis client can send a Sentinel one connection
+    option, and that one is `ssl`), `admin` (the view's password) may do everything and is what the Sentinels use
+    among themselves. Sentinels serve TLS but ask no client certificate (Feast's Sentinel connections carry none);
+    Redis itself asks one of every client (tls_args)."""
     return "\n".join([
-        f"port {SENTINEL_PORT}", f"dir {WORK_DIR}", f"requirepass {password}", f"sentinel sentinel-pass {password}",
+        f"dir {WORK_DIR}",
+        "user default on nopass resetchannels -@all " + " ".join(f"+{c}" for c in DISCOVERY_COMMANDS),
+        f"user {SENTINEL_ADMIN} on >{password} ~* &* +@all",
+        f"sentinel sentinel-user {SENTINEL_ADMIN}", f"sentinel sentinel-pass {password}",
         "sentinel resolve-hostnames yes", "sentinel announce-hostnames yes", "sentinel deny-scripts-reconfig yes", ""])
 
 
@@ -79,10 +116,10 @@ def sentinel_myid(announced: str) -> str:
 def _discover(sentinels: list[str]) -> str:
     """Shell: set $master to the primary the first answering Sentinel names (empty when none answers)."""
     hosts = " ".join(sentinels)
-    return (f'pw="$(cat {AUTH_MOUNT}/password)"; master=""\n'
+    return ('master=""\n'
             f"for s in {hosts}; do\n"
             f'  [ "$s" = "$self" ] && continue\n'
-            f'  m="$(timeout 3 redis-cli --no-auth-warning -a "$pw" -h "$s" -p {SENTINEL_PORT} '
+            f'  m="$(timeout 3 redis-cli {cli_tls()} -h "$s" -p {SENTINEL_PORT} '
             f'sentinel get-master-addr-by-name {{master}} 2>/dev/null | head -n 1)" || m=""\n'
             f'  if [ -n "$m" ]; then master="$m"; break; fi\n'
             "done\n")
@@ -92,15 +129,16 @@ def redis_start(view: FeatureView, pods: list[str], sentinels: list[str], first:
     """Start script of a data pod. `pods`: the data pods' DNS names by ordinal; `sentinels`: every Sentinel's name;
     `first`: ordinal 0's name (the primary of a cold start)."""
     m = master_name(view)
+    tls = " ".join(tls_args(REDIS_PORT))
     return ("set -eu\n"
             f'self="$HOSTNAME.{pods[0].split(".", 1)[1]}"\n'
             + _discover(sentinels).replace("{master}", m)
             + f'[ -z "$master" ] && [ "${{HOSTNAME##*-}}" != "0" ] && master="{first}"\n'
             f"cp {AUTH_MOUNT}/redis.conf {WORK_DIR}/redis.conf\n"
             f'if [ -z "$master" ] || [ "$master" = "$self" ]; then\n'
-            f'  exec redis-server {WORK_DIR}/redis.conf --replica-announce-ip "$self"\n'
+            f'  exec redis-server {WORK_DIR}/redis.conf {tls} --replica-announce-ip "$self"\n'
             "fi\n"
-            f'exec redis-server {WORK_DIR}/redis.conf --replica-announce-ip "$self" --replicaof "$master" {REDIS_PORT}\n')
+            f'exec redis-server {WORK_DIR}/redis.conf {tls} --replica-announce-ip "$self" --replicaof "$master" {REDIS_PORT}\n')
 
 
 def sentinel_start(view: FeatureView, self_name: str, sentinels: list[str], first: str) -> str:
@@ -115,4 +153,4 @@ def sentinel_start(view: FeatureView, self_name: str, sentinels: list[str], firs
             'printf "sentinel myid %s\\nsentinel announce-ip %s\\n" "$(printf %s "$self" | sha1sum | cut -c1-40)" "$self" >> $conf\n'
             f'printf "sentinel monitor {m} %s {REDIS_PORT} {QUORUM}\\n" "$master" >> $conf\n'
             f"cat {AUTH_MOUNT}/sentinel-master.conf >> $conf\n"
-            "exec redis-server $conf --sentinel\n")
+            f"exec redis-server $conf --sentinel {' '.join(tls_args(SENTINEL_PORT))}\n")
