@@ -32,6 +32,7 @@ PRIORITY_PLATFORM = "hybridml-platform"   # gateway, monitoring: losing them los
 PRIORITY_DATA = "hybridml-data"           # online stores (Redis, Qdrant): pipelines read them on the hot path
 PRIORITY_SERVING = "hybridml-serving"     # production replicas
 PRIORITY_SHADOW = "hybridml-shadow"       # shadow targets and canaries: first to go, never preempt
+PRIORITY_BATCH = "hybridml-batch"         # batch workers on the room the online peak leaves: online pods preempt them
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ PRIORITY_CLASSES: tuple[PriorityClassSpec, ...] = (
     PriorityClassSpec(PRIORITY_SERVING, 100_000, "hybridml production inference replicas."),
     PriorityClassSpec(PRIORITY_SHADOW, 1_000, "hybridml shadow and canary replicas; never preempt others.",
                       preempting=False),
+    PriorityClassSpec(PRIORITY_BATCH, 500, "hybridml batch pipelines (Ray) on capacity the online peak leaves; "
+                      "never preempt others, preempted first.", preempting=False),
 )
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the hybridml local toolchain from source with `go`, using only the Go module proxy:
 #   pulumi CLI + Python language host, the pulumi-resource-kubernetes plugin, kube-apiserver,
-#   kube-controller-manager, kube-scheduler, kubectl, etcd and kwok (+ its stage configs).
+#   kube-controller-manager, kube-scheduler, kubectl, etcd, kwok (+ its stage configs), the KubeRay
+#   operator (ray-operator) and the Envoy Gateway controller (envoy-gateway, for the local data path).
 # No release binaries are downloaded. Pins live in scripts/toolchain/versions.env.
 #
 # Layout (cache keyed by version; a warm run is a no-op that takes well under a second):
@@ -14,7 +15,8 @@
 #
 # Usage:
 #   scripts/toolchain.sh [TOOL...]      build what is missing (TOOL: pulumi kubernetes-provider
-#                                       kubernetes etcd kwok; default all), print an export line
+#                                       kubernetes etcd kwok kuberay-operator envoy-gateway; default all),
+#                                       print an export line
 #   eval "$(scripts/toolchain.sh --env)"  same, build logs on stderr, exports on stdout
 #   scripts/toolchain.sh --check        exit 0 if everything is built, 1 otherwise (builds nothing)
 #   scripts/toolchain.sh --print-versions
@@ -31,7 +33,7 @@ SRC="$CACHE/src"
 CURRENT="$BIN/current"
 PULUMI_HOME_DIR="$CACHE/pulumi-home"
 
-ALL_TOOLS=(pulumi kubernetes-provider kubernetes etcd kwok)
+ALL_TOOLS=(pulumi kubernetes-provider kubernetes etcd kwok kuberay-operator envoy-gateway)
 
 log() { printf '[toolchain] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -43,6 +45,8 @@ tool_version() {
     kubernetes) echo "$KUBERNETES_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
+    kuberay-operator) echo "$KUBERAY_VERSION" ;;
+    envoy-gateway) echo "$ENVOY_GATEWAY_VERSION" ;;
     *) die "unknown tool: $1 (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -338,6 +342,31 @@ build_kwok() {
   done
   "$out/kwok" --version >&2
   publish kwok "$out"
+}
+
+# --- 6. KubeRay operator --------------------------------------------------------------------
+build_kuberay_operator() {
+  local v="v$KUBERAY_VERSION" out
+  out="$(mktemp -d "$BIN/.kuberay-operator.XXXXXX")"
+  # the module has no replace directives: `go install pkg@version` builds it as released (its main
+  # package is the module root; the binary is named ray-operator)
+  GOFLAGS=-buildvcs=false GOBIN="$out" gocmd install "${BUILD_FLAGS[@]}" -ldflags="-s -w" \
+    "github.com/ray-project/kuberay/ray-operator@$v"
+  "$out/ray-operator" --help >/dev/null 2>&1 || die "ray-operator $v does not run"
+  publish kuberay-operator "$out"
+}
+
+# --- 7. Envoy Gateway controller (the local data path: hybridml local dataplane) --------------
+build_envoy_gateway() {
+  local v="v$ENVOY_GATEWAY_VERSION" out
+  out="$(mktemp -d "$BIN/.envoy-gateway.XXXXXX")"
+  # the module has no replace directives: `go install pkg@version` builds the release as is; the version
+  # is stamped in as upstream's Makefile does (`envoy-gateway version`)
+  GOFLAGS=-buildvcs=false GOBIN="$out" gocmd install "${BUILD_FLAGS[@]}" \
+    -ldflags="-s -w -X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=$v" \
+    "github.com/envoyproxy/gateway/cmd/envoy-gateway@$v"
+  "$out/envoy-gateway" version | grep -qx "ENVOY_GATEWAY_VERSION: $v" || die "envoy-gateway $v does not report its version"
+  publish envoy-gateway "$out"
 }
 
 # --- bin/current -----------------------------------------------------------------------------

@@ -34,8 +34,8 @@ def plan(
     from policies.placement.greedy import greedy_baseline
 
     env = load(spec)
-    if explain is not None and explain not in {p.name for p in env.pipelines}:
-        fail(SpecError(spec, [SpecIssue(("--explain",), f"no pipeline named {explain!r} in {env.name}")]))
+    if explain is not None and explain not in {p.name for p in env.pipelines} | {b.name for b in env.batch.pipelines}:
+        fail(SpecError(spec, [SpecIssue(("--explain",), f"no pipeline or batch pipeline named {explain!r} in {env.name}")]))
     with console.status(f"solving placement for {len(env.pipelines)} pipelines over {len(env.sites)} sites (HiGHS)..."):
         try:
             result = solve(env, time_limit=time_limit, **({} if mip_gap is None else {"mip_gap": mip_gap}))
@@ -51,6 +51,9 @@ def plan(
 
         svg.write_text(placement_svg(env, result))
         console.print(f"picture written to {svg}")
+    if explain and result.batch and explain in {b.name for b in result.batch.pipelines}:
+        _print_batch_explanation(result.batch.pipeline(explain))
+        return
     if explain:
         _print_explanation(result.pipeline(explain))
         return
@@ -81,7 +84,40 @@ def _print_plan(env, result) -> None:
                           f"(optimal/greedy = {result.cost_usd_per_hour / b.cost_usd_per_hour:.3f})")
         else:
             console.print(f"baseline {b.name}: infeasible ({b.note})")
+    if result.batch and result.batch.pipelines:
+        _print_batch(result.batch)
     console.print("explain one decision: hybridml plan SPEC --explain PIPELINE")
+
+
+def _print_batch(batch) -> None:
+    table = Table(title="batch pipelines (second stage: the capacity the online plan leaves)", title_justify="left")
+    for col in ("batch pipeline", "tier", "items", "window h", "needed/s", "planned/s", "workers", "where", "finish h", "$/run"):
+        table.add_column(col, justify="left" if col in ("batch pipeline", "tier", "where") else "right")
+    for b in batch.pipelines:
+        where = ", ".join(f"{s.site} " + " + ".join(f"{n} {ct}" for ct, n in s.worker_groups.items()) for s in b.sites)
+        table.add_row(b.name, b.privacy_tier, f"{b.items:,}", f"{b.window_hours:g}", f"{b.needed_items_per_s:,.1f}",
+                      f"{b.planned_items_per_s:,.1f}", str(b.workers), where, f"{b.finish_hours:.2f}", f"{b.cost_usd_per_run:,.2f}")
+    console.print(table)
+    nodes = ", ".join(f"{n.site}: {n.nodes}x{n.instance_type} {n.capacity_type}" for n in batch.nodes) or "none"
+    console.print(f"batch stage: {batch.solver}, status {batch.status}, {batch.solve_seconds:.2f} s; new cloud nodes while "
+                  f"runs go: {nodes}")
+
+
+def _print_batch_explanation(b) -> None:
+    when = f"schedule {b.schedule!r}" if b.schedule else "one-off"
+    console.print(f"[bold]{b.name}[/] (batch, {b.engine}, {b.privacy_tier}, {when}): {b.explanation.summary}",
+                  highlight=False)
+    console.print(f"needs {b.needed_items_per_s:,.2f} items/s; plans {b.planned_items_per_s:,.2f} items/s with {b.workers} "
+                  f"worker(s); finishes in {b.finish_hours:.2f} h of {b.window_hours:g} h", highlight=False)
+    console.print("chosen:")
+    for line in b.explanation.chosen:
+        console.print(f"  + {line}", markup=False, highlight=False)
+    console.print("rejected:")
+    for site, why in b.explanation.rejected.items():
+        console.print(f"  - {site}: {why}", markup=False, highlight=False)
+    console.print("binding constraints:")
+    for line in b.explanation.binding:
+        console.print(f"  * {line}", markup=False, highlight=False)
 
 
 def _print_explanation(p) -> None:

@@ -146,6 +146,19 @@ def _gpus(s) -> str:
                      for t in types) or "-"
 
 
+def _print_batch(console, rows) -> None:
+    table = Table(title=f"batch pipelines ({len(rows)}; Ray)", title_justify="left")
+    for col in ("batch pipeline", "engine", "tier", "when", "workers ready/planned", "sites: object, state (operator)", "state"):
+        table.add_column(col, justify="right" if col.startswith("workers") else "left", overflow="fold")
+    for b in rows:
+        per_site = "; ".join(f"{s.site}: {s.kind} {s.name or '-'} {s.workers_ready}/{s.workers_planned}"
+                             + (f" ({s.detail})" if s.detail else "") for s in b.sites.values())
+        style = "green" if b.ok else ("yellow" if b.state in ("starting", "failed") else "red")
+        table.add_row(b.name, b.engine, b.privacy_tier, b.schedule or "one-off", f"{b.workers_ready}/{b.workers_planned}",
+                      per_site, f"[{style}]{b.state}[/]")
+    console.print(table)
+
+
 def _print(console, err_console, report, *, show_all: bool, compare_s: float, total_s: float) -> None:
     sites = Table(title=f"fleet status: {report.environment} (plan: {report.plan_source})", title_justify="left")
     for col in ("site", "kind", "cluster", "pipelines ready", "replicas ready", "pods run/active",
@@ -191,6 +204,9 @@ def _print(console, err_console, report, *, show_all: bool, compare_s: float, to
         console.print(f"[green]all {len(report.pipelines)} pipelines ok[/]"
                       + (f" ({len(report.pipelines) - declared} ready, {declared} declared: see findings)" if declared
                          else "") + "; --all lists them")
+
+    if report.batch:
+        _print_batch(console, report.batch)
 
     if report.findings:
         shown = report.findings if show_all else report.findings[:MAX_FINDINGS]

@@ -1,5 +1,5 @@
 """What runs in a local control plane, and with which flags: etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler, kwok (Go binaries of scripts/toolchain.sh) and keda-sim,
+kube-controller-manager, kube-scheduler, kwok, the KubeRay operator (Go binaries of scripts/toolchain.sh) and keda-sim,
 the stand-in for KEDA's HPAs (keda_sim.py, started as ``python -m hybridml.local.keda_sim`` with the
 repository on its PYTHONPATH: COMPONENT_ENV).
 
@@ -21,12 +21,15 @@ from infra.kube import KWOK_NODE_ANNOTATION
 from .paths import REPO_ROOT, ClusterPaths, client_kubeconfig, write_yaml
 from .toolchain import kwok_stage_files
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "keda-sim")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "keda-sim", "kuberay-operator")
+# Started only where its CRDs are installed (controlplane.up_cluster): KubeRay exits two minutes after its start when
+# one of the kinds it watches (RayCluster, RayJob, RayService) is not served.
+CRD_COMPONENTS = {"kuberay-operator": ("rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io")}
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 STAGES_DIR = Path(__file__).parent / "stages"   # our kwok Stages (they replace upstream's of the same name)
 # the client identities with a kubeconfig of their own (certificates: pki.CLIENTS)
-COMPONENT_IDENTITIES = ("controller-manager", "scheduler", "kwok")
+COMPONENT_IDENTITIES = ("controller-manager", "scheduler", "kwok", "kuberay-operator")
 
 # --- sizing --------------------------------------------------------------------------------------
 # One set of settings serves both the small `local` env (a handful of nodes) and the `sim` fleet
@@ -59,6 +62,8 @@ HPA_SYNC_PERIOD = "60s"
 COMPONENT_ENV: dict[str, dict[str, str]] = {"keda-sim": {"PYTHONPATH": str(REPO_ROOT)}}
 ETCD_QUOTA_BYTES = 2 * 1024 ** 3
 KWOK_OPTIONS = {"nodeLeaseParallelism": 8, "nodePlayStageParallelism": 8, "podPlayStageParallelism": 16}
+# The KubeRay operator's API client (its defaults: 100 qps, burst 200): a few RayClusters per control plane.
+KUBERAY_QPS, KUBERAY_BURST = 20, 40
 
 
 def scheduler_configuration(kubeconfig: Path) -> dict[str, Any]:
@@ -187,11 +192,18 @@ def component_argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths
         for f in [u for u in kwok_stage_files() if u.name not in {o.name for o in ours}] + ours:
             argv.append(f"--config={f}")  # upstream stages + ours (stages/: load balancers; ours replace upstream's)
         return argv
+    if component == "kuberay-operator":
+        # KubeRay (scripts/toolchain.sh builds it from its Go module): RayClusters into head and worker pods, which
+        # kwok runs; RayJobs into their RayCluster and submitter. No webhooks (ENABLE_WEBHOOKS unset), no leader
+        # election, no metrics or probe listener (several control planes share the loopback).
+        return [str(bins["ray-operator"]), f"--kubeconfig={paths.component_kubeconfig('kuberay-operator')}",
+                "--enable-leader-election=false", "--metrics-addr=0", "--health-probe-bind-address=0",
+                "--log-stdout-encoder=console", f"--qps={KUBERAY_QPS}", f"--burst={KUBERAY_BURST}"]
     if component == "keda-sim":  # keda_sim.py: the HPAs KEDA would own (no KEDA operator runs here)
         return [sys.executable, "-m", "hybridml.local.keda_sim", f"--state-dir={paths.root.parent.parent}",
                 f"--cluster={paths.name}"]
     raise ValueError(component)
 
 
-__all__ = ["CLIENT_QPS", "COMPONENTS", "COMPONENT_ENV", "KWOK_OPTIONS", "NODE_LEASE_SECONDS", "component_argv",
+__all__ = ["CLIENT_QPS", "COMPONENTS", "COMPONENT_ENV", "CRD_COMPONENTS", "KWOK_OPTIONS", "NODE_LEASE_SECONDS", "component_argv",
            "kwok_configuration", "scheduler_configuration", "write_component_files"]

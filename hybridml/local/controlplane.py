@@ -30,7 +30,7 @@ from typing import Any
 
 from infra.errors import InvalidValue
 
-from .components import COMPONENT_ENV, COMPONENTS, component_argv, write_component_files
+from .components import COMPONENT_ENV, COMPONENTS, CRD_COMPONENTS, component_argv, write_component_files
 from .crds import install_crds
 from .errors import LocalClusterError, LocalClusterTimeout
 from .kubeapi import KubeAPI
@@ -169,10 +169,19 @@ def up_cluster(
         tails = _tails(paths, [comp for comp in COMPONENTS if paths.logfile(comp).exists()])
         raise LocalClusterError(f"cluster {c.name}: {e}\n{tails}") from e
 
+    names: list[str] = []
     if crd_dir is not None and Path(crd_dir).is_dir():
         t0 = time.monotonic()
         names = install_crds(api, Path(crd_dir), paths.crd_cache, timeout=timeout, patterns=crd_patterns)
         say(f"[{c.name}] {len(names)} CRDs in place ({time.monotonic() - t0:.1f}s)")
+    # operators that watch custom kinds start once those CRDs are served (the KubeRay operator); without them
+    # they are not run at all (and one left running from an earlier `up` with them is stopped)
+    expected = [comp for comp in COMPONENTS if comp not in CRD_COMPONENTS or set(CRD_COMPONENTS[comp]) <= set(names)]
+    for comp in CRD_COMPONENTS:
+        if comp in expected:
+            ensure(comp)
+        else:
+            stop_process(paths, comp)
     t0 = time.monotonic()
     counts = sync_nodes(api, c.nodes)
     say(f"[{c.name}] {counts['total']} kwok nodes in place ({counts['created']} created, {counts['updated']} "
@@ -184,7 +193,7 @@ def up_cluster(
 
     # components that die right after starting (bad flag, port clash) are reported now
     time.sleep(0.2)
-    dead = [comp for comp in COMPONENTS if running_pid(paths, comp) is None]
+    dead = [comp for comp in expected if running_pid(paths, comp) is None]
     if dead:
         raise LocalClusterError(f"cluster {c.name}: components exited: {', '.join(dead)}\n{_tails(paths, dead)}")
     return _status_of(paths)
@@ -255,8 +264,17 @@ def _status_of(paths: ClusterPaths) -> ClusterStatus:
         name=paths.name,
         server=f"https://127.0.0.1:{port}" if port else None,
         kubeconfig=str(paths.kubeconfig),
-        components={comp: running_pid(paths, comp) for comp in COMPONENTS},
+        components={comp: running_pid(paths, comp) for comp in _expected(paths)},
     )
+
+
+def _expected(paths: ClusterPaths) -> list[str]:
+    """The components a cluster runs: all, but those that need CRDs only where `up` installed them (crds.json)."""
+    try:
+        installed = {n for entry in json.loads(paths.crd_cache.read_text()).values() for n in entry.get("names", [])}
+    except (OSError, ValueError, AttributeError):
+        installed = set()
+    return [comp for comp in COMPONENTS if comp not in CRD_COMPONENTS or set(CRD_COMPONENTS[comp]) <= installed]
 
 
 def status(state_dir: str | os.PathLike | None = None) -> dict[str, ClusterStatus]:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +68,16 @@ def _parse_crds(raw: bytes, sha: str) -> list[dict[str, Any]]:
 
 
 def crd_files(crd_dir: Path, patterns: Sequence[str] | None = None) -> list[Path]:
-    """The manifests of ``crd_dir`` (yaml/yml/json), only those matching one of ``patterns`` if given."""
-    files = sorted(p for p in crd_dir.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+    """The manifests of ``crd_dir`` (yaml/yml/json), only those matching one of ``patterns`` if given. A pattern
+    with a ``/`` names files of a subdirectory (``more/cert-manager.certificates.yaml``); the others match top-level
+    file names."""
+    def manifests(paths: Iterable[Path]) -> list[Path]:
+        return sorted(p for p in paths if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+
+    files = manifests(crd_dir.iterdir())
     if patterns is not None:
-        files = [p for p in files if any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
+        files = [p for p in files if any(fnmatch.fnmatch(p.name, pat) for pat in patterns if "/" not in pat)]
+        files += manifests(p for pat in patterns if "/" in pat for p in crd_dir.glob(pat))
     return files
 
 

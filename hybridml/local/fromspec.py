@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from clusters.local_cluster import default_context
-from clusters.sizing import NodePoolPlan, node_pools, site_privacy_zone
+from clusters.sizing import NodePoolPlan, batch_nodes_at, node_pools, site_privacy_zone
 from datacenter.inventory import build_inventory
 from datacenter.kwok import allocatable
 from hybridml.local.nodes import ClusterDef, NodeDef
@@ -109,21 +109,44 @@ def cloud_nodes(env: Environment, site: CloudSite, plan: PlacementPlan) -> list[
     sp = plan.site(site.name)
     by_name = {it.name: it for it in site.instance_types}
     nodes: list[NodeDef] = []
-    for pool in node_pools(env, site, sp):
+    batch = batch_nodes_at(plan, site.name)
+    for pool in node_pools(env, site, sp, batch):
         planned = {n: c for n, c in sp.nodes.items() if n in pool.instance_types and c > 0}
         counts = dict(planned)
-        if pool.gpu_type:
-            for n, extra in _spare_counts(site, pool, planned).items():
+        if pool.gpu_type:   # spares within max_nodes beside the plan's and the batch stage's nodes
+            taken = {n: planned.get(n, 0) + batch.get(n, 0) for n in pool.instance_types}
+            for n, extra in _spare_counts(site, pool, taken).items():
                 counts[n] = counts.get(n, 0) + extra
         capacity_type = pool.capacity_types[0] if pool.capacity_types else "on-demand"
         for it_name in sorted(counts):
             for i in range(counts[it_name]):
                 nodes.append(_instance_node(site, by_name[it_name], i, pool.name, pool.labels, pool.taints,
                                             capacity_type))
+        # the batch stage's nodes (what Karpenter adds while runs go), as the capacity type it bought them
+        for bn in (plan.batch.nodes_at(site.name) if plan.batch else []):
+            if bn.instance_type in pool.instance_types:
+                first = counts.get(bn.instance_type, 0)
+                counts[bn.instance_type] = first + bn.nodes
+                nodes += [_instance_node(site, by_name[bn.instance_type], first + i, pool.name, pool.labels, pool.taints,
+                                         bn.capacity_type) for i in range(bn.nodes)]
     zone = site_privacy_zone(site)
     system = system_instance_type(site)
     for i in range(SYSTEM_NODES):
         nodes.append(_instance_node(site, system, i, SYSTEM_POOL, {labels.PRIVACY_ZONE: zone}, (), "on-demand"))
+    return nodes
+
+
+def planned_cloud_nodes(env: Environment, site: CloudSite, plan: PlacementPlan) -> list[NodeDef]:
+    """Exactly the instances the plan buys at a cloud site (``SitePlan.nodes``), built as `cloud_nodes` builds
+    them, without its spare GPU nodes and system pool: for tests that judge a plan on its own nodes."""
+    sp = plan.site(site.name)
+    by_name = {it.name: it for it in site.instance_types}
+    nodes: list[NodeDef] = []
+    for pool in node_pools(env, site, sp):
+        capacity_type = pool.capacity_types[0] if pool.capacity_types else "on-demand"
+        for it_name in sorted(n for n in pool.instance_types if sp.nodes.get(n, 0) > 0):
+            nodes += [_instance_node(site, by_name[it_name], i, pool.name, pool.labels, pool.taints, capacity_type)
+                      for i in range(sp.nodes[it_name])]
     return nodes
 
 
@@ -161,4 +184,4 @@ def clusters_from_spec(env: Environment, plan: PlacementPlan, sites: Sequence[st
     return out
 
 
-__all__ = ["cloud_nodes", "cluster_name", "clusters_from_spec", "datacenter_nodes", "system_instance_type"]
+__all__ = ["cloud_nodes", "cluster_name", "clusters_from_spec", "datacenter_nodes", "planned_cloud_nodes", "system_instance_type"]

@@ -32,6 +32,7 @@ CLIENTS = (
     ClientCert("controller-manager", "system:kube-controller-manager", "system:masters"),
     ClientCert("scheduler", "system:kube-scheduler", "system:masters"),
     ClientCert("kwok", "kwok-controller", "system:masters"),
+    ClientCert("kuberay-operator", "kuberay-operator", "system:masters"),
 )
 
 

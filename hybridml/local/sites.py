@@ -24,6 +24,12 @@ STORAGE_CLASS = "hybridml-local"
 # The CRDs the serving stack uses on a local cluster (no Karpenter there): every file of the CRD
 # directory except these.
 SKIP_CRD_PATTERNS = ("karpenter.*",)
+EXTRA_CRD_FILES = ("more/cert-manager.certificates.yaml", "more/cert-manager.clusterissuers.yaml", "more/kuberay.rayclusters.yaml",
+                   "more/kuberay.rayjobs.yaml", "more/kuberay.rayservices.yaml")
+"""CRDs of ``more/`` the serving stack writes objects of: the fleet's ClusterIssuer and Certificates (workloads/render/fleet_ca.py, certificates.py;
+admitted, not issued: no cert-manager controller runs on a local control plane), and the batch pipelines' RayClusters
+and RayJobs (workloads/render/ray.py), which the KubeRay operator of each control plane reconciles (components.py;
+it also watches RayServices, and exits after two minutes without their CRD: the program writes none)."""
 
 
 @dataclass
@@ -50,9 +56,9 @@ def crd_patterns(crd_dir: Path | None) -> list[str] | None:
         return None
     import fnmatch
 
-    return sorted(p.name for p in Path(crd_dir).iterdir()
-                  if p.suffix in (".yaml", ".yml", ".json") and not any(fnmatch.fnmatch(p.name, s)
-                                                                         for s in SKIP_CRD_PATTERNS))
+    top = sorted(p.name for p in Path(crd_dir).iterdir()
+                 if p.suffix in (".yaml", ".yml", ".json") and not any(fnmatch.fnmatch(p.name, s) for s in SKIP_CRD_PATTERNS))
+    return top + [f for f in EXTRA_CRD_FILES if (Path(crd_dir) / f).is_file()]
 
 
 def ensure_storage_class(api: KubeAPI) -> None:

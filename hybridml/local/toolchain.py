@@ -24,6 +24,7 @@ CONTROL_PLANE_BINARIES = (
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
+    "ray-operator",      # the KubeRay operator (reconciles the batch pipelines' RayClusters and RayJobs)
 )
 
 KWOK_STAGE_FILES = (

@@ -32,6 +32,7 @@ READ_TIMEOUT_S = 60.0
 # Optional APIs: (kind, group, version, plural). Absent from a cluster (404) means "not installed".
 LWS_API = ("LeaderWorkerSet", "leaderworkerset.x-k8s.io", "v1", "leaderworkersets")
 ISVC_API = ("InferenceService", "serving.kserve.io", "v1beta1", "inferenceservices")
+RAY_APIS = (("RayJob", "ray.io", "v1", "rayjobs"), ("RayCluster", "ray.io", "v1", "rayclusters"))
 
 
 # --------------------------------------------------------------------------- plain data
@@ -83,6 +84,23 @@ class WorkloadObs:
     reconciled: bool                            # a controller has written a status for it
 
 
+@dataclass(frozen=True)
+class RayObs:
+    """A RayJob or RayCluster (batch pipelines), as its operator reports it."""
+
+    kind: str                                   # RayJob | RayCluster
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    state: str                                  # RayJob: status.jobDeploymentStatus; RayCluster: status.state
+    job_status: str = ""                        # RayJob: status.jobStatus (Ray's own: PENDING, RUNNING, SUCCEEDED...)
+    cluster: str = ""                           # RayJob: the RayCluster it made; RayCluster: itself
+    ready_workers: int | None = None            # RayCluster: status.readyWorkerReplicas
+    desired_workers: int | None = None
+    message: str = ""                           # status.reason / message
+    reconciled: bool = False                    # the operator has written a status
+
+
 @dataclass
 class ClusterObservation:
     site: str
@@ -93,6 +111,7 @@ class ClusterObservation:
     pods: list[PodObs] = field(default_factory=list)
     workloads: list[WorkloadObs] = field(default_factory=list)
     apis: list[str] = field(default_factory=list)   # optional kinds the cluster serves (LeaderWorkerSet, ...)
+    ray: list[RayObs] = field(default_factory=list)  # RayJobs and RayClusters (batch pipelines)
     fetch_seconds: float = 0.0
 
 
@@ -165,6 +184,23 @@ def workload_from_dict(kind: str, d: Mapping[str, Any]) -> WorkloadObs:
                        reconciled=reconciled)
 
 
+def ray_from_dict(kind: str, d: Mapping[str, Any]) -> RayObs:
+    meta, status = d.get("metadata") or {}, d.get("status") or {}
+    if kind == "RayJob":
+        state, cluster = status.get("jobDeploymentStatus") or "", status.get("rayClusterName") or ""
+        ready = desired = None
+    else:
+        state, cluster = status.get("state") or "", meta.get("name", "")
+        ready = status.get("readyWorkerReplicas", status.get("availableWorkerReplicas"))
+        desired = status.get("desiredWorkerReplicas")
+    message = " ".join(str(status[k]) for k in ("reason", "message") if status.get(k))
+    return RayObs(kind=kind, namespace=meta.get("namespace", ""), name=meta.get("name", ""),
+                  labels=dict(meta.get("labels") or {}), state=state, job_status=status.get("jobStatus") or "",
+                  cluster=cluster, ready_workers=None if ready is None else int(ready),
+                  desired_workers=None if desired is None else int(desired), message=message[:300],
+                  reconciled=bool(status))
+
+
 # --------------------------------------------------------------------------- reading clusters
 
 
@@ -225,10 +261,19 @@ def observe_cluster(kubeconfig: Path, site: str, context: str) -> ClusterObserva
                 raise
             obs.apis.append(kind)
             obs.workloads += [workload_from_dict(kind, d) for d in items]
+        for kind, group, version, plural in RAY_APIS:
+            def fetch_ray(group=group, version=version, plural=plural, **kw):
+                return custom.list_cluster_custom_object(group, version, plural, **kw)
+            try:
+                obs.ray += [ray_from_dict(kind, d) for d in _pages(fetch_ray)]
+                obs.apis.append(kind)
+            except ApiException as exc:
+                if exc.status != 404:        # 404: KubeRay's CRDs are not installed here
+                    raise
         obs.reachable = True
     except Exception as exc:   # noqa: BLE001 - connection refused, TLS, auth, timeouts: a finding
         obs.error = _short(exc)
-        obs.nodes, obs.pods, obs.workloads = [], [], []
+        obs.nodes, obs.pods, obs.workloads, obs.ray = [], [], [], []
     finally:
         api.close()
     obs.fetch_seconds = time.monotonic() - t0

@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hybridml.ops.batch_status import BatchStatus, batch_report
 from hybridml.ops.observe import ClusterObservation, FleetObservation, PodObs
 from infra import labels as L
 from infra.spec import Datacenter, Environment, PrivacyTier
@@ -115,6 +116,7 @@ class StatusReport:
     findings: list[Finding]
     fetch_seconds: float = 0.0
     simulated: bool = False               # some observed nodes are kwok-simulated
+    batch: list[BatchStatus] = field(default_factory=list)   # batch pipelines (hybridml/ops/batch_status.py)
 
     @property
     def ok(self) -> bool:
@@ -129,11 +131,14 @@ class StatusReport:
         data["ok"] = self.ok
         for p, row in zip(self.pipelines, data["pipelines"], strict=False):
             row["ok"] = p.ok
+        for b, row in zip(self.batch, data["batch"], strict=False):
+            row["ok"] = b.ok
         data["summary"] = {
             "sites": len(self.sites), "sites_unreachable": sum(1 for s in self.sites if not s.reachable),
             "pipelines": len(self.pipelines), "pipelines_ok": sum(1 for p in self.pipelines if p.ok),
             "desired": sum(p.desired for p in self.pipelines), "ready": sum(p.ready for p in self.pipelines),
             "errors": len(self.errors), "warnings": sum(1 for f in self.findings if f.severity == WARNING),
+            "batch": len(self.batch), "batch_ok": sum(1 for b in self.batch if b.ok),
         }
         return data
 
@@ -288,9 +293,10 @@ def build_report(env: Environment, plan: PlacementPlan, fleet: FleetObservation,
             desired=sum(sp.pipelines.values()) if sp else 0, ready=0, pods=pods_active, pods_running=pods_running,
             pods_pending=len(pending), nodes=len(obs.nodes), nodes_ready=len(obs.nodes) - len(not_ready),
             gpus_used=dict(sorted(gpus_used.items())), gpus_capacity=dict(sorted(gpus_cap.items())),
-            gpus_planned=dict(sorted(sp.gpus_used.items())) if sp else {},
+            gpus_planned=_planned_gpus(env, plan, site.name),
             cores_used=round(cores_used, 3), cores_capacity=round(sum(n.cpu for n in obs.nodes), 3),
-            cores_planned=round(sp.cores_used, 3) if sp else 0.0, fetch_seconds=round(obs.fetch_seconds, 3)))
+            cores_planned=round((sp.cores_used if sp else 0.0) + _batch_cores(env, plan, site.name), 3),
+            fetch_seconds=round(obs.fetch_seconds, 3)))
 
     by_site = {s.name: s for s in sites}
     rows: list[PipelineStatus] = []
@@ -360,10 +366,29 @@ def build_report(env: Environment, plan: PlacementPlan, fleet: FleetObservation,
                                     f"{-live:.0f} ms over the {pp.slo_p99_ms:.0f} ms p99 SLO"))
         rows.append(row)
     # pods of pipelines the plan does not know are reported as misplaced findings above
+    batch = batch_report(env, plan, fleet, lambda *args: findings.append(Finding(*args)), ERROR, WARNING, INFO)
     order = {ERROR: 0, WARNING: 1, INFO: 2}
     findings.sort(key=lambda f: (order[f.severity], f.kind, f.site or "", f.pipeline or ""))
     return StatusReport(environment=env.name, plan_source=plan_source, sites=sites, pipelines=rows,
-                        findings=findings, fetch_seconds=round(fleet.fetch_seconds, 3), simulated=simulated_any)
+                        findings=findings, fetch_seconds=round(fleet.fetch_seconds, 3), simulated=simulated_any,
+                        batch=batch)
+
+
+def _planned_gpus(env: Environment, plan: PlacementPlan, site: str) -> dict[str, int]:
+    """GPUs per type the plan holds at a site: the online replicas', and the batch workers' while a run goes."""
+    sp = next((s for s in plan.sites if s.name == site), None)
+    out = dict(sp.gpus_used) if sp else {}
+    for bp, share in (plan.batch.at(site) if plan.batch else []):
+        gpu = env.batch.pipeline(bp.name).resources.gpu if bp.name in {b.name for b in env.batch.pipelines} else None
+        if gpu is not None:
+            out[gpu.type] = out.get(gpu.type, 0) + gpu.count * share.workers
+    return dict(sorted(out.items()))
+
+
+def _batch_cores(env: Environment, plan: PlacementPlan, site: str) -> float:
+    known = {b.name: b for b in env.batch.pipelines}
+    return sum(known[bp.name].resources.cpu * share.workers + known[bp.name].head.cpu
+               for bp, share in (plan.batch.at(site) if plan.batch else []) if bp.name in known)
 
 
 def _latency(env: Environment, pp, region: str, site: str) -> float | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infra.dataflow import effective_tier
 from infra.spec import CloudSite, Datacenter, Environment, PrivacyTier
 from policies.placement import candidates as cand
 from policies.placement import shapes
@@ -44,9 +45,9 @@ def _order(shape: NodeShape, pods: Sequence[Pods]) -> list[Pods]:
     return sorted(pods, key=lambda p: (p.need.gpus == 0, -share(p), p.name))
 
 
-def first_fit_decreasing(shape: NodeShape, nodes: int, pods: Sequence[Pods]) -> dict[str, int]:
-    """Pack `pods` into `nodes` nodes of `shape`, first fit, biggest first (`_order`). Returns, per item,
-    how many of its pods found no node with room (empty: everything packed)."""
+def pack(shape: NodeShape, nodes: int, pods: Sequence[Pods]) -> tuple[np.ndarray, dict[str, int]]:
+    """Pack `pods` into `nodes` nodes of `shape`, first fit, biggest first (`_order`). Returns the room left per node
+    (GPUs, cores, GiB) and, per item, how many of its pods found no node with room (empty: everything packed)."""
     a = shape.allocatable
     room = np.tile(np.array([float(a.gpus), a.cores, a.memory_gib]), (max(nodes, 0), 1))
     left: dict[str, int] = {}
@@ -65,7 +66,12 @@ def first_fit_decreasing(shape: NodeShape, nodes: int, pods: Sequence[Pods]) -> 
             start = j + 1
         if todo:
             left[group.name] = left.get(group.name, 0) + todo
-    return left
+    return room, left
+
+
+def first_fit_decreasing(shape: NodeShape, nodes: int, pods: Sequence[Pods]) -> dict[str, int]:
+    """Per item, how many of its pods found no node with room when packed by `pack` (empty: everything packed)."""
+    return pack(shape, nodes, pods)[1]
 
 
 class _Lookup:
@@ -87,7 +93,7 @@ class _Lookup:
         return gpu.type if gpu else None
 
     def tier(self, item: str) -> PrivacyTier:
-        return self.pieces[item].tier if ":" in item else self.pipelines[item].privacy_tier
+        return self.pieces[item].tier if ":" in item else effective_tier(self.env, item)
 
 
 def group_problems(env: Environment, site: CloudSite | Datacenter, group: NodeGroup, look: _Lookup | None = None) -> list[str]:

@@ -23,7 +23,8 @@ class Explanation(_Plain):
 class PipelinePlacement(_Plain):
     name: str
     engine: str
-    privacy_tier: str
+    privacy_tier: str = Field(description="the tier it runs at: its own, raised by the data it reads (infra/dataflow.py)")
+    declared_privacy_tier: str | None = Field(default=None, description="the spec's own tier, where data flow raised it")
     replicas: dict[str, int] = Field(description="site -> replicas (only sites with replicas)")
     routing: dict[str, dict[str, float]] = Field(description="user region -> site -> share of that region's demand")
     latency_ms: dict[str, dict[str, float]] = Field(description="user region -> site -> RTT + service time")
@@ -85,6 +86,74 @@ class Baseline(_Plain):
     note: str = ""
 
 
+class BatchSitePlacement(_Plain):
+    """One site's share of a batch pipeline's run: a RayCluster (one head, its workers) and the items it processes."""
+
+    site: str
+    kind: str
+    workers: int
+    worker_groups: dict[str, int] = Field(description="capacity type (own | on-demand | spot) -> workers")
+    items: int = Field(description="items of one run processed here (in proportion to the worker-hours)")
+    worker_hours: float
+    hours: float = Field(description="hours one run takes here")
+    cost_usd: float = Field(description="one run here: worker-hours at the price of their room, and the head")
+    usd_per_hour: float = Field(description="while a run is going")
+    capacity: dict[str, int] = Field(description="where the workers go (headroom bin or new nodes) -> workers")
+    head: str = Field(description="where the head goes")
+
+
+class BatchPlacement(_Plain):
+    """Where a batch pipeline runs and why: the batch stage's decision (policies/placement/batch.py)."""
+
+    name: str
+    engine: str
+    privacy_tier: str
+    items: int
+    window_hours: float = Field(description="hours a run may take: the deadline, or the time between two runs")
+    deadline_hours: float | None = None
+    schedule: str | None = None
+    needed_items_per_s: float
+    planned_items_per_s: float
+    workers: int
+    finish_hours: float
+    cost_usd_per_run: float
+    sites: list[BatchSitePlacement]
+    explanation: Explanation
+
+    def site(self, name: str) -> BatchSitePlacement | None:
+        return next((s for s in self.sites if s.site == name), None)
+
+
+class BatchNodes(_Plain):
+    """New cloud nodes the batch stage buys while runs are going (on top of the online plan's)."""
+
+    site: str
+    instance_type: str
+    capacity_type: str = Field(description="on-demand | spot")
+    nodes: int
+    usd_per_hour: float
+
+
+class BatchPlan(_Plain):
+    """The second stage: batch pipelines on what the online plan leaves (datacenter headroom, new cloud nodes)."""
+
+    status: str
+    solve_seconds: float
+    solver: str
+    pipelines: list[BatchPlacement] = Field(default_factory=list)
+    nodes: list[BatchNodes] = Field(default_factory=list)
+
+    def pipeline(self, name: str) -> BatchPlacement:
+        return next(p for p in self.pipelines if p.name == name)
+
+    def at(self, site: str) -> list[tuple[BatchPlacement, BatchSitePlacement]]:
+        """The batch pipelines with workers at `site`, with their share there."""
+        return [(p, s) for p in self.pipelines for s in p.sites if s.site == site]
+
+    def nodes_at(self, site: str) -> list[BatchNodes]:
+        return [n for n in self.nodes if n.site == site]
+
+
 class PlacementPlan(_Plain):
     environment: str
     status: str
@@ -98,6 +167,7 @@ class PlacementPlan(_Plain):
     pipelines: list[PipelinePlacement]
     data: list[DataPlacement]
     baselines: list[Baseline] = Field(default_factory=list)
+    batch: BatchPlan | None = Field(default=None, description="batch pipelines (second stage); none in older plan files")
 
     def site(self, name: str) -> SitePlan:
         return next(s for s in self.sites if s.name == name)
@@ -106,15 +176,18 @@ class PlacementPlan(_Plain):
         return next(p for p in self.pipelines if p.name == name)
 
     def used_sites(self) -> list[str]:
-        return [s.name for s in self.sites if s.pipelines or s.data]
+        batch = {s.site for p in self.batch.pipelines for s in p.sites} if self.batch else set()
+        return [s.name for s in self.sites if s.pipelines or s.data or s.name in batch]
 
     def site_sizes(self) -> dict[str, int]:
         """How much each site deploys (pipelines plus data pieces): orders site stacks biggest first."""
-        return {s.name: len(s.pipelines) + len(s.data) for s in self.sites}
+        return {s.name: len(s.pipelines) + len(s.data) + len(self.batch.at(s.name) if self.batch else []) for s in self.sites}
 
     def decisions(self) -> dict[str, Any]:
         """The decision itself, without timings: equal for equal inputs."""
-        data = self.model_dump(exclude={"solve_seconds", "baselines"})
+        # a plan without batch work keeps the digest it had before the batch stage existed
+        batch: Any = {"solve_seconds"} if self.batch is not None else True
+        data = self.model_dump(exclude={"solve_seconds": True, "baselines": True, "batch": batch})
         return data
 
     def digest(self) -> str:

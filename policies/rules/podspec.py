@@ -17,6 +17,13 @@ POD_TEMPLATE_PATHS: dict[str, list[tuple[str, ...]]] = {
     "FlinkDeployment": [("spec", "podTemplate"), ("spec", "jobManager", "podTemplate"),
                         ("spec", "taskManager", "podTemplate")],
 }
+# KubeRay: the head's template here; every worker group's in RAY_WORKER_GROUPS (a list).
+POD_TEMPLATE_PATHS.update({
+    "RayCluster": [("spec", "headGroupSpec", "template")],
+    "RayJob": [("spec", "rayClusterSpec", "headGroupSpec", "template"), ("spec", "submitterPodTemplate")],
+})
+RAY_WORKER_GROUPS: dict[str, tuple[str, ...]] = {"RayCluster": ("spec", "workerGroupSpecs"),
+                                                 "RayJob": ("spec", "rayClusterSpec", "workerGroupSpecs")}
 
 # KServe predictors are pod-spec-like (containers, volumes, securityContext inline).
 INLINE_POD_PATHS: dict[str, list[tuple[str, ...]]] = {
@@ -47,6 +54,11 @@ def pod_specs(kind: str, props: dict[str, Any]) -> Iterator[tuple[str, dict[str,
             if kind == "FlinkDeployment":
                 spec = _flink_effective(props, path, spec)
             yield ".".join(path + ("spec",)), template.get("metadata") or {}, spec
+    groups = _walk(props, RAY_WORKER_GROUPS[kind]) if kind in RAY_WORKER_GROUPS else None
+    for i, group in enumerate(groups if isinstance(groups, list) else []):
+        template = group.get("template") if isinstance(group, dict) else None
+        if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+            yield f"{'.'.join(RAY_WORKER_GROUPS[kind])}[{i}].template.spec", template.get("metadata") or {}, template["spec"]
     for path in INLINE_POD_PATHS.get(kind, []):
         spec = _walk(props, path)
         if isinstance(spec, dict) and (spec.get("containers") or spec.get("model")):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hybridml.local import DEFAULT_CRD_DIR, api_client, down, status, up
-from hybridml.local.components import COMPONENTS
+from hybridml.local.components import COMPONENTS, CRD_COMPONENTS
 from hybridml.local.toolchain import find_binaries, kwok_stage_files
 from infra.errors import ToolchainMissing
 from tools.sim_metrics import component_cpu_seconds
@@ -215,7 +215,8 @@ def test_two_clusters_gpu_pod_runs_and_down_cleans_up(state_dir):
 
     # the CPU each component used so far, summed over both clusters (what the benchmarks account with)
     cpu = component_cpu_seconds(state_dir)
-    assert set(cpu) == set(COMPONENTS) and cpu["kube-apiserver"] > 1.0, cpu
+    # the KubeRay operator runs only where its CRDs (shared/crds/more) are installed: not in these clusters
+    assert set(cpu) == set(COMPONENTS) - set(CRD_COMPONENTS) and cpu["kube-apiserver"] > 1.0, cpu
 
     # down stops everything up started
     stopped = down(state_dir)

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from clusters.local_cluster import default_context
-from clusters.sizing import node_pools
+from clusters.sizing import batch_nodes_at, node_pools
 from datacenter.inventory import build_inventory
 from hybridml.local.fromspec import SPARE_NODES_PER_GPU_POOL, SYSTEM_NODES, cluster_name, clusters_from_spec, system_instance_type
 from hybridml.local.nodes import ClusterDef, coerce_cluster
@@ -71,7 +71,10 @@ def test_cloud_site_has_the_planned_instances_plus_headroom(local):
     gpu_nodes = [n for n in nodes if L.GPU_RESOURCE in n.capacity]
     planned_gpus = sum(plan.site("aws-use1").gpus_used.values())
     assert sum(int(n.capacity[L.GPU_RESOURCE]) for n in gpu_nodes) >= planned_gpus
-    assert len(gpu_nodes) == sum(plan.site("aws-use1").nodes.values()) + SPARE_NODES_PER_GPU_POOL
+    # the plan's instances, the batch stage's (batch_nodes_at: what Karpenter adds while runs go), one spare per pool
+    batch_gpu = sum(n for it, n in batch_nodes_at(plan, "aws-use1").items()
+                    if next(i for i in site.instance_types if i.name == it).gpu)
+    assert len(gpu_nodes) == sum(plan.site("aws-use1").nodes.values()) + batch_gpu + SPARE_NODES_PER_GPU_POOL
     max_nodes = {it.name: it.max_nodes for it in site.instance_types}
     for it, n in by_type.items():
         assert max_nodes[it] is None or n <= max_nodes[it]
@@ -263,7 +266,7 @@ def test_the_planned_nodes_alone_fit_the_stack_spares_are_headroom(local, render
     env, plan, clusters = local
     trimmed = dict(clusters)
     cloud = clusters["hybridml-aws-use1"]
-    planned = Counter(plan.site("aws-use1").nodes)
+    planned = Counter(plan.site("aws-use1").nodes) + Counter(batch_nodes_at(plan, "aws-use1"))
     keep, seen = [], Counter()
     for n in cloud.nodes:
         it = n.labels[L.INSTANCE_TYPE]
