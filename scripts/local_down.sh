@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Tear down the `local` stack: `pulumi destroy --stack local` (everything the stack created on the
-# local clusters), then stop the local control planes (only the processes `hybridml local up` started).
+# Tear down the `local` stack: stop the data path if `local_up.sh --dataplane` started it, `pulumi destroy
+# --stack local` (everything the stack created on the local clusters), then stop the local control planes (only
+# the processes `hybridml local up` started).
 #   scripts/local_down.sh            destroy + stop (cluster data kept in .local/: a later up resumes fast)
 #   scripts/local_down.sh --purge    also delete .local/clusters (etcd data, certificates, logs)
 set -euo pipefail
@@ -9,6 +10,8 @@ STACK=local
 PURGE=0
 [ "${1:-}" = "--purge" ] && PURGE=1
 eval "$(scripts/toolchain.sh --env)"
+# the data path (a no-op when it is not running)
+.venv/bin/python -m hybridml.cli local dataplane down local || true
 # shellcheck source=scripts/pulumi_env.sh
 . scripts/pulumi_env.sh
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The main command (README): the whole `local` stack on this machine, in one go.
 #   1. set-up: the virtualenv (scripts/test.sh --setup-only)
-#   2. toolchain: Go-built pulumi, kubernetes provider, Kubernetes, etcd, kwok (cached; no-op when warm)
+#   2. toolchain: Go-built pulumi, kubernetes provider, Kubernetes, etcd, kwok, KubeRay operator (cached; no-op when warm)
 #   3. local control planes: one per site of the local spec, nodes simulated by kwok (hybridml local up)
 #   4. pulumi up --stack local --yes (stack created if needed; file:// backend in .state/, local passphrase)
+#   5. with --dataplane: the data path (hybridml local dataplane up local): the real Envoy Gateway controller
+#      (standalone) and Envoy proxies serving the program's gateway objects on 127.0.0.1, in front of SIMULATED
+#      model servers; stop it with `hybridml local dataplane down local`
 # Idempotent: a second run changes nothing. Prints the time of each phase.
 #
 #   scripts/local_up.sh                 # everything
+#   scripts/local_up.sh --dataplane     # and then the data path (README "Data path on the local stack")
 #   scripts/local_up.sh -- --diff       # extra arguments after `--` go to `pulumi up`
 # Environment: PULUMI_BACKEND_URL (default file://$PWD/.state), PULUMI_CONFIG_PASSPHRASE (default
 # local-only: the local stack holds no secret), HYBRIDML_CRD_DIR (default ../shared/crds).
@@ -15,10 +19,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=local
 PULUMI_ARGS=()
+DATAPLANE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; PULUMI_ARGS+=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --dataplane) DATAPLANE=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (extra pulumi arguments go after --)" >&2; exit 2 ;;
   esac
 done
@@ -64,6 +70,12 @@ for ctx in $(kubectl --kubeconfig "$kubeconfig" config get-contexts -o name); do
   echo "$ctx: $running pods Running (of $total; kwok-simulated nodes)"
 done
 phase_done "pods check"
+
+if [ "$DATAPLANE" = 1 ]; then
+  phase "data path (real Envoy Gateway + Envoy on 127.0.0.1; model servers SIMULATED)"
+  .venv/bin/python -m hybridml.cli local dataplane up local
+  phase_done "data path"
+fi
 
 printf '\n== timings\n'
 printf '%s\n' "${TIMINGS[@]}"

@@ -9,6 +9,7 @@ import typer
 
 from hybridml.cli.bootstrap import bootstrap
 from hybridml.cli.check import check
+from hybridml.cli.dataplane import app as dataplane_app
 from hybridml.cli.local import app as local_app
 from hybridml.cli.output import fail
 from hybridml.cli.plan import plan, validate
@@ -31,6 +32,7 @@ app.command()(up)
 app.command()(destroy)
 app.command()(status)
 app.add_typer(local_app, name="local")
+local_app.add_typer(dataplane_app, name="dataplane")
 
 
 def main() -> None:  # pragma: no cover - console script shim
