@@ -10,21 +10,27 @@ Security properties (each tested in tests/clusters/test_cloud_gpu_cluster.py):
   control-plane log types to CloudWatch;
 - IMDSv2 required with hop limit 1 on every node (launch template and EC2NodeClass), encrypted
   gp3 root volumes;
-- controllers (Karpenter, VPC CNI, EBS CSI) use EKS Pod Identity roles with scoped policies.
+- controllers (Karpenter, VPC CNI, EBS CSI, EFS CSI, external-dns) and the model servers use EKS Pod Identity
+  roles with scoped policies (external-dns: records under the environment's domain in its hosted zone; model
+  servers: read-only, exactly the S3 model prefixes of the pipelines placed in their namespace);
+- the model cache (clusters/model_access.py) is an encrypted EFS file system, reachable on NFS from the VPC only.
 
 The Pulumi runner reaches a private endpoint from inside the VPC (CI runner, VPN or peering), or
 through `api_allowed_cidrs`. The Kubernetes provider authenticates with `aws eks get-token`.
 """
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from clusters import iam
+from clusters import dns, iam
+from clusters.baseline import MANAGED_BY, MANAGED_BY_VALUE, PSS_AUDIT, PSS_ENFORCE, PSS_WARN
 from clusters.baseline import namespaces as baseline_namespaces
 from clusters.gpu_stack import GPU_OPERATOR_CHART_VERSION, NvidiaGpuStack, NvidiaGpuStackArgs
 from clusters.handle import ClusterHandle
@@ -39,12 +45,24 @@ from clusters.karpenter import (
     node_pool,
 )
 from clusters.kube_baseline import ClusterBaseline, ClusterBaselineArgs, cluster_facts, readiness_gate
-from clusters.sizing import SYSTEM_INSTANCE_TYPE, SYSTEM_NODES, NodePoolPlan, QuotaPlan, SubnetPlan, site_tiers
+from clusters.kuberay import KubeRayOperator, KubeRayOperatorArgs
+from clusters.model_access import MODEL_CACHE_CLASS, MODEL_CACHE_UID, MODEL_SERVICE_ACCOUNT
+from clusters.sizing import (
+    KARPENTER_CPU,
+    KARPENTER_MEMORY_GIB,
+    KARPENTER_REPLICAS,
+    NodePoolPlan,
+    QuotaPlan,
+    SubnetPlan,
+    SystemPoolPlan,
+    site_tiers,
+    system_pool,
+)
 from infra import labels
 from infra.spec import CloudSite
 
 LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
-SYSTEM_NODE_LABEL = "hybridml.io/node-role"
+SYSTEM_NODE_LABEL = labels.NODE_ROLE
 
 
 @dataclass
@@ -57,10 +75,16 @@ class CloudGpuClusterArgs:
     karpenter_chart_version: str = KARPENTER_CHART_VERSION
     gpu_operator_chart_version: str = GPU_OPERATOR_CHART_VERSION
     ami_alias: str = AMI_ALIAS
-    system_instance_type: str = SYSTEM_INSTANCE_TYPE
-    system_nodes: int = SYSTEM_NODES    # Karpenter (2 replicas), CoreDNS, gateway controllers
+    system_pool: SystemPoolPlan | None = None
+    """The platform's managed node group (clusters.sizing.system_pool_plan: add-ons, operators, gateway proxies,
+    monitoring, the data stores placed here); None: sized from `node_pools` alone, without data stores."""
     log_retention_days: int = 90
     tags: dict[str, str] = field(default_factory=dict)
+    dns_zone: dns.HostedZone | None = None
+    """Where external-dns publishes the gateways' and data stores' hostnames (None: no external-dns)."""
+    model_reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Serving namespace -> the s3:// model URIs its model servers read (clusters.model_access.s3_model_reads): one
+    read-only Pod Identity role per namespace for its `model-server` ServiceAccount."""
 
     @property
     def cluster_name(self) -> str:
@@ -187,7 +211,9 @@ class CloudGpuCluster(pulumi.ComponentResource):
         aws.eks.Addon(f"{name}-addon-kube-proxy", cluster_name=cluster.name, addon_name="kube-proxy",
                       resolve_conflicts_on_update="OVERWRITE", opts=a)
 
-        # ---- system node group: Karpenter and cluster add-ons run here, never on the nodes Karpenter manages
+        # ---- system node group: the platform (Karpenter, add-ons, operators, gateway proxies, monitoring, data
+        # stores) on untainted CPU nodes sized for it; GPU pods keep to Karpenter's tainted GPU pools
+        system = args.system_pool or system_pool(site, args.node_pools)
         launch_template = aws.ec2.LaunchTemplate(
             f"{name}-system-lt", description=f"{cluster_name} system nodes",
             metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
@@ -199,13 +225,12 @@ class CloudGpuCluster(pulumi.ComponentResource):
             opts=a)
         system_nodes = aws.eks.NodeGroup(
             f"{name}-system-nodes", cluster_name=cluster.name, node_role_arn=system_node_role.arn,
-            subnet_ids=[s.id for s in private_subnets], instance_types=[args.system_instance_type],
+            subnet_ids=[s.id for s in private_subnets], instance_types=[system.instance_type],
             ami_type="AL2023_x86_64_STANDARD", capacity_type="ON_DEMAND",
-            scaling_config={"desired_size": args.system_nodes, "min_size": args.system_nodes,
-                            "max_size": args.system_nodes + 1},
+            scaling_config={"desired_size": system.nodes, "min_size": system.nodes, "max_size": system.max_nodes},
             update_config={"max_unavailable": 1},
             launch_template={"id": launch_template.id, "version": launch_template.latest_version.apply(str)},
-            labels={SYSTEM_NODE_LABEL: "system", labels.SITE: site.name, labels.SITE_KIND: "cloud"},
+            labels=dict(system.labels),
             opts=pulumi.ResourceOptions(parent=self, provider=self.aws_provider, depends_on=[vpc_cni]))
         aws.eks.Addon(f"{name}-addon-coredns", cluster_name=cluster.name, addon_name="coredns",
                       resolve_conflicts_on_update="OVERWRITE",
@@ -216,6 +241,8 @@ class CloudGpuCluster(pulumi.ComponentResource):
                       pod_identity_associations=[{"role_arn": ebs_role.arn, "service_account": "ebs-csi-controller-sa"}],
                       opts=pulumi.ResourceOptions(parent=self, provider=self.aws_provider,
                                                   depends_on=[system_nodes, pod_identity_agent]))
+        model_cache_fs, model_cache_deps = self._model_cache_filesystem(name, args, cluster.name, vpc.id, private_subnets,
+                                                                        key.arn, system_nodes, pod_identity_agent, a)
 
         # ---- Karpenter: interruption queue, controller role (pod identity), node access entry
         queue = aws.sqs.Queue(f"{name}-interruption-queue", name=f"{cluster_name}-karpenter",
@@ -241,6 +268,22 @@ class CloudGpuCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=self.aws_provider, depends_on=[pod_identity_agent]))
         karpenter_access = aws.eks.AccessEntry(f"{name}-karpenter-node-access", cluster_name=cluster.name,
                                                principal_arn=karpenter_node_role.arn, type="EC2_LINUX", opts=a)
+        identity = pulumi.ResourceOptions(parent=self, provider=self.aws_provider, depends_on=[pod_identity_agent])
+        # model servers: per serving namespace, read-only to exactly its pipelines' S3 model prefixes
+        for namespace, uris in sorted(args.model_reads.items()):
+            role = self._scoped_role(f"{name}-models-{namespace.removeprefix('ml-')}", cluster.arn,
+                                     functools.partial(iam.model_reader_policy, uris), a)
+            aws.eks.PodIdentityAssociation(f"{name}-models-{namespace}-pod-identity", cluster_name=cluster.name,
+                                           namespace=namespace, service_account=MODEL_SERVICE_ACCOUNT, role_arn=role.arn,
+                                           opts=identity)
+        dns_identity = None
+        if args.dns_zone is not None:
+            zone = args.dns_zone
+            dns_role = self._scoped_role(f"{name}-external-dns", cluster.arn, lambda partition: iam.external_dns_policy(
+                domain=zone.domain, zone_id=zone.zone_id, partition=partition), a)
+            dns_identity = aws.eks.PodIdentityAssociation(
+                f"{name}-external-dns-pod-identity", cluster_name=cluster.name, namespace=dns.NAMESPACE,
+                service_account=dns.SERVICE_ACCOUNT, role_arn=dns_role.arn, opts=identity)
 
         # ---- Kubernetes side
         self.endpoint = cluster.endpoint
@@ -262,17 +305,26 @@ class CloudGpuCluster(pulumi.ComponentResource):
                                      "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
             provisioner="ebs.csi.aws.com", volume_binding_mode="WaitForFirstConsumer", allow_volume_expansion=True,
             reclaim_policy="Delete", parameters={"type": "gp3", "encrypted": "true", "kmsKeyId": key.arn}, opts=kube)
+        # The vLLM model cache (clusters/model_access.py): one EFS access point per claim, its directory fixed by the
+        # claim's namespace and name (a claim made again finds its weights), every file owned by the serving UID.
+        model_cache = k8s.storage.v1.StorageClass(
+            f"{name}-model-cache-class", metadata={"name": MODEL_CACHE_CLASS}, provisioner="efs.csi.aws.com",
+            parameters={"provisioningMode": "efs-ap", "fileSystemId": model_cache_fs.id, "directoryPerms": "750",
+                        "uid": str(MODEL_CACHE_UID), "gid": str(MODEL_CACHE_UID), "basePath": "/model-cache",
+                        "subPathPattern": "${.PVC.namespace}/${.PVC.name}", "ensureUniqueDirectory": "false"},
+            mount_options=["tls"], reclaim_policy="Delete", volume_binding_mode="Immediate",
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=model_cache_deps))
 
+        karpenter_resources = {"cpu": f"{KARPENTER_CPU:g}", "memory": f"{KARPENTER_MEMORY_GIB:g}Gi"}
         karpenter = k8s.helm.v3.Release(
             f"{name}-karpenter", name="karpenter", chart=KARPENTER_CHART, version=args.karpenter_chart_version,
             namespace=KARPENTER_NAMESPACE,
             values={
                 "settings": {"clusterName": cluster_name, "interruptionQueue": queue.name},
                 "serviceAccount": {"name": KARPENTER_SERVICE_ACCOUNT},
-                "replicas": 2,
+                "replicas": KARPENTER_REPLICAS,
                 "nodeSelector": {SYSTEM_NODE_LABEL: "system"},
-                "controller": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"},
-                                             "limits": {"cpu": "1", "memory": "1Gi"}}},
+                "controller": {"resources": {"requests": dict(karpenter_resources), "limits": dict(karpenter_resources)}},
             },
             atomic=True, timeout=600,
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider,
@@ -291,12 +343,19 @@ class CloudGpuCluster(pulumi.ComponentResource):
                 metadata={"name": pool.name, "labels": {labels.SITE: site.name}},
                 spec=node_pool(pool), opts=pulumi.ResourceOptions(parent=self, provider=self.provider,
                                                                   depends_on=[karpenter, node_classes[-1]])))
-        ready: list[pulumi.Resource] = [*self.baseline.ready, storage, karpenter, *pools]
+        ready: list[pulumi.Resource] = [*self.baseline.ready, storage, model_cache, karpenter, *pools]
+        if dns_identity is not None and args.dns_zone is not None:
+            ready += self._external_dns(name, cluster_name, site.region, args.dns_zone,
+                                        [dns_identity, system_nodes, *self.baseline.ready])
         if has_gpus:
             gpu = NvidiaGpuStack(f"{name}-nvidia", NvidiaGpuStackArgs(
                 provider=self.provider, chart_version=args.gpu_operator_chart_version,
                 depends_on=[*self.baseline.ready]), opts=pulumi.ResourceOptions(parent=self))
             ready.append(gpu.release)
+        # KubeRay for the batch pipelines (workloads/batch_job.py): on every cloud site, pinned (infra/versions.py)
+        kuberay = KubeRayOperator(f"{name}-kuberay", KubeRayOperatorArgs(
+            provider=self.provider, depends_on=[*self.baseline.ready]), opts=pulumi.ResourceOptions(parent=self))
+        ready += kuberay.ready
 
         gpu_types = sorted(p.gpu_type for p in args.node_pools if p.gpu_type)
         tiers = [t.value for t in site_tiers(site)]
@@ -306,7 +365,8 @@ class CloudGpuCluster(pulumi.ComponentResource):
                                     gpu_types=gpu_types, privacy_tiers=tiers, ready=[gate], endpoint=self.endpoint,
                                     kubeconfig=self.kubeconfig)
         self.register_outputs({"cluster_name": cluster_name, "endpoint": self.endpoint,
-                               "node_pools": [p.name for p in args.node_pools]})
+                               "node_pools": [p.name for p in args.node_pools],
+                               "system_nodes": {"instance_type": system.instance_type, "nodes": system.nodes}})
 
     def _node_role(self, role_name: str, opts: pulumi.ResourceOptions) -> aws.iam.Role:
         role = aws.iam.Role(role_name, assume_role_policy=iam.assume_role("ec2.amazonaws.com"), opts=opts)
@@ -314,6 +374,55 @@ class CloudGpuCluster(pulumi.ComponentResource):
             aws.iam.RolePolicyAttachment(f"{role_name}-{arn.rsplit('/', 1)[-1]}", role=role.name, policy_arn=arn,
                                          opts=opts)
         return role
+
+    def _scoped_role(self, role_name: str, cluster_arn: pulumi.Output[str], policy: Callable[[str], dict],
+                     opts: pulumi.ResourceOptions) -> aws.iam.Role:
+        """A Pod Identity role with one inline policy, `policy(partition)` (clusters/iam.py), in the cluster's partition.
+        `role_name` (the role's name prefix) keeps within what a 36-character site name leaves of IAM's 64."""
+        role = aws.iam.Role(role_name, assume_role_policy=iam.pod_identity_trust(), opts=opts)
+        aws.iam.RolePolicy(f"{role_name}-policy", role=role.id,
+                           policy=cluster_arn.apply(lambda arn: json.dumps(policy(iam.partition_of(arn)))), opts=opts)
+        return role
+
+    def _model_cache_filesystem(self, name: str, args: CloudGpuClusterArgs, eks_name: pulumi.Output[str], vpc_id: pulumi.Output[str],
+                                private_subnets: list, key_arn: pulumi.Output[str], system_nodes: pulumi.Resource,
+                                pod_identity_agent: pulumi.Resource, opts: pulumi.ResourceOptions):
+        """The EFS file system of the model cache (KMS-encrypted, elastic throughput, a mount target per zone, NFS from
+        the VPC only) and the EFS CSI driver add-on that makes its access points; returns (file system, what a claim
+        on it needs first)."""
+        sg = aws.ec2.SecurityGroup(f"{name}-model-cache-sg", vpc_id=vpc_id,
+                                   description=f"NFS to the model cache of {args.cluster_name} from the VPC", opts=opts)
+        aws.vpc.SecurityGroupIngressRule(f"{name}-model-cache-nfs", security_group_id=sg.id, ip_protocol="tcp",
+                                         from_port=2049, to_port=2049, cidr_ipv4=args.site.vpc_cidr,
+                                         description="NFS from the cluster's nodes", opts=opts)
+        fs = aws.efs.FileSystem(f"{name}-model-cache", encrypted=True, kms_key_id=key_arn, throughput_mode="elastic",
+                                performance_mode="generalPurpose", tags={"Name": f"{args.cluster_name}-model-cache"},
+                                opts=opts)
+        targets = [aws.efs.MountTarget(f"{name}-model-cache-{sn.zone}", file_system_id=fs.id, subnet_id=subnet.id,
+                                       security_groups=[sg.id], opts=opts)
+                   for sn, subnet in zip(args.subnets, private_subnets, strict=True)]
+        efs_role = self._pod_identity_role(f"{name}-efs-csi-role", iam.EFS_CSI_POLICIES, opts)
+        addon = aws.eks.Addon(f"{name}-addon-efs-csi", cluster_name=eks_name, addon_name="aws-efs-csi-driver",
+                              resolve_conflicts_on_update="OVERWRITE",
+                              pod_identity_associations=[{"role_arn": efs_role.arn, "service_account": "efs-csi-controller-sa"}],
+                              opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                                  depends_on=[system_nodes, pod_identity_agent])))
+        return fs, [*targets, addon]
+
+    def _external_dns(self, name: str, cluster_name: str, region: str, zone: dns.HostedZone,
+                      after: list[pulumi.Resource]) -> list[pulumi.Resource]:
+        """external-dns (pinned, infra/versions.py) in its own namespace under Pod Security `restricted`: Route53
+        records for the hostnames the gateways' and data stores' LoadBalancer Services carry (clusters/dns.py)."""
+        kube = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=after)
+        namespace = k8s.core.v1.Namespace(f"{name}-external-dns-ns", metadata={"name": dns.NAMESPACE, "labels": {
+            MANAGED_BY: MANAGED_BY_VALUE, PSS_ENFORCE: "restricted", PSS_AUDIT: "restricted", PSS_WARN: "restricted"}},
+            opts=kube)
+        release = k8s.helm.v3.Release(
+            f"{name}-external-dns", name="external-dns", chart=dns.CHART, version=dns.CHART_VERSION,
+            repository_opts={"repo": dns.CHART_REPO}, namespace=dns.NAMESPACE,
+            values=dns.external_dns_values(owner_id=cluster_name, zone=zone, region=region), atomic=True, timeout=600,
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[namespace, *after]))
+        return [namespace, release]
 
     def _pod_identity_role(self, role_name: str, policies: tuple[str, ...], opts: pulumi.ResourceOptions):
         role = aws.iam.Role(role_name, assume_role_policy=iam.pod_identity_trust(), opts=opts)

@@ -21,6 +21,7 @@ NODE_ROLE_POLICIES = (
 )
 VPC_CNI_POLICIES = (AWS_MANAGED + "AmazonEKS_CNI_Policy",)
 EBS_CSI_POLICIES = (AWS_MANAGED + "service-role/AmazonEBSCSIDriverPolicy",)
+EFS_CSI_POLICIES = (AWS_MANAGED + "service-role/AmazonEFSCSIDriverPolicy",)   # access points of the model cache
 
 
 def assume_role(service: str) -> str:
@@ -102,6 +103,58 @@ def karpenter_controller_policy(*, cluster_name: str, region: str, account: str,
         {"Sid": "AllowAPIServerEndpointDiscovery", "Effect": "Allow", "Action": "eks:DescribeCluster",
          "Resource": cluster_arn},
     ]}
+
+
+def external_dns_policy(*, domain: str, zone_id: str | None, partition: str = "aws") -> dict[str, Any]:
+    """external-dns on Route53: change records only of the environment's hosted zone (any zone when the stack names
+    none, which external-dns then finds by `domain`), and there only names under `domain` and the record types it
+    writes (A/AAAA aliases to the load balancers, CNAME, its TXT ownership records); listing zones cannot be scoped
+    by resource (an AWS limitation)."""
+    zone = f"arn:{partition}:route53:::hostedzone/{zone_id or '*'}"
+    name = domain.lower().rstrip(".")
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ChangeRecordsUnderTheEnvironmentsDomain", "Effect": "Allow", "Action": "route53:ChangeResourceRecordSets",
+         "Resource": zone,
+         "Condition": {"ForAllValues:StringLike": {
+             "route53:ChangeResourceRecordSetsNormalizedRecordNames": [name, f"*.{name}"],
+             "route53:ChangeResourceRecordSetsRecordTypes": ["A", "AAAA", "CNAME", "TXT"]}}},
+        {"Sid": "ReadTheEnvironmentsZone", "Effect": "Allow",
+         "Action": ["route53:ListResourceRecordSets", "route53:ListTagsForResources"], "Resource": zone},
+        {"Sid": "ListZones", "Effect": "Allow", "Action": ["route53:ListHostedZones", "route53:ListHostedZonesByName"],
+         "Resource": "*"},
+    ]}
+
+
+def s3_location(uri: str) -> tuple[str, str]:
+    """(bucket, key prefix without slashes at its ends) of an `s3://bucket/prefix` URI."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {uri!r}")
+    return bucket, prefix.strip("/")
+
+
+def model_reader_policy(uris: list[str] | tuple[str, ...], partition: str = "aws") -> dict[str, Any]:
+    """Read access to exactly the model artifacts of `uris` (s3://bucket/prefix): GetObject under each prefix,
+    ListBucket of each bucket only within those prefixes. Nothing else of any bucket, no write."""
+    if not uris:
+        raise ValueError("a model reader policy needs at least one s3:// URI")
+    by_bucket: dict[str, set[str]] = {}
+    for uri in uris:
+        bucket, prefix = s3_location(uri)
+        by_bucket.setdefault(bucket, set()).add(prefix)
+    statements: list[dict[str, Any]] = []
+    for i, (bucket, prefixes) in enumerate(sorted(by_bucket.items())):
+        arn = f"arn:{partition}:s3:::{bucket}"
+        whole = "" in prefixes
+        objects = [f"{arn}/*"] if whole else sorted(r for p in prefixes for r in (f"{arn}/{p}", f"{arn}/{p}/*"))
+        statements.append({"Sid": f"ReadModels{i}", "Effect": "Allow", "Action": "s3:GetObject", "Resource": objects})
+        listing: dict[str, Any] = {"Sid": f"ListModels{i}", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": arn}
+        if not whole:
+            listing["Condition"] = {"StringLike": {"s3:prefix": sorted(r for p in prefixes for r in (p, f"{p}/*"))}}
+        statements.append(listing)
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def account_of(arn: str) -> str:

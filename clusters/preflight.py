@@ -5,7 +5,7 @@ shortfalls, returns them; the CLI prints and picks the exit code.
 What counts as a shortfall (exit 1):
 - an instance type the plan runs at a site is offered in none of the site's zones;
 - a family's on-demand vCPU quota (Service Quotas) is below the vCPUs the plan needs there
-  (planned nodes x vCPUs, plus the system node group for the standard family);
+  (planned nodes x vCPUs, plus the system node group at its surge size for the standard family);
 - a quota that cannot be read (no permission, unknown code): unverified is not covered.
 A type offered in only some of the zones is a warning: Karpenter launches it where it is offered.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusters.sizing import SYSTEM_INSTANCE_TYPE, SYSTEM_INSTANCE_VCPUS, SYSTEM_NODES, node_pools
+from clusters.sizing import node_pools, system_pool_plan
 from infra.spec import CloudSite, Environment
 from policies.placement.plan import PlacementPlan
 
@@ -93,8 +93,9 @@ def needs(env: Environment, plan: PlacementPlan) -> list[Need]:
         for t, n in types.items():
             fam = by_name[t].quota_family
             vcpus[fam] = vcpus.get(fam, 0) + n * by_name[t].vcpus
-        types[SYSTEM_INSTANCE_TYPE] = types.get(SYSTEM_INSTANCE_TYPE, 0) + SYSTEM_NODES
-        vcpus["standard"] = vcpus.get("standard", 0) + SYSTEM_NODES * SYSTEM_INSTANCE_VCPUS
+        system = system_pool_plan(env, site, sp)   # its surge node included: a rolling update needs it
+        types[system.instance_type] = types.get(system.instance_type, 0) + system.max_nodes
+        vcpus["standard"] = vcpus.get("standard", 0) + system.max_nodes * system.vcpus
         limits: dict[str, int] = {}
         for pool in node_pools(env, site, sp):
             fam = by_name[pool.instance_types[0]].quota_family

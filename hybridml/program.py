@@ -19,7 +19,7 @@ import pulumi
 
 from clusters.handle import ClusterHandle
 from clusters.local_cluster import default_context
-from clusters.sizing import namespace_quotas, node_pools, subnet_plan
+from clusters.sizing import batch_nodes_at, namespace_quotas, node_pools, subnet_plan, system_pool_plan
 from hybridml.stack import fingerprint
 from hybridml.stack.config import CONFIG_NS, SITES, Mode, onprem_context_key, onprem_kubeconfig_key
 from hybridml.stack.planfile import load_plan
@@ -91,8 +91,14 @@ def build_clusters(env: Environment, plan: PlacementPlan, sites: list[str], sett
                    ) -> dict[str, pulumi.ComponentResource]:
     """One cluster component per selected site; the component's name is the site name."""
     from clusters.cloud_gpu_cluster import CloudGpuCluster, CloudGpuClusterArgs
+    from clusters.dns import HostedZone
     from clusters.local_cluster import LocalCluster, LocalClusterArgs
+    from clusters.model_access import s3_model_reads
     from clusters.onprem_cluster import OnPremCluster, OnPremClusterArgs
+    from workloads.options import WorkloadOptions
+
+    # the serving stack's domain (workloads publish `<region>.<domain>`, `<site>.fleet.<domain>`) and its Route53 zone
+    zone = HostedZone(domain=WorkloadOptions().zone(env.name), zone_id=get("hostedZoneId") or None)
 
     out: dict[str, pulumi.ComponentResource] = {}
     for name in sites:
@@ -107,9 +113,10 @@ def build_clusters(env: Environment, plan: PlacementPlan, sites: list[str], sett
                 context=settings.local_contexts.get(name) or default_context(name)))
         elif isinstance(site, CloudSite):
             out[name] = CloudGpuCluster(name, CloudGpuClusterArgs(
-                environment=env.name, site=site, subnets=subnet_plan(site), node_pools=node_pools(env, site, sp),
-                quotas=quotas, karpenter_chart_version=settings.karpenter_chart_version,
-                gpu_operator_chart_version=settings.gpu_operator_chart_version, ami_alias=settings.ami_alias))
+                environment=env.name, site=site, subnets=subnet_plan(site), node_pools=node_pools(env, site, sp, batch_nodes_at(plan, name)),
+                system_pool=system_pool_plan(env, site, sp), quotas=quotas, karpenter_chart_version=settings.karpenter_chart_version,
+                gpu_operator_chart_version=settings.gpu_operator_chart_version, ami_alias=settings.ami_alias,
+                dns_zone=zone, model_reads=s3_model_reads(env, sp.pipelines)))
         else:
             assert isinstance(site, Datacenter)
             out[name] = OnPremCluster(name, OnPremClusterArgs(
@@ -244,7 +251,7 @@ def import_components() -> None:
 
     fingerprint.program_inputs(Path.cwd(), {})   # reads and caches the source the fingerprint hashes
     # both SDKs load a module on first use of its attribute (pulumi_aws.ec2 alone is ~180 modules)
-    for sdk, modules in (("pulumi_aws", ("cloudwatch", "ec2", "eks", "iam", "kms", "sqs", "vpc")),
+    for sdk, modules in (("pulumi_aws", ("cloudwatch", "ec2", "efs", "eks", "iam", "kms", "sqs", "vpc")),
                          ("pulumi_kubernetes", ("apiextensions", "core.v1", "helm.v3", "meta.v1", "scheduling.v1",
                                                 "storage.v1"))):
         for module in modules:

@@ -45,6 +45,28 @@ OPERATORS: dict[str, OperatorRelease] = {o.name: o for o in (
     OperatorRelease(
         "gpu-operator", "v25.3.4", (), (), None, True, "https://helm.ngc.nvidia.com/nvidia/gpu-operator", "gpu-operator",
         note="writes no custom resources of the program's; installs the device plugin and DCGM exporter"),
+    OperatorRelease(
+        "kuberay-operator", "1.5.0", ("ray.io",), ("kuberay.",), None, True,
+        "https://ray-project.github.io/kuberay-helm/kuberay-operator", "kuberay-system",
+        note="RayJobs and RayClusters of batch pipelines; the same release is built from its Go module for the local "
+             "control planes (scripts/toolchain/versions.env KUBERAY_VERSION). shared/crds/more holds a later master "
+             "commit (feeaf72) whose CRDs add fields to v1.5.0's (authOptions, historyServerOptions, gcs storage, "
+             "ingressOptions, ...) and drop RayJob v1alpha1; the program writes none of those (a test validates every "
+             "RayJob and RayCluster it renders against v1.5.0's own CRDs where the module is in the Go module cache)"),
+    OperatorRelease(
+        "cert-manager", "v1.21.2", ("cert-manager.io",), ("cert-manager.",), None, True, "https://charts.jetstack.io/cert-manager",
+        "cert-manager",
+        note="issues every Certificate of the fleet (data paths, gateway listeners) from the ClusterIssuer hybridml-fleet-ca "
+             "(workloads/render/fleet_ca.py); the newest release on the Go module proxy. shared/crds/more holds a later "
+             "master commit (2d0d7f7) whose only differences from v1.21.2's CRDs (compared file by file against the "
+             "v1.21.2 module) are an Expiration column and ACME `renewalInformationSource`, which the program does not write"),
+    OperatorRelease(
+        "external-dns", "1.22.0", ("externaldns.k8s.io",), ("external-dns.",), None, True,
+        "https://kubernetes-sigs.github.io/external-dns/external-dns", "external-dns",
+        note="Route53 records for every hostname the gateways and data stores publish (clusters/dns.py), on cloud "
+             "clusters; the chart 1.22.0 runs external-dns v0.22.0, the newest published chart (the v0.23.0 module, the "
+             "newest on the Go module proxy, still carries chart 1.22.0). The program writes no DNSEndpoint; shared/crds/"
+             "more holds master commit 2bf1bf8, whose dnsendpoints CRD is byte-identical to v0.22.0's and v0.23.0's"),
     OperatorRelease("keda", None, ("keda.sh",), ("keda.",), "8b4f083ca8c8c2baf8477e322bd4d16ac4dfa09a", False,
                     note="prerequisite: ScaledObjects of vLLM pipelines (local and sim clusters: keda-sim)"),
     OperatorRelease("kserve", None, ("serving.kserve.io",), ("kserve.",), "aaac4e294dae2c7b1aa1886447793f3aa1c30912", False,

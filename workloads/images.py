@@ -29,6 +29,9 @@ class Images:
     flink: str = "flink:1.20.3-scala_2.12-java17"
     feature_ingest: str = "ghcr.io/hybridml/feature-ingest:0.3.1"
     """Flink job image holding the streaming feature-ingestion jar (built by the feature team)."""
+    ray_llm: str = "rayproject/ray-llm:2.49.1-py311-cu128"
+    """Ray with vLLM and `ray.data.llm`: every pod of a vLLM batch pipeline (head, workers, job submitter). A CPU batch
+    pipeline's pods run its own image (`engine.image`, with Ray installed)."""
 
     def all(self) -> dict[str, str]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -57,6 +60,7 @@ class Charts:
     envoy_gateway: HelmChart = field(default_factory=lambda: _chart("envoy-gateway"))
     ai_gateway_crds: HelmChart = field(default_factory=lambda: _chart("ai-gateway-crds"))
     ai_gateway: HelmChart = field(default_factory=lambda: _chart("ai-gateway"))
+    cert_manager: HelmChart = field(default_factory=lambda: _chart("cert-manager"))
 
 
 def is_pinned(image: str) -> bool:

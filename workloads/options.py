@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from infra.labels import GATEWAY_NAMESPACE, MONITORING_NAMESPACE
 from workloads.images import Charts, Images
+from workloads.render.certificates import FLEET_ISSUER
 
 AWS_PUBLIC_NLB = {
     "service.beta.kubernetes.io/aws-load-balancer-type": "external",
@@ -53,6 +54,9 @@ class WorkloadOptions:
     """Client certificate a gateway presents to other sites' fleet listeners (mTLS)."""
     fleet_ca_configmap: str = "fleet-ca"
     """ConfigMap (key ca.crt) with the fleet CA that signs fleet server and client certificates."""
+    fleet_issuer: str = FLEET_ISSUER
+    """The cert-manager ClusterIssuer of that CA: it issues every data store's TLS certificate and every data client's
+    (workloads/render/certificates.py), as it does the gateways' fleet certificates above."""
     keda_namespace: str = "keda"
     gpu_operator_namespace: str = "gpu-operator"
     gateway_namespace: str = GATEWAY_NAMESPACE

@@ -10,14 +10,18 @@ from __future__ import annotations
 import pulumi
 
 from clusters.handle import ClusterHandle
+from clusters.model_access import MODEL_CACHE_CLASS
 from infra.errors import HybridmlError
 from infra.labels import namespace_for
 from infra.spec import Environment
 from policies.placement.plan import PlacementPlan
 from workloads import planning
+from workloads.batch_job import BatchJob, BatchJobArgs
 from workloads.cpu_service import CpuService, CpuServiceArgs
 from workloads.feature_store import FeatureStore, FeatureStoreArgs
+from workloads.fleet_pki import FleetPki, FleetPkiArgs
 from workloads.gateway import Gateway, GatewayArgs
+from workloads.model_delivery import ModelDelivery, ModelDeliveryArgs
 from workloads.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from workloads.observability import Observability, ObservabilityArgs
 from workloads.options import WorkloadOptions
@@ -94,9 +98,10 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
                           prometheus_url=options.prometheus_url, gateway_namespace=options.gateway_namespace,
                           monitoring_namespace=options.monitoring_namespace,
                           storage_class=options.storage_class.get(kind),
-                          privacy_zones=planning.privacy_zones(env, site))
+                          privacy_zones=planning.privacy_zones(env, site), cert_issuer=options.fleet_issuer,
+                          object_store=planning.object_store(env, site))
         work = planning.site_work(plan, site)
-        site_summary: dict = {"kind": kind, "simulated": cluster.simulated, "entry_for": [], "pipelines": {},
+        site_summary: dict = {"kind": kind, "simulated": cluster.simulated, "entry_for": [], "pipelines": {}, "batch": {},
                               "feature_views": {}, "collections": {}}
         flows: dict[str, network.NamespaceFlows] = {}
 
@@ -107,19 +112,27 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
         sg = gw.plan_site_gateway(env, site, routes, entries, work.pipelines, mirrors, budgets)
         has_llm = any(env.pipeline(p).is_llm for p in work.pipelines)
         install = options.install_controllers if options.install_controllers is not None else not cluster.simulated
+        gw_secrets = gw.GatewaySecrets(options.public_tls_secret, options.fleet_tls_secret, options.fleet_client_tls_secret,
+                                       options.fleet_ca_configmap)
         gateway = Gateway(f"{site}-gateway", GatewayArgs(
             env=env, cluster=cluster, context=ctx, plan=sg,
             api_key=secrets.get(f"vllm-api-key/{site}") if has_llm else None,
-            secrets=gw.GatewaySecrets(options.public_tls_secret, options.fleet_tls_secret,
-                                      options.fleet_client_tls_secret, options.fleet_ca_configmap),
+            secrets=gw_secrets,
             public_lb_annotations=options.public_lb_annotations(kind),
             internal_lb_annotations=options.internal_lb_annotations(kind),
             charts=options.charts, install_controllers=install), base)
+        FleetPki(f"{site}-pki", FleetPkiArgs(
+            cluster=cluster, context=ctx, environment=env.name, seed=secrets.get("fleet-ca"), public_hosts=gateway.hostnames,
+            secrets=gw_secrets,
+            charts=options.charts, install_cert_manager=install), base)
         site_summary["entry_for"] = [name for name, _, _ in sg.listeners]
         site_summary["hostnames"] = gateway.hostnames
         site_summary["fleet_hostname"] = gateway.fleet_hostname
 
-        # ---- model servers
+        # ---- model servers: their identity and the shared vLLM model cache (EFS on the cloud clusters), then each server
+        ModelDelivery(f"{site}-model-delivery", ModelDeliveryArgs(
+            env=env, pipelines=dict(work.pipelines), cluster=cluster, context=ctx,
+            cache_storage_class=MODEL_CACHE_CLASS if kind == "cloud" and not cluster.simulated else ctx.storage_class), base)
         runtimes: dict[str, TritonRuntime] = {}
         for name, replicas in work.pipelines.items():
             p = env.pipeline(name)
@@ -165,7 +178,9 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
             f.has_data = True
             f.has_stream |= v.streaming
             f.metrics_ports.update({9121} | ({9249} if v.streaming else set()))
-            f.reader_cidrs.update(sources)
+            if sources:   # the view's fleet load balancer and the policy admitting its readers' networks
+                instance = data_names.redis_name(v.name)
+                f.remote_readers[instance] = network.RemoteReaders(instance, data_names.REDIS_PORT, tuple(sources))
             f.reader_namespaces.update(namespace_for(env.pipeline(p).privacy_tier) for p in readers.get(site, ()))
             store = FeatureStore(f"{site}-fv-{v.name}", FeatureStoreArgs(
                 view=v, cluster=cluster, context=ctx, fleet_sources=sources,
@@ -181,13 +196,26 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
             f = flow(ns)
             f.has_data = True
             f.metrics_ports.add(data_names.QDRANT_HTTP)
-            f.reader_cidrs.update(sources)
+            if sources:
+                instance = data_names.qdrant_name(c.name)
+                f.remote_readers[instance] = network.RemoteReaders(instance, data_names.QDRANT_HTTP, tuple(sources))
             f.reader_namespaces.update(namespace_for(env.pipeline(p).privacy_tier) for p in readers.get(site, ()))
             db = VectorDb(f"{site}-col-{c.name}", VectorDbArgs(
                 collection=c, cluster=cluster, context=ctx, fleet_sources=sources,
                 api_key=secrets.get(credential_purpose("collection", c.name, site))), base)
             site_summary["collections"][c.name] = {"tier": c.privacy_tier.value, "namespace": ns,
                                                    "endpoint": db.endpoint, "read_from": sorted(readers)}
+
+        # ---- batch pipelines on Ray: the plan's share of each here (the batch stage's placement)
+        for placement, share in (plan.batch.at(site) if plan.batch else []):
+            b = env.batch.pipeline(placement.name)
+            ns = namespace_for(b.privacy_tier)
+            flow(ns)   # the namespace's default-deny and DNS policies, should nothing else run there
+            job = BatchJob(f"{site}-batch-{b.name}", BatchJobArgs(batch=b, placement=placement, cluster=cluster, context=ctx),
+                           base)
+            site_summary["batch"][b.name] = {"engine": b.engine.kind, "tier": b.privacy_tier, "namespace": ns,
+                                             "kind": job.kind, "name": job.name, "workers": share.workers,
+                                             "items": share.items, "schedule": b.schedule}
 
         # ---- monitoring and network policies
         Observability(f"{site}-observability", ObservabilityArgs(

@@ -19,7 +19,7 @@ from hybridml.stack.config import stack_files_for
 from infra.loader import load_environment
 from policies.facts import context_for
 from policies.placement.plan import PlacementPlan
-from policies.rules import ALL_RULES, Finding, ResourceView, evaluate
+from policies.rules import ALL_RULES, Context, Finding, ResourceView, evaluate
 from policies.rules.secrets import config_plaintext
 
 
@@ -46,30 +46,43 @@ def config_findings(stack_file: Path) -> list[Finding]:
             for key in config_plaintext(config)]
 
 
-def run_check(spec: str, *, plan: PlacementPlan | None = None, mode: str = "cloud") -> CheckReport:
+def program_views(spec: str, *, plan: PlacementPlan | None = None, mode: str = "cloud") -> tuple[list[ResourceView], Context]:
+    """Every resource the program would build for `spec` (run under mocks), as the rules see them, with their context.
+    Raises pulumi.RunError when a component refuses to build."""
     from hybridml.ops.preview import run_preview
     from infra.loader import resolve_spec_path
     from policies.placement import solve
 
-    started = time.perf_counter()
     env = load_environment(spec)
     plan = plan or solve(env)
     ctx = context_for(env, plan)
     with tempfile.TemporaryDirectory() as tmp:
         plan_file = Path(tmp) / "plan.json"
         plan_file.write_text(plan.model_dump_json())
-        try:
-            result = run_preview(str(resolve_spec_path(spec)), mode=mode, plan_file=str(plan_file))
-        except pulumi.RunError as exc:
-            # A component refused to build (e.g. no namespace for a tier the site may not hold). The plan
-            # rules say why; report both instead of a traceback.
-            findings = evaluate([r for r in ALL_RULES if r.stack_check], [], ctx)
-            findings.append(Finding("program-refused", "pulumi program", str(exc).splitlines()[0],
-                                    "fix the placement or spec the rules above name", None, True, "critical"))
-            return CheckReport(environment=env.name, resources=0, findings=findings,
-                               seconds=time.perf_counter() - started)
+        result = run_preview(str(resolve_spec_path(spec)), mode=mode, plan_file=str(plan_file))
     views = [ResourceView(r.type, r.name, r.props, cluster=result.cluster_of(r), urn=r.urn)
              for r in result.resources if r.custom and not r.type.startswith("pulumi:providers:")]
+    return views, ctx
+
+
+def run_check(spec: str, *, plan: PlacementPlan | None = None, mode: str = "cloud") -> CheckReport:
+    from infra.loader import resolve_spec_path
+    from policies.placement import solve
+
+    started = time.perf_counter()
+    env = load_environment(spec)
+    plan = plan or solve(env)
+    try:
+        views, ctx = program_views(spec, plan=plan, mode=mode)
+    except pulumi.RunError as exc:
+        # A component refused to build (e.g. no namespace for a tier the site may not hold). The plan
+        # rules say why; report both instead of a traceback.
+        ctx = context_for(env, plan)
+        findings = evaluate([r for r in ALL_RULES if r.stack_check], [], ctx)
+        findings.append(Finding("program-refused", "pulumi program", str(exc).splitlines()[0],
+                                "fix the placement or spec the rules above name", None, True, "critical"))
+        return CheckReport(environment=env.name, resources=0, findings=findings,
+                           seconds=time.perf_counter() - started)
     findings = evaluate(ALL_RULES, views, ctx)
     for stack_file in stack_files_for(resolve_spec_path(spec)):
         findings.extend(config_findings(stack_file))

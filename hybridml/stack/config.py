@@ -16,6 +16,10 @@ Keys (see Pulumi.<stack>.yaml):
     onpremKubeconfig-<dc>    cloud mode: SECRET kubeconfig of datacenter <dc>'s cluster
     onpremContext-<dc>       cloud mode: optional context within it
     secretSeed               SECRET seed the serving stack derives its credentials from
+    hostedZoneId             cloud mode, optional: the Route53 hosted zone of the environment's domain
+                             (`<env>.hybridml.example` unless the workloads' options name another); external-dns and
+                             its IAM policy are pinned to it. Unset: external-dns finds the public zone of the domain
+                             and may change records under the domain only
     karpenterChartVersion, gpuOperatorChartVersion, amiAlias: pinned defaults, overridable
 """
 from __future__ import annotations
@@ -45,6 +49,7 @@ ROLE = key("role")
 SITE_STACKS = key("siteStacks")
 PLAN = key("plan")
 SECRET_SEED = key("secretSeed")
+HOSTED_ZONE_ID = key("hostedZoneId")
 SHARD_KEYS = frozenset({SITES, PLAN, ROLE, SITE_STACKS})   # set per stack by the sharded rollout
 
 

@@ -1,8 +1,9 @@
 """Every policy rule, importable without Pulumi: one list used by CrossGuard and by `hybridml check`."""
-from policies.rules import aws, kubernetes, placement, pod_security, secrets
+from policies.rules import aws, dataflow, datapaths, kubernetes, placement, pod_security, referents, secrets
 from policies.rules.base import Context, Enforcement, Finding, ResourceView, Rule, Severity, SiteFacts, evaluate
 
-ALL_RULES: list[Rule] = [*pod_security.RULES, *kubernetes.RULES, *placement.RULES, *aws.RULES, *secrets.RULES]
+ALL_RULES: list[Rule] = [*pod_security.RULES, *kubernetes.RULES, *placement.RULES, *dataflow.RULES, *datapaths.RULES,
+                         *aws.RULES, *secrets.RULES, *referents.RULES]
 RULES_BY_NAME = {r.name: r for r in ALL_RULES}
 
 __all__ = ["ALL_RULES", "RULES_BY_NAME", "Context", "Enforcement", "Finding", "ResourceView", "Rule", "Severity",

@@ -92,7 +92,7 @@ class Finding:
 
 
 Check = Callable[[ResourceView, Context], Iterable[str]]
-StackCheck = Callable[[list[ResourceView], Context], Iterable[tuple[str, str]]]  # (resource display, message)
+StackCheck = Callable[[list[ResourceView], Context], Iterable[tuple[str, ...]]]  # (resource display, message[, cluster])
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,10 @@ class Rule:
             return []
         by_display = {r.display: r for r in resources}
         out = []
-        for display, msg in self.stack_check(resources, ctx):
-            cluster = by_display[display].cluster if display in by_display else None
+        for found in self.stack_check(resources, ctx):
+            display, msg = found[0], found[1]
+            # A display is not unique across clusters: a check that knows the cluster says it as a third item.
+            cluster = found[2] if len(found) > 2 else by_display[display].cluster if display in by_display else None
             out.append(Finding(self.name, display, msg, self.fix, cluster,
                                self.enforcement is Enforcement.mandatory, self.severity.value))
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 from google.protobuf import json_format
 
 from clusters import sizing
+from clusters.baseline import PRIORITY_CLASSES
 from hybridml.ops.preview import PREVIEW_KUBECONFIG, SECRET_SIG
 from infra import labels
 from infra.loader import load_environment
@@ -29,7 +30,8 @@ def test_namespaces_priority_classes_and_quotas_from_the_plan():
     names = {r.props["metadata"]["name"] for r in of_type(result, "kubernetes:core/v1:Namespace", DC)}
     assert names == {labels.namespace_for(t) for t in dc.allowed_tiers} | {labels.GATEWAY_NAMESPACE,
                                                                            labels.MONITORING_NAMESPACE}
-    assert len(of_type(result, "kubernetes:scheduling.k8s.io/v1:PriorityClass", DC)) == 4
+    # platform, data, serving, shadow, batch (clusters.baseline.PRIORITY_CLASSES)
+    assert len(of_type(result, "kubernetes:scheduling.k8s.io/v1:PriorityClass", DC)) == len(PRIORITY_CLASSES) == 5
     quotas = {r.props["metadata"]["namespace"]: r for r in of_type(result, "kubernetes:core/v1:ResourceQuota", DC)}
     from policies.placement import solve
 

@@ -20,6 +20,7 @@ from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.servicequotas.models import servicequotas_backends  # noqa: E402
 
 from clusters.preflight import QUOTA_CODES, needs, run_preflight  # noqa: E402
+from clusters.sizing import system_pool_plan  # noqa: E402
 from infra.loader import parse_environment  # noqa: E402
 from policies.placement import solve  # noqa: E402
 
@@ -59,8 +60,9 @@ def test_needs_count_planned_nodes_and_the_system_node_group(tiny):
     sp = plan.site("aws-use1")
     assert need.region == "us-east-1"
     assert need.vcpus["P"] == sp.nodes["p5.48xlarge"] * 192
-    assert need.instance_types["m7i.large"] >= 2
-    assert need.vcpus["standard"] >= 4
+    system = system_pool_plan(env, env.site("aws-use1"), sp)
+    assert need.instance_types[system.instance_type] == system.max_nodes >= 3
+    assert need.vcpus["standard"] >= system.max_nodes * system.vcpus
 
 
 @mock_aws

@@ -10,7 +10,15 @@ from policies.rules import ALL_RULES, RULES_BY_NAME, Enforcement, ResourceView, 
 from policies.rules.secrets import config_plaintext
 from tests.policies.fixtures import c0, ctx, deployment, edit, eks, launch_template, netpol, pod
 
-GOOD = [deployment(), netpol(), eks(), launch_template()]
+
+def _referent(kind: str, api: str, name: str, namespace: str | None = "ml-internal") -> ResourceView:
+    meta = {"name": name} | ({"namespace": namespace} if namespace else {})
+    return ResourceView(f"kubernetes:{api}:{kind}", name, {"metadata": meta}, cluster="gpu")
+
+
+# What the compliant Deployment names exists beside it (referents-exist).
+GOOD = [deployment(), netpol(), eks(), launch_template(), _referent("Namespace", "core/v1", "ml-internal", None),
+        _referent("Secret", "core/v1", "hf"), _referent("PersistentVolumeClaim", "core/v1", "c")]
 
 
 def findings(rule, resources, context=None):
@@ -51,6 +59,7 @@ def _set(path, value):
 T = ["spec", "template", "spec"]
 C = T + ["containers", 0]
 BAD = [
+    ("referents-exist", lambda p: pod(p).update(serviceAccountName="ghost"), "ServiceAccount ml-internal/ghost"),
     ("pss-host-namespaces", lambda p: pod(p).update(hostNetwork=True), "hostNetwork"),
     ("pss-host-namespaces", lambda p: pod(p).update(hostPID=True), "hostPID"),
     ("pss-privileged", lambda p: c0(p)["securityContext"].update(privileged=True), "privileged"),

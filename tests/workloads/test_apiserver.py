@@ -36,12 +36,14 @@ def _require_toolchain() -> None:
 def api(tmp_path_factory):
     _require_toolchain()
     from hybridml.local import api_client, down, up
+    from hybridml.local.sites import crd_patterns
 
     state = tmp_path_factory.mktemp("workloads-dryrun")
     node = {"name": "node-0", "labels": {"topology.kubernetes.io/zone": "z1"},
             "capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"}}
     try:
-        up([{"name": "dryrun", "nodes": [node]}], state_dir=state, crd_dir=CRD_DIR)
+        # the CRDs a local control plane gets: shared/crds and the ones of more/ the stack writes (cert-manager's, ...)
+        up([{"name": "dryrun", "nodes": [node]}], state_dir=state, crd_dir=CRD_DIR, crd_patterns=crd_patterns(CRD_DIR))
         client = api_client("dryrun", state)
         yield client
     finally:
@@ -77,6 +79,8 @@ def test_apiserver_accepts_every_object(api, name):
     for o in stack.objects:
         status, body = api.request_raw("POST", disco.path(o.manifest), json.dumps(o.manifest).encode(),
                                        params={"dryRun": "All", "fieldValidation": "Strict"})
+        if status == 409 and o.manifest["kind"] == "Namespace" and o.manifest["metadata"]["name"] in namespaces:
+            continue   # created above so that the objects in it can be dry-run; the stack's own Namespace is the same
         if status not in (200, 201):
             try:
                 msg = json.loads(body).get("message", "")

@@ -19,7 +19,7 @@ from tests.workloads.harness import TEST_SEED, _Mocks, render
 from workloads import planning
 from workloads.kube import ComponentError
 from workloads.options import WorkloadOptions
-from workloads.render import cpu, feature_store, meta, qdrant, triton, vllm
+from workloads.render import cpu, feature_store, meta, model_delivery, qdrant, triton, vllm
 from workloads.render.context import SiteContext
 from workloads.secrets import derive
 
@@ -62,7 +62,7 @@ def test_vllm_deployment_flags_and_volumes():
     assert [d["metadata"]["name"] for d in deployments] == ["chat-small-base", "chat-small-tuned"]
     c = deployments[0]["spec"]["template"]["spec"]["containers"][0]
     args = c["args"]
-    assert args[0] == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert args[0] == model_delivery.cache_path("Qwen/Qwen2.5-1.5B-Instruct")   # from the shared cache, not the hub
     spec_cfg = json.loads(args[args.index("--speculative-config") + 1])
     assert spec_cfg == {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}
     assert args[args.index("--served-model-name") + 1] == "chat-small"
@@ -70,7 +70,8 @@ def test_vllm_deployment_flags_and_volumes():
     pod = deployments[0]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {GPU_PRODUCT: "NVIDIA-L4"}
     vols = {v["name"]: v for v in pod["volumes"]}
-    assert vols["models"]["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "40Gi"
+    assert vols["models"] == {"name": "models", "persistentVolumeClaim": {"claimName": model_delivery.CACHE_CLAIM}}
+    assert pod["initContainers"][0]["args"][2:4] == ["Qwen/Qwen2.5-1.5B-Instruct", args[0]]
     assert "api-key" not in json.dumps(c.get("env", []))
 
 
@@ -110,8 +111,10 @@ def test_redis_config_holds_the_password_only_in_files():
     assert "s3cr3t" not in json.dumps(objs)
     sts = objs[0]
     assert sts["kind"] == "StatefulSet" and sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
-    # data pods (StatefulSet), their headless and read Services, the Sentinel arbiter and its Service, one PDB
-    assert [o["kind"] for o in objs] == ["StatefulSet", "Service", "Service", "Deployment", "Service", "PodDisruptionBudget"]
+    # data pods (StatefulSet), their headless and read Services, the Sentinel arbiter and its Service, one PDB, the
+    # view's TLS certificate
+    assert [o["kind"] for o in objs] == ["StatefulSet", "Service", "Service", "Deployment", "Service", "PodDisruptionBudget",
+                                         "Certificate"]
     with_lb = feature_store.redis_objects(CTX, view, "ml-pii", fleet_sources=["10.9.0.0/16"])
     lb = with_lb[-1]
     assert lb["spec"]["type"] == "LoadBalancer" and lb["spec"]["loadBalancerSourceRanges"] == ["10.9.0.0/16"]

@@ -3,7 +3,7 @@
 Topology (every site that runs anything has a gateway):
 
 - `public` Gateway (entry sites only): one HTTPS listener per user region that enters the fleet here,
-  hostname `<region>.<domain>` (the global name `<domain>` is a latency-based DNS alias of these).
+  hostname `<region>.<domain>`.
   Per (pipeline, region) one route: AIGatewayRoute for LLMs (model from the OpenAI body), HTTPRoute for
   Triton (`/v2/models/<pipeline>`) and CPU services (`/pipelines/<pipeline>/`). Backends are the sites
   the plan routes that region to (priority 0, weights = the plan's split, sum 1000), then every other
@@ -15,13 +15,18 @@ Topology (every site that runs anything has a gateway):
 - Token budgets: `llmRequestCosts` on every LLM route put token counts into Envoy metadata; a
   BackendTrafficPolicy per (LLM pipeline, entry) rate-limits each tenant (header `x-hybridml-tenant`) to
   its share of the budget; a QuotaPolicy on each serving site caps a tenant at its whole budget.
+- DNS (`dns_annotations`): each gateway's LoadBalancer Service carries the external-dns annotations of the names it
+  answers (clusters/dns.py): the public one its listeners' hostnames, with Route53 latency-based routing on cloud
+  sites (set identifier = site, the site's AWS region: a name several sites answer resolves to the nearest healthy
+  one); the fleet one `<site>.fleet.<domain>`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clusters import dns
 from infra.labels import namespace_for
-from infra.spec import Environment, Pipeline
+from infra.spec import CloudSite, Environment, Pipeline
 from workloads import planning
 from workloads.planning import MODEL_HEADER, TENANT_HEADER, Mirror, RegionRoute, TenantBudget
 from workloads.render import meta, pods, triton, vllm
@@ -492,9 +497,21 @@ def ratelimit_url(ctx: SiteContext) -> str:
     return f"{service_fqdn(RATELIMIT_REDIS, ctx.gateway_namespace)}:6379"
 
 
+def dns_annotations(ctx: SiteContext, env: Environment, sg: SiteGateway) -> tuple[dict[str, str], dict[str, str]]:
+    """external-dns annotations of the public and the fleet gateway's Service: the hostnames each answers here, and on
+    a cloud site latency-based routing for the public names."""
+    site = env.site(ctx.site)
+    region = site.region if isinstance(site, CloudSite) and ctx.site_kind == "cloud" else None
+    public = dns.service_annotations((region_host(r, ctx.domain, cls) for _, r, cls in sg.listeners),
+                                     set_identifier=ctx.site, aws_region=region)
+    return public, dns.service_annotations([ctx.fleet_host])
+
+
 def site_objects(ctx: SiteContext, env: Environment, sg: SiteGateway, secrets: GatewaySecrets,
                  public_lb: dict, internal_lb: dict) -> list[dict]:
     """Every gateway object of one site (except Secrets and Helm releases, which the component adds)."""
+    public_dns, fleet_dns = dns_annotations(ctx, env, sg)
+    public_lb, internal_lb = {**public_lb, **public_dns}, {**internal_lb, **fleet_dns}
     needs: set[tuple[str, str]] = set()
     mirrors = {m.source: m for m in sg.mirrors_out}
     routes = [entry_route(ctx, env, r, mirrors.get(r.pipeline), needs) for r in sg.routes]

@@ -1,5 +1,9 @@
 """NetworkPolicies: default deny in every namespace the serving stack runs pods in, then each flow
-allowed explicitly (by pod role `app.kubernetes.io/component`, namespace and port). Pure."""
+allowed explicitly (by pod role `app.kubernetes.io/component`, namespace and port). Pure.
+
+Readers on other sites reach a data store through its internal load balancer; one policy per store
+(`allow-remote-readers-<store>`) admits exactly the networks of the sites the plan says read that store, on its
+serving port only (rule `data-path-narrow` checks both the policy and the load balancer's source ranges)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +11,15 @@ from dataclasses import dataclass, field
 from infra.labels import namespace_for
 from workloads.render import meta
 from workloads.render.context import SiteContext
-from workloads.render.data import FEAST_PORT, QDRANT_GRPC, QDRANT_HTTP, QDRANT_P2P, REDIS_PORT, SENTINEL_PORT
+from workloads.render.data import (
+    FEAST_PORT,
+    FEAST_SERVER_PORT,
+    QDRANT_GRPC,
+    QDRANT_HTTP,
+    QDRANT_P2P,
+    REDIS_PORT,
+    SENTINEL_PORT,
+)
 
 NS_LABEL = "kubernetes.io/metadata.name"
 KNATIVE_NAMESPACES = ("knative-serving", "kourier-system")
@@ -15,9 +27,18 @@ KNATIVE_NAMESPACES = ("knative-serving", "kourier-system")
 DATA_COMPONENTS = ["online-store", "vector-db", "feature-server"]
 CLIENT_COMPONENTS = ["model-server", "feature-server", "stream-processor", "maintenance"]
 PEER_COMPONENTS = ["online-store", "vector-db", "stream-processor"]
-FEAST_SERVER_PORT = 6566
+POD_IDENTITY_AGENT = "169.254.170.23/32"   # EKS Pod Identity agent (link-local, on every node)
 ENVOY_PORTS = (10443, 8443, 9443)   # Envoy Gateway maps listener 443 to container port 10443
 ENVOY_METRICS = 19001
+
+
+@dataclass(frozen=True)
+class RemoteReaders:
+    """The networks of the other sites that read one data store here (its fleet load balancer's source ranges)."""
+
+    instance: str                  # app.kubernetes.io/instance of the store's pods
+    port: int                      # the one port the load balancer exposes
+    cidrs: tuple[str, ...]
 
 
 @dataclass
@@ -30,7 +51,7 @@ class NamespaceFlows:
     has_data: bool = False
     has_stream: bool = False
     reader_namespaces: set[str] = field(default_factory=set)   # same-site namespaces whose pods read data here
-    reader_cidrs: set[str] = field(default_factory=set)        # other sites reading data here
+    remote_readers: dict[str, RemoteReaders] = field(default_factory=dict)   # data store instance -> other sites' readers
     remote_data_cidrs: set[str] = field(default_factory=set)   # other sites this namespace's pipelines read from
 
 
@@ -74,7 +95,9 @@ def serving_namespace(ctx: SiteContext, f: NamespaceFlows, all_serving: list[str
         out.append(_np(ctx, "allow-model-download", ns, {
             "podSelector": {"matchLabels": {"app.kubernetes.io/component": "model-server"}},
             "policyTypes": ["Egress"],
-            "egress": [{"to": [{"ipBlock": {"cidr": c}} for c in model_egress], "ports": _ports([443])}]}))
+            "egress": [{"to": [{"ipBlock": {"cidr": c}} for c in model_egress], "ports": _ports([443])}]
+            # EKS Pod Identity: the node-local agent hands the model-server role's S3 credentials out on port 80
+            + ([{"to": [{"ipBlock": {"cidr": POD_IDENTITY_AGENT}}], "ports": _ports([80])}] if ctx.site_kind == "cloud" else [])}))
     if f.metrics_ports:
         out.append(_np(ctx, "allow-metrics-scrape", ns, {
             "podSelector": {}, "policyTypes": ["Ingress"],
@@ -82,12 +105,15 @@ def serving_namespace(ctx: SiteContext, f: NamespaceFlows, all_serving: list[str
     data_ports = [REDIS_PORT, SENTINEL_PORT, QDRANT_HTTP, QDRANT_GRPC, FEAST_PORT, FEAST_SERVER_PORT]
     if f.has_data:
         sources: list[dict] = [{**_ns(*(f.reader_namespaces | {ns})), "podSelector": _components(CLIENT_COMPONENTS)}]
-        sources += [{"ipBlock": {"cidr": c}} for c in sorted(f.reader_cidrs)]
         out.append(_np(ctx, "allow-data-clients", ns, {
             "podSelector": _components(DATA_COMPONENTS), "policyTypes": ["Ingress"],
             "ingress": [{"from": sources, "ports": _ports(data_ports)}]}))
         # Redis replication and the Sentinels' gossip and failover commands; Qdrant P2P; Flink's RPC and blob ports.
         peer_ports = [REDIS_PORT, SENTINEL_PORT, QDRANT_HTTP, QDRANT_P2P, 6122, 6123, 6124, 8081]
+        for r in sorted(f.remote_readers.values(), key=lambda r: r.instance):
+            out.append(_np(ctx, meta.k8s_name("allow-remote-readers", r.instance), ns, {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/instance": r.instance}}, "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"ipBlock": {"cidr": c}} for c in sorted(r.cidrs)], "ports": _ports([r.port])}]}))
         out.append(_np(ctx, "allow-data-peers", ns, {
             "podSelector": _components(PEER_COMPONENTS), "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": [{"podSelector": _components(PEER_COMPONENTS)}],
@@ -100,13 +126,14 @@ def serving_namespace(ctx: SiteContext, f: NamespaceFlows, all_serving: list[str
         "podSelector": _components(CLIENT_COMPONENTS), "policyTypes": ["Egress"],
         "egress": [{"to": dests, "ports": _ports(data_ports)}]}))
     if f.has_stream:
+        state_ports = {443, 6443} | ({ctx.object_store.port} if ctx.object_store else set())
         out.append(_np(ctx, "allow-stream-ingest", ns, {
             "podSelector": {"matchLabels": {"app.kubernetes.io/component": "stream-processor"}},
             "policyTypes": ["Egress"],
             "egress": [
                 # Flink native mode: the JobManager manages its TaskManager pods through the API server;
-                # checkpoints go to object storage (HTTPS).
-                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _ports([443, 6443])},
+                # checkpoints go to object storage (HTTPS; a datacenter's own store on its port).
+                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _ports(state_ports)},
                 {"to": [{"ipBlock": {"cidr": c}} for c in stream_egress], "ports": _ports([9092, 9093])}]}))
     return out
 

@@ -6,7 +6,8 @@ from infra.spec import Environment, Pipeline, TritonEngine
 from workloads import planning
 from workloads.render import meta, pods
 from workloads.render.context import SiteContext
-from workloads.render.model_pods import node_selector, placement_affinity, tolerations
+from workloads.render.model_delivery import SERVICE_ACCOUNT
+from workloads.render.model_pods import declared_tier_label, node_selector, placement_affinity, pod_tier, tolerations
 
 RUNTIME = "triton"
 HTTP_PORT = 8080
@@ -54,7 +55,7 @@ def inference_services(ctx: SiteContext, env: Environment, p: Pipeline, replicas
         name = isvc_name(p, variant)
         s = planning.scaling(p, n)
         lbls = meta.labels("triton", "model-server", instance=name, version=meta.image_version(ctx.images.triton),
-                           site=ctx.site, pipeline=p.name, tier=p.privacy_tier.value)
+                           site=ctx.site, pipeline=p.name, tier=pod_tier(env, p)) | declared_tier_label(env, p)
         if variant:
             lbls[meta.VARIANT] = variant
         gpus = p.gpu.count if p.gpu else 0
@@ -63,6 +64,8 @@ def inference_services(ctx: SiteContext, env: Environment, p: Pipeline, replicas
             "maxReplicas": s.max_replicas,
             "scaleMetric": "rps",
             "scaleTarget": max(1, int(s.rps_threshold)),
+            # the namespace's model-server identity: KServe's storage initializer reads the s3:// model with it
+            "serviceAccountName": SERVICE_ACCOUNT,
             "automountServiceAccountToken": False,
             "securityContext": pods.pod_security_context(),
             "model": {
@@ -77,8 +80,8 @@ def inference_services(ctx: SiteContext, env: Environment, p: Pipeline, replicas
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}],
             },
             "volumes": [pods.empty_dir("tmp", size_limit="4Gi"), pods.empty_dir("dshm", memory=True, size_limit="1Gi")],
-            "affinity": placement_affinity(p.privacy_tier.value, ctx.privacy_zones),
-            "tolerations": tolerations(p.privacy_tier.value, bool(gpus), ctx.privacy_zones),
+            "affinity": placement_affinity(pod_tier(env, p), ctx.privacy_zones),
+            "tolerations": tolerations(pod_tier(env, p), bool(gpus), ctx.privacy_zones),
         }
         if node_selector(p):
             predictor["nodeSelector"] = node_selector(p)

@@ -9,14 +9,17 @@ from typing import Any
 from infra.spec import Environment, Pipeline, VllmEngine
 from workloads import planning
 from workloads.render import meta, pods
+from workloads.render import model_delivery as md
 from workloads.render.context import SiteContext
-from workloads.render.model_pods import node_selector, placement_affinity, spread, tolerations
+from workloads.render.model_pods import declared_tier_label, node_selector, placement_affinity, pod_tier, spread, tolerations
 
 PORT = 8000
 CONFIG_MOUNT = "/etc/vllm/secret"
-MODELS_MOUNT = "/models"
+MODELS_MOUNT = md.CACHE_MOUNT
+"""The namespace's shared model cache (workloads/render/model_delivery.py), read-only to the server."""
 HF_TOKEN_SECRET = "hf-token"
-"""Optional Secret (key `token`) with a Hugging Face token for gated models; created by the operator."""
+"""Optional Secret (key `token`) with a Hugging Face token for gated models; created by the operator. Only the
+cache fill reads it: the server loads local files."""
 LWS_MULTINODE_SCRIPT = "/vllm-workspace/examples/online_serving/multi-node-serving.sh"
 
 
@@ -48,16 +51,17 @@ def api_key_config(key: str) -> str:
 
 def serve_args(p: Pipeline, model: str, *, ray: bool = False) -> list[str]:
     e: VllmEngine = p.engine  # type: ignore[assignment]
-    args = [model,
+    args = [md.cache_path(model),
             "--served-model-name", planning.served_model_name(p),
             "--host", "0.0.0.0", "--port", str(PORT),
             "--tensor-parallel-size", str(e.tensor_parallel),
             "--pipeline-parallel-size", str(e.pipeline_parallel),
             "--max-model-len", str(e.max_model_len),
             "--gpu-memory-utilization", str(e.gpu_memory_utilization),
-            "--download-dir", MODELS_MOUNT,
             "--config", f"{CONFIG_MOUNT}/config.yaml"]
     spec = planning.speculative_config(p)
+    if spec and "model" in spec:
+        spec["model"] = md.cache_path(spec["model"])   # the draft model is in the cache too
     if spec:
         args += ["--speculative-config", json.dumps(spec, sort_keys=True)]
     if ray:
@@ -66,12 +70,13 @@ def serve_args(p: Pipeline, model: str, *, ray: bool = False) -> list[str]:
 
 
 def _env() -> list[dict]:
-    # Every cache vLLM, torch, triton kernels and HF write goes to /tmp or the model volume: the root
-    # filesystem stays read-only.
+    # Every cache vLLM, torch, triton kernels and HF write goes to /tmp: the root filesystem and the model cache
+    # stay read-only. The weights are local directories: the hub is never asked.
     return [
         {"name": "HOME", "value": "/tmp/home"},
-        {"name": "HF_HOME", "value": f"{MODELS_MOUNT}/hf"},
-        {"name": "HF_TOKEN_PATH", "value": "/var/run/secrets/hf/token"},
+        {"name": "HF_HOME", "value": "/tmp/hf"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
         {"name": "VLLM_CACHE_ROOT", "value": "/tmp/vllm"},
         {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"},
         {"name": "TRITON_CACHE_DIR", "value": "/tmp/triton"},
@@ -81,17 +86,11 @@ def _env() -> list[dict]:
     ]
 
 
-def _volumes(p: Pipeline, cache_gib: int, shm_gib: int, storage_class: str | None) -> list[dict]:
-    claim: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": f"{cache_gib}Gi"}}}
-    if storage_class:
-        claim["storageClassName"] = storage_class
+def _volumes(p: Pipeline, shm_gib: int) -> list[dict]:
     return [
         pods.empty_dir("dshm", memory=True, size_limit=f"{shm_gib}Gi"),
         pods.empty_dir("tmp", size_limit="20Gi"),
-        # Generic ephemeral volume: a model cache per pod, deleted with it, sized from the GPUs' memory.
-        {"name": "models", "ephemeral": {"volumeClaimTemplate": {
-            "metadata": {"labels": {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/component": "model-cache"}},
-            "spec": claim}}},
+        md.cache_volume(),   # the namespace's shared model cache (filled by the init container, once per site)
         {"name": "config", "secret": {"secretName": config_secret_name(p), "defaultMode": 0o440}},
         {"name": "hf-token", "projected": {"defaultMode": 0o440, "sources": [
             {"secret": {"name": HF_TOKEN_SECRET, "optional": True, "items": [{"key": "token", "path": "token"}]}}]}},
@@ -101,9 +100,8 @@ def _volumes(p: Pipeline, cache_gib: int, shm_gib: int, storage_class: str | Non
 _MOUNTS: list[dict[str, Any]] = [
     {"name": "dshm", "mountPath": "/dev/shm"},
     {"name": "tmp", "mountPath": "/tmp"},
-    {"name": "models", "mountPath": MODELS_MOUNT},
+    {"name": md.CACHE_VOLUME, "mountPath": MODELS_MOUNT, "readOnly": True},
     {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
-    {"name": "hf-token", "mountPath": "/var/run/secrets/hf", "readOnly": True},
 ]
 
 
@@ -137,17 +135,20 @@ def _pod_spec(ctx: SiteContext, env: Environment, p: Pipeline, v: VllmVariant, l
             args=[f"exec {LWS_MULTINODE_SCRIPT} worker --ray_address=$(LWS_LEADER_ADDRESS)"],
             env=_env(), res=res, readiness=pods.exec_probe(["ray", "health-check"], period=10),
             liveness=pods.exec_probe(["ray", "health-check"], period=20, failures=6), mounts=_MOUNTS)
-    cache = planning.model_cache_gib(env, ctx.site, p)
-    return pods.pod_spec(
-        [c], volumes=_volumes(p, cache, shm, ctx.storage_class), node_selector=node_selector(p),
-        affinity=placement_affinity(p.privacy_tier.value, ctx.privacy_zones), tolerations=tolerations(p.privacy_tier.value, bool(gpus), ctx.privacy_zones),
+    spec = pods.pod_spec(
+        [c], volumes=_volumes(p, shm), node_selector=node_selector(p),
+        init_containers=[md.fill_container(ctx.images.vllm, md.pod_models(p, v.model), cpu, mem)],
+        affinity=placement_affinity(pod_tier(env, p), ctx.privacy_zones),
+        tolerations=tolerations(pod_tier(env, p), bool(gpus), ctx.privacy_zones),
         spread=spread(ctx.site_kind, meta.selector(lbls), p.spread.zone_max_skew, hard=False),
         termination_grace=120)
+    spec["serviceAccountName"] = md.SERVICE_ACCOUNT   # its S3 identity on cloud sites; no API token mounted
+    return spec
 
 
-def pod_labels(ctx: SiteContext, p: Pipeline, v: VllmVariant) -> dict:
+def pod_labels(ctx: SiteContext, env: Environment, p: Pipeline, v: VllmVariant) -> dict:
     return meta.labels("vllm", "model-server", instance=v.name, version=meta.image_version(ctx.images.vllm),
-                       site=ctx.site, pipeline=p.name, tier=p.privacy_tier.value)
+                       site=ctx.site, pipeline=p.name, tier=pod_tier(env, p)) | declared_tier_label(env, p)
 
 
 def objects(ctx: SiteContext, env: Environment, p: Pipeline, replicas: int, namespace: str) -> list[dict]:
@@ -155,7 +156,7 @@ def objects(ctx: SiteContext, env: Environment, p: Pipeline, replicas: int, name
     out: list[dict] = []
     split = variants(env, ctx.site, p, replicas)
     for v in split:
-        lbls = pod_labels(ctx, p, v)
+        lbls = pod_labels(ctx, env, p, v)
         sel = meta.selector(lbls)
         if v.variant:
             lbls = {**lbls, meta.VARIANT: v.variant}
