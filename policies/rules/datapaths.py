@@ -41,6 +41,11 @@ HOSTNAME_ANNOTATION = "external-dns.alpha.kubernetes.io/hostname"
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+
+def _container_ports(c: dict[str, Any]) -> set[int]:
+    """A container's ports as ints: at `pulumi preview` CrossGuard hands numbers over as floats (6379.0)."""
+    return {int(p["containerPort"]) for p in c.get("ports") or [] if isinstance(p.get("containerPort"), int | float)}
+
 def _tier(r: ResourceView) -> str | None:
     tier: str | None = r.labels.get(L.PRIVACY_TIER)
     if tier:
@@ -123,7 +128,7 @@ def _option(words: list[str], name: str) -> str | None:
 
 def _plaintext(c: dict[str, Any]) -> list[str]:
     """What a data-store container serves without TLS (empty: it serves TLS only)."""
-    ports = {p.get("containerPort") for p in c.get("ports") or []}
+    ports = _container_ports(c)
     problems = []
     words = _argv(c)
     for port in sorted(p for p in ports if p in REDIS_PORTS):
@@ -161,7 +166,7 @@ def data_path_tls(resources: list[ResourceView], ctx: Context) -> Iterable[tuple
             continue
         for where, meta, spec in pod_specs(r.kind, r.props):
             for cwhere, c in containers(spec, include_init=False):
-                ports = {p.get("containerPort") for p in c.get("ports") or []}
+                ports = _container_ports(c)
                 if not ports & (REDIS_PORTS | QDRANT_PORTS):
                     continue
                 plaintext = _plaintext(c)

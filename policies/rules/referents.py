@@ -42,6 +42,9 @@ PREREQUISITES: tuple[Prerequisite, ...] = (
     Prerequisite("ClusterIssuer", "hybridml-public", "any",
                  "issues the public listeners' certificate (`<region>.<domain>`) from a CA the users' clients trust: an ACME "
                  "issuer with a DNS-01 solver for the zone, or the organisation's own; the private fleet CA must not"),
+    Prerequisite("StorageClass", "hybridml-local", "any",
+                 "the local control planes' host-path class, made by `hybridml local up` (the local stack's simulated "
+                 "clusters name it; real clusters use their default or WorkloadOptions.storage_class)"),
 )
 
 
