@@ -103,35 +103,32 @@ def _print_batch(batch) -> None:
                   f"runs go: {nodes}")
 
 
+def _print_decision(explanation, no_binding: str | None = None) -> None:
+    """The chosen sites, the rejected ones with why, and the binding constraints of one explanation."""
+    console.print("chosen:")
+    for line in explanation.chosen:
+        console.print(f"  + {line}", markup=False, highlight=False)
+    console.print("rejected:")
+    for site, why in explanation.rejected.items():
+        console.print(f"  - {site}: {why}", markup=False, highlight=False)
+    console.print("binding constraints:")
+    for line in explanation.binding or ([no_binding] if no_binding else []):
+        console.print(f"  * {line}", markup=False, highlight=False)
+
+
 def _print_batch_explanation(b) -> None:
     when = f"schedule {b.schedule!r}" if b.schedule else "one-off"
     console.print(f"[bold]{b.name}[/] (batch, {b.engine}, {b.privacy_tier}, {when}): {b.explanation.summary}",
                   highlight=False)
     console.print(f"needs {b.needed_items_per_s:,.2f} items/s; plans {b.planned_items_per_s:,.2f} items/s with {b.workers} "
                   f"worker(s); finishes in {b.finish_hours:.2f} h of {b.window_hours:g} h", highlight=False)
-    console.print("chosen:")
-    for line in b.explanation.chosen:
-        console.print(f"  + {line}", markup=False, highlight=False)
-    console.print("rejected:")
-    for site, why in b.explanation.rejected.items():
-        console.print(f"  - {site}: {why}", markup=False, highlight=False)
-    console.print("binding constraints:")
-    for line in b.explanation.binding:
-        console.print(f"  * {line}", markup=False, highlight=False)
+    _print_decision(b.explanation)
 
 
 def _print_explanation(p) -> None:
     console.print(f"[bold]{p.name}[/] ({p.engine}, {p.privacy_tier}): {p.explanation.summary}, "
                   f"${p.cost_usd_per_hour:,.3f}/h")
-    console.print("chosen:")
-    for line in p.explanation.chosen:
-        console.print(f"  + {line}", markup=False, highlight=False)
-    console.print("rejected:")
-    for site, why in p.explanation.rejected.items():
-        console.print(f"  - {site}: {why}", markup=False, highlight=False)
-    console.print("binding constraints:")
-    for line in p.explanation.binding or ["(none: the cheapest eligible sites had room)"]:
-        console.print(f"  * {line}", markup=False, highlight=False)
+    _print_decision(p.explanation, "(none: the cheapest eligible sites had room)")
     console.print("routing (region -> site share, failover order):")
     for region, row in p.routing.items():
         shares = ", ".join(f"{s} {x * 100:.0f}%" for s, x in row.items())

@@ -5,10 +5,11 @@ pipeline reads (at its declared `downgrade` tier, where there is one) and every 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from infra.dataflow import data_flows
-from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity
+from policies.rules.base import Context, Enforcement, ResourceView, Rule, Severity, SiteFacts
 
 
 def _placed(ctx: Context) -> dict[str, list[str]]:
@@ -28,32 +29,32 @@ def flows_checked(ctx: Context) -> tuple[int, int]:
     return len(flows), sum(len(placed.get(f.reader, [])) for f in flows)
 
 
-def data_flow_tier(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
-    """Every replica of a reader is on a site allowed the tier of every dependency it reads (less declared downgrades)."""
+def _off_tier(ctx: Context, shadows: bool) -> Iterator[tuple[str, str, Any, SiteFacts]]:
+    """(pipeline, site, flow, site facts) for each placed replica's site that may not hold the flow's tier: reads
+    (judged at the tier they count as, after a downgrade) or mirrored requests (the source's tier)."""
     for name, sites in _placed(ctx).items():
-        flows = [f for f in data_flows(ctx.env).tiers[name].flows if not f.is_shadow]
+        flows = [f for f in data_flows(ctx.env).tiers[name].flows if f.is_shadow == shadows]
         for site in sites:
             facts = ctx.sites.get(site)
             if facts is None:
                 continue
             for f in flows:
-                if f.counts_as.value not in facts.privacy_tiers:
-                    yield (f"pipeline {name}", f"{f.describe()} ({f.field}) but runs on {facts.kind} site {site}, "
-                                               f"which holds only {', '.join(facts.privacy_tiers)}")
+                if (f.tier if shadows else f.counts_as).value not in facts.privacy_tiers:
+                    yield name, site, f, facts
+
+
+def data_flow_tier(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    """Every replica of a reader is on a site allowed the tier of every dependency it reads (less declared downgrades)."""
+    for name, site, f, facts in _off_tier(ctx, shadows=False):
+        yield (f"pipeline {name}", f"{f.describe()} ({f.field}) but runs on {facts.kind} site {site}, "
+                                   f"which holds only {', '.join(facts.privacy_tiers)}")
 
 
 def mirror_target_tier(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
     """A shadow's target runs only on sites allowed the tier of the requests mirrored to it (the source's tier)."""
-    for name, sites in _placed(ctx).items():
-        flows = [f for f in data_flows(ctx.env).tiers[name].flows if f.is_shadow]
-        for site in sites:
-            facts = ctx.sites.get(site)
-            if facts is None:
-                continue
-            for f in flows:
-                if f.tier.value not in facts.privacy_tiers:
-                    yield (f"pipeline {name}", f"receives {f.describe()} ({f.field}) on {facts.kind} site {site}, "
-                                               f"which holds only {', '.join(facts.privacy_tiers)}")
+    for name, site, f, facts in _off_tier(ctx, shadows=True):
+        yield (f"pipeline {name}", f"receives {f.describe()} ({f.field}) on {facts.kind} site {site}, "
+                                   f"which holds only {', '.join(facts.privacy_tiers)}")
 
 
 RULES = [

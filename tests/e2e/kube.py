@@ -24,6 +24,18 @@ def wait(what: str, done, timeout: float = 120.0) -> None:
         time.sleep(1)
 
 
+def wait_for(what: str, fn, timeout: float = 120.0, interval: float = 0.5):
+    """`fn()` once it is truthy (its value is returned); AssertionError with the last value after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last={last!r}")
+
+
 def workloads_ready(apis) -> list[str]:
     """Deployments/StatefulSets not (yet) ready, as readable strings (empty: all ready)."""
     bad = []

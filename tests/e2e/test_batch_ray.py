@@ -31,6 +31,7 @@ from hybridml.local.toolchain import find_binaries, kwok_stage_files
 from infra import labels as L
 from infra.errors import ToolchainMissing
 from tests.conftest import require
+from tests.e2e.kube import wait_for
 from tests.workloads.conftest import rendered
 from workloads.render import meta
 
@@ -55,14 +56,7 @@ def _toolchain() -> None:
 
 
 def _wait(what: str, fn, timeout: float = 180.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last={last!r}")
+    return wait_for(what, fn, timeout=timeout, interval=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from hybridml.local import DEFAULT_CRD_DIR, api_client, down, status, up
 from hybridml.local.components import COMPONENTS, CRD_COMPONENTS
 from hybridml.local.toolchain import find_binaries, kwok_stage_files
 from infra.errors import ToolchainMissing
+from tests.e2e.kube import wait_for
 from tools.sim_metrics import component_cpu_seconds
 
 pytestmark = pytest.mark.e2e
@@ -100,15 +101,6 @@ def _gpu_deployment() -> dict:
     }
 
 
-def _wait(what: str, fn, timeout: float = 120.0, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last={last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +155,7 @@ def test_two_clusters_gpu_pod_runs_and_down_cleans_up(state_dir):
         pods = gpu.get("/api/v1/namespaces/default/pods", params={"labelSelector": "app=gpu-probe"})["items"]
         return next((p for p in pods if p.get("status", {}).get("phase") == "Running"), None)
 
-    pod = _wait("the gpu-probe pod to be Running", running_pod, timeout=180)
+    pod = wait_for("the gpu-probe pod to be Running", running_pod, timeout=180)
     assert pod["spec"]["nodeName"] in {"gpu-node-0", "gpu-node-1"}
 
     # the same pod without the toleration cannot schedule on the GPU cluster (taint respected)
@@ -182,7 +174,7 @@ def test_two_clusters_gpu_pod_runs_and_down_cleans_up(state_dir):
                     return p
         return None
 
-    p = _wait("the untolerated pod to be reported Unschedulable", unschedulable, timeout=120)
+    p = wait_for("the untolerated pod to be reported Unschedulable", unschedulable, timeout=120)
     assert not p["spec"].get("nodeName")
 
     # no KEDA operator runs: the stand-in gives a ScaledObject the HPA KEDA would, and the cluster's own
@@ -194,16 +186,16 @@ def test_two_clusters_gpu_pod_runs_and_down_cleans_up(state_dir):
                  "triggers": [{"type": "prometheus", "metadata": {
                      "serverAddress": "http://prometheus.invalid:9090", "query": "vector(0)", "threshold": "4"}}]}})
     hpa_path = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/keda-hpa-gpu-probe"
-    hpa = _wait("the simulated KEDA HPA", lambda: gpu.get_or_none(hpa_path), timeout=60)
+    hpa = wait_for("the simulated KEDA HPA", lambda: gpu.get_or_none(hpa_path), timeout=60)
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 5)
     assert hpa["metadata"]["ownerReferences"][0]["kind"] == "ScaledObject"
 
     def ready_replicas():
         d = gpu.get("/apis/apps/v1/namespaces/default/deployments/gpu-probe")
         return d["spec"]["replicas"] == 3 and d.get("status", {}).get("readyReplicas") == 3
-    _wait("gpu-probe to be raised to the ScaledObject's floor of 3 ready replicas", ready_replicas, timeout=120)
+    wait_for("gpu-probe to be raised to the ScaledObject's floor of 3 ready replicas", ready_replicas, timeout=120)
     gpu.delete("/apis/keda.sh/v1alpha1/namespaces/default/scaledobjects/gpu-probe")
-    _wait("the HPA to go with its ScaledObject", lambda: gpu.get_or_none(hpa_path) is None, timeout=90)
+    wait_for("the HPA to go with its ScaledObject", lambda: gpu.get_or_none(hpa_path) is None, timeout=90)
 
     # a CRD from the CRD directory is Established (and the webhook-converted one was accepted)
     for name in ("inferenceservices.serving.kserve.io", "llminferenceservices.serving.kserve.io"):

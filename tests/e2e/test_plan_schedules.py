@@ -34,6 +34,7 @@ from infra.spec import CloudSite, Environment
 from policies.placement.plan import PlacementPlan
 from policies.placement.solver import solve
 from tests.conftest import dump, require
+from tests.e2e.kube import wait_for
 from tools.generate import generate
 from workloads import planning
 from workloads.render import cpu, feature_store, qdrant, triton, vllm
@@ -177,15 +178,6 @@ def _require_toolchain() -> None:
         require(False, f"the local toolchain is missing ({e}); the scheduler test of issue 17 needs it")
 
 
-def _wait(what: str, fn, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last={last!r}")
 
 
 def _pods(api) -> list[dict]:
@@ -246,7 +238,7 @@ def test_the_scheduler_binds_every_pod_of_the_plan_and_not_without_a_needed_node
     t0 = time.monotonic()
     created: dict[str, int] = {}
     for site, api in apis.items():
-        _wait(f"{site}: the default service account", lambda api=api: api.get_or_none(
+        wait_for(f"{site}: the default service account", lambda api=api: api.get_or_none(
             f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"), timeout=60)
         pods, _ = plan_pods(env, plan, site)
         for pod in pods:
@@ -258,7 +250,7 @@ def test_the_scheduler_binds_every_pod_of_the_plan_and_not_without_a_needed_node
                    for site, api in apis.items())
 
     try:
-        _wait("every pod of the plan to be bound to a node", all_bound, timeout=BIND_TIMEOUT_S)
+        wait_for("every pod of the plan to be bound to a node", all_bound, timeout=BIND_TIMEOUT_S)
     except AssertionError:
         pending = {site: [(p["metadata"]["name"], [c.get("message") for c in (p.get("status") or {}).get("conditions") or []])
                           for p in _pods(api) if not p["spec"].get("nodeName")] for site, api in apis.items()}
@@ -278,7 +270,7 @@ def test_the_scheduler_binds_every_pod_of_the_plan_and_not_without_a_needed_node
                  pod["spec"]["containers"], pod["spec"].get("initContainers"))
     api.post(f"/api/v1/namespaces/{NAMESPACE}/pods", again)
     path = f"/api/v1/namespaces/{NAMESPACE}/pods/{again['metadata']['name']}"
-    p = _wait(f"{site}: {again['metadata']['name']} to be reported Unschedulable without node {node}",
+    p = wait_for(f"{site}: {again['metadata']['name']} to be reported Unschedulable without node {node}",
               lambda: (lambda x: x if _unschedulable(x) else None)(api.get(path)), timeout=60)
     assert not p["spec"].get("nodeName")
     print(f"without {node}: {again['metadata']['name']} Unschedulable ({_requests(again)})")
