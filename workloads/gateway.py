@@ -1,8 +1,10 @@
 """The gateway of one site: Gateway API + Envoy Gateway + Envoy AI Gateway objects (render/gateway.py),
-the Secret with this site's vLLM API key, and, on real clusters, the pinned Helm releases of the
-controllers (Envoy Gateway, Envoy AI Gateway). Simulated/local clusters get only the CRDs."""
+the Secret with this site's vLLM API key, on entry sites the Secret with every tenant's API key
+(render/edge_auth.py), and, on real clusters, the pinned Helm releases of the controllers (Envoy Gateway,
+Envoy AI Gateway). Simulated/local clusters get only the CRDs."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pulumi
@@ -12,8 +14,8 @@ from clusters.handle import ClusterHandle
 from infra.spec import Environment
 from workloads.images import Charts, HelmChart
 from workloads.kube import ComponentError, child_options, create
+from workloads.render import edge_auth, meta
 from workloads.render import gateway as gw
-from workloads.render import meta
 from workloads.render.context import SiteContext, fleet_host, region_host
 
 
@@ -25,6 +27,8 @@ class GatewayArgs:
     plan: gw.SiteGateway
     api_key: pulumi.Input[str] | None = None
     """This site's vLLM API key (workloads.secrets); required when LLM pipelines run here."""
+    tenant_api_keys: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Every tenant's API key (tenant -> key, workloads.secrets); required for each tenant when users enter here."""
     secrets: gw.GatewaySecrets = field(default_factory=gw.GatewaySecrets)
     public_lb_annotations: dict = field(default_factory=dict)
     internal_lb_annotations: dict = field(default_factory=dict)
@@ -71,6 +75,14 @@ class Gateway(pulumi.ComponentResource):
                                           meta.labels("gateway", "credentials", instance=gw.VLLM_API_KEY_SECRET,
                                                       site=ctx.site)),
                 "type": "Opaque", "stringData": {"apiKey": args.api_key}}, child_options(self, args.cluster, depends_on=deps)))
+        if sg.listeners:
+            missing = sorted({t.name for t in env.tenants} - set(args.tenant_api_keys))
+            if missing:
+                raise ComponentError(self, f"site {ctx.site} is an entry site but has no API key for tenant(s) "
+                                           f"{', '.join(missing)}")
+            # `{}` without tenants: the entry then refuses every request (401), as it must with nobody to admit
+            deps.append(create(f"{name}-tenant-api-keys", edge_auth.api_key_secret(ctx, {
+                t.name: args.tenant_api_keys[t.name] for t in env.tenants}), child_options(self, args.cluster, depends_on=deps)))
         self.objects = gw.site_objects(ctx, env, sg, args.secrets, args.public_lb_annotations,
                                        args.internal_lb_annotations)
         for m in self.objects:

@@ -17,6 +17,7 @@ from hybridml.cli.preflight import preflight
 from hybridml.cli.preview import preview
 from hybridml.cli.rollout import destroy, up
 from hybridml.cli.status import status
+from hybridml.cli.tenant import tenant_key
 from infra.errors import HybridmlError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -31,6 +32,7 @@ app.command()(bootstrap)
 app.command()(up)
 app.command()(destroy)
 app.command()(status)
+app.command("tenant-key")(tenant_key)
 app.add_typer(local_app, name="local")
 local_app.add_typer(dataplane_app, name="dataplane")
 

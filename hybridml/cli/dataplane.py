@@ -27,7 +27,8 @@ SPEC_HELP = "Environment: a shipped name (local, dev, ...) or a spec file (defau
 STATE_DIR_HELP = "State dir (default: the environment's, .local/ for local, .local/envs/<env>/ otherwise)."
 NOTE = ("Envoy Gateway (the real controller, standalone mode) and Envoy (real) on 127.0.0.1; the model servers are "
         "SIMULATED (KServe v2 for Triton, plain HTTP for CPU services). Envoy AI Gateway objects (LLM routes, token "
-        "budgets) are not translated: its controller is not available here.")
+        "budgets) are not translated: its controller is not available here. Entry hosts want a tenant's API key "
+        "(`Authorization: Bearer KEY`): `hybridml tenant-key --dataplane SPEC TENANT`.")
 
 
 def _state_dir(state_dir: Path | None, env_name: str) -> Path:
@@ -92,7 +93,7 @@ def up(spec: str = typer.Argument("local", help=SPEC_HELP),
     except HybridmlError as exc:
         fail(exc)
     names = {s.name for s in env.sites}
-    manifests = {s: m for s, m in result.kubernetes_manifests().items() if s in names}
+    manifests = {s: m for s, m in result.kubernetes_manifests(redact=False).items() if s in names}
     try:
         with out.status("starting the data path...") as st:
             def log(message: str) -> None:

@@ -320,9 +320,10 @@ class PreviewResult:
             out[site or "(stack)"][r.type] += 1
         return out
 
-    def kubernetes_manifests(self) -> dict[str, list[dict]]:
-        """site -> every Kubernetes object as a manifest (Secret data redacted)."""
-        return {site: [_object_manifest(r) for r in objs] for site, objs in self.kubernetes_objects().items()}
+    def kubernetes_manifests(self, *, redact: bool = True) -> dict[str, list[dict]]:
+        """site -> every Kubernetes object as a manifest (Secret data redacted unless `redact` is False: the local
+        data path serves the Secrets the program renders, e.g. the tenants' API keys)."""
+        return {site: [_object_manifest(r, redact=redact) for r in objs] for site, objs in self.kubernetes_objects().items()}
 
     def kubernetes_objects(self) -> dict[str, list[Recorded]]:
         out: dict[str, list[Recorded]] = defaultdict(list)
@@ -490,7 +491,7 @@ def write_kubernetes_yaml(result: PreviewResult, out_dir: Path) -> dict[str, int
     return write_manifests(result.kubernetes_manifests(), out_dir)
 
 
-def _object_manifest(r: Recorded) -> dict:
+def _object_manifest(r: Recorded, *, redact: bool = True) -> dict:
     props = dict(r.props)
     api_version = props.pop("apiVersion", None)
     kind = props.pop("kind", None)
@@ -504,7 +505,7 @@ def _object_manifest(r: Recorded) -> dict:
         if key in props:
             doc[key] = props.pop(key)
     doc.update(props)
-    if kind == "Secret":
+    if kind == "Secret" and redact:
         for key in ("data", "stringData"):
             if key in doc:
                 doc[key] = {k: "<redacted>" for k in doc[key]}

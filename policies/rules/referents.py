@@ -127,6 +127,10 @@ def _object_refs(r: ResourceView) -> Iterator[Reference]:
                     yield Reference("Service", ref.get("namespace", ns), ref["name"], f"spec.rules[{i}].backendRefs")
                 elif ref.get("kind") == "Backend":
                     yield Reference("Backend", ref.get("namespace", ns), ref["name"], f"spec.rules[{i}].backendRefs")
+    elif kind == "SecurityPolicy":
+        for ref in ((spec.get("apiKeyAuth") or {}).get("credentialRefs") or []):
+            if ref.get("kind", "Secret") == "Secret":
+                yield Reference("Secret", ref.get("namespace", ns), ref["name"], "spec.apiKeyAuth.credentialRefs")
     elif kind == "BackendTLSPolicy":
         for ref in ((spec.get("validation") or {}).get("caCertificateRefs") or []):
             yield Reference(ref.get("kind", "ConfigMap"), ns, ref["name"], "spec.validation.caCertificateRefs")

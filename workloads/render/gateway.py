@@ -12,6 +12,11 @@ Topology (every site that runs anything has a gateway):
   locally placed pipeline to its local variants (A/B weights of the spec), listener `shadow` (9443) with
   the routes that receive mirrored traffic. Entry gateways reach other sites through `site-<name>`
   Backends pointing at `<site>.fleet.<domain>`; a local site is reached directly.
+- Edge identity (render/edge_auth.py): a SecurityPolicy on the `public` Gateway authenticates every request with
+  the tenant's API key (401 without a known one) and sets `x-hybridml-tenant` from the key's owner, replacing any
+  copy the client sent; every limit below selects on that header.
+- Request-rate limits: each tenant's `requests_per_second` per route, a local rate limit in the `public-resilience`
+  policy (every route of the public Gateway) and in each token-budget policy (which replaces it on LLM routes).
 - Token budgets: `llmRequestCosts` on every LLM route put token counts into Envoy metadata; a
   BackendTrafficPolicy per (LLM pipeline, entry) rate-limits each tenant (header `x-hybridml-tenant`) to
   its share of the budget; a QuotaPolicy on each serving site caps a tenant at its whole budget.
@@ -22,14 +27,16 @@ Topology (every site that runs anything has a gateway):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from clusters import dns
+from infra.dataflow import effective_tier
 from infra.labels import namespace_for
-from infra.spec import CloudSite, Environment, Pipeline
+from infra.spec import CloudSite, Environment, Pipeline, Tenant
 from workloads import planning
 from workloads.planning import MODEL_HEADER, TENANT_HEADER, Mirror, RegionRoute, TenantBudget
-from workloads.render import meta, pods, triton, vllm
+from workloads.render import edge_auth, meta, pods, triton, vllm
 from workloads.render.context import SiteContext, fleet_host, region_host, service_fqdn
 from workloads.render.model_pods import placement_affinity, tolerations
 
@@ -142,7 +149,7 @@ def local_target(p: Pipeline, variant: str) -> tuple[str, int]:
     if p.engine.kind == "vllm":
         return service_fqdn(meta.k8s_name(p.name, variant), ns), vllm.PORT
     if p.engine.kind == "triton":
-        return service_fqdn(triton.isvc_name(p, variant), ns), 80
+        return service_fqdn(triton.predictor_name(triton.isvc_name(p, variant)), ns), 80   # Standard mode: no top-level Service
     return service_fqdn(meta.k8s_name(p.name, variant), ns), 80
 
 
@@ -153,7 +160,8 @@ def match_path(p: Pipeline) -> str:
 # --------------------------------------------------------------------------- gateways
 
 
-def gateways(ctx: SiteContext, sg: SiteGateway, secrets: GatewaySecrets, public_lb: dict, internal_lb: dict) -> list[dict]:
+def gateways(ctx: SiteContext, sg: SiteGateway, secrets: GatewaySecrets, public_lb: dict, internal_lb: dict,
+             tenants: Sequence[Tenant] = ()) -> list[dict]:
     ns = ctx.gateway_namespace
     out = [{
         "apiVersion": f"{GW}/v1", "kind": "GatewayClass",
@@ -206,10 +214,13 @@ def gateways(ctx: SiteContext, sg: SiteGateway, secrets: GatewaySecrets, public_
                      "tls": {"minVersion": "1.2"}},
         })
     for name in [FLEET] + ([PUBLIC] if sg.listeners else []):
+        # Tenants' request rates at the entry (the fleet gateway only hears other sites' entries, over mTLS).
+        limits = edge_auth.request_rate_limit(tenants) if name == PUBLIC else {}
         out.append({
             "apiVersion": f"{EG}/v1alpha1", "kind": "BackendTrafficPolicy",
             "metadata": meta.metadata(f"{name}-resilience", ns, _lbl(ctx, "policy", f"{name}-resilience")),
-            "spec": {"targetRefs": [{"group": GW, "kind": "Gateway", "name": name}], **resilience()},
+            "spec": {"targetRefs": [{"group": GW, "kind": "Gateway", "name": name}], **resilience(),
+                     **({"rateLimit": limits} if limits else {})},
         })
     return out
 
@@ -300,9 +311,11 @@ def entry_route(ctx: SiteContext, env: Environment, route: RegionRoute, mirror: 
     p = env.pipeline(route.pipeline)
     ns = ctx.gateway_namespace
     name = entry_route_name(p.name, route.region)
-    lbls = _lbl(ctx, "route", name, p.name, p.privacy_tier.value)
+    # a pipeline raised by what it reads (infra.dataflow) enters where its effective tier may be decrypted
+    tier = effective_tier(env, p)
+    lbls = _lbl(ctx, "route", name, p.name, tier.value)
     lbls[meta.USER_REGION] = route.region
-    section = planning.listener_name(route.region, planning.entry_class(p.privacy_tier))
+    section = planning.listener_name(route.region, planning.entry_class(tier))
     parent = [{"group": GW, "kind": "Gateway", "name": PUBLIC, "sectionName": section}]
     if p.is_llm:
         refs = []
@@ -383,7 +396,7 @@ def shadow_route(ctx: SiteContext, env: Environment, m: Mirror) -> dict:
     src, tgt = env.pipeline(m.source), env.pipeline(m.target)
     ns = ctx.gateway_namespace
     name = meta.k8s_name("shadow", m.source, "to", m.target)
-    lbls = _lbl(ctx, "route", name, tgt.name, tgt.privacy_tier.value)
+    lbls = _lbl(ctx, "route", name, tgt.name, effective_tier(env, tgt).value)
     match: dict = {"headers": [{"type": "Exact", "name": PIPELINE_HEADER, "value": src.name}]}
     filters: list[dict] = [{"type": "RequestHeaderModifier",
                             "requestHeaderModifier": {"set": [{"name": PIPELINE_HEADER, "value": tgt.name}]}}]
@@ -404,7 +417,8 @@ def shadow_route(ctx: SiteContext, env: Environment, m: Mirror) -> dict:
 
 def rate_limit_policies(ctx: SiteContext, env: Environment, sg: SiteGateway) -> list[dict]:
     """Per LLM pipeline entering here: each tenant's token share of its budget per minute, counted from the
-    token usage the AI Gateway filter writes into metadata (request cost 0: only checked on the way in)."""
+    token usage the AI Gateway filter writes into metadata (request cost 0: only checked on the way in). A route's
+    own policy replaces the Gateway's, so it repeats the tenants' request-rate limits and the resilience settings."""
     out = []
     ns = ctx.gateway_namespace
     by_pipeline: dict[str, list[TenantBudget]] = {}
@@ -428,7 +442,8 @@ def rate_limit_policies(ctx: SiteContext, env: Environment, sg: SiteGateway) -> 
                     "metadata": meta.metadata(name, ns, _lbl(ctx, "policy", name, p.name, p.privacy_tier.value)),
                     "spec": {"targetRefs": [{"group": GW, "kind": "HTTPRoute", "name": entry_route_name(pipeline, r)}
                                             for r in regions],
-                             "rateLimit": {"global": {"rules": rules}}, **resilience()}})
+                             "rateLimit": {"global": {"rules": rules}, **edge_auth.request_rate_limit(env.tenants)},
+                             **resilience()}})
     return out
 
 
@@ -517,7 +532,9 @@ def site_objects(ctx: SiteContext, env: Environment, sg: SiteGateway, secrets: G
     routes = [entry_route(ctx, env, r, mirrors.get(r.pipeline), needs) for r in sg.routes]
     routes += [fleet_route(ctx, env, p) for p in sorted(sg.local)]
     routes += [shadow_route(ctx, env, m) for m in sg.mirrors_in]
-    out = gateways(ctx, sg, secrets, public_lb, internal_lb)
+    out = gateways(ctx, sg, secrets, public_lb, internal_lb, env.tenants)
+    if sg.listeners:
+        out.append(edge_auth.security_policy(ctx, PUBLIC))
     out += local_backends(ctx, env, sg.local)
     out += site_backends(ctx, needs, secrets)
     out += routes

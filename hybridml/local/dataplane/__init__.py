@@ -8,6 +8,8 @@ package's binary), in front of SIMULATED model servers, all on 127.0.0.1.
 - model_sim.py   the SIMULATED model server: KServe v2 (Triton pipelines), plain HTTP (CPU services)
 - run.py         up / down / status, and stopping/starting one simulated server (failover drills)
 
+Exercised here besides routing: the tenants' API-key authentication (SecurityPolicy `tenant-auth`, keys from the
+program's own `tenant-api-keys` Secret) and their per-route request-rate limits (local rate limit, 429).
 Not exercised here: Envoy AI Gateway objects (the vLLM/LLM routes, token budgets, quota and API-key policies):
 its controller's Go module is not served, so nothing translates them; no stand-in does. Global rate limiting
 (Envoy Gateway's rate-limit service with Redis) is not supported by the host infrastructure in v1.9.1.

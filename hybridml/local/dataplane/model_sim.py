@@ -9,8 +9,9 @@ the process listens on one loopback port per variant). Each answer names who gav
   `GET /v2/health/live|ready`, `GET /v2`, `GET /v2/models/<model>[/ready]`, `POST /v2/models/<model>/infer`
   (any JSON body; the answer carries one FP32 output `score`), 404 with `{"error": ...}` for another model.
 - CPU services: plain HTTP, any method and path: `{"site", "pipeline", "variant", "path"}`.
-- `GET /_sim/stats` (asked on the server's own port, not through the gateway): requests counted per variant and
-  per Host header.
+- `GET /_sim/stats` (asked on the server's own port, not through the gateway): requests counted per variant, per
+  Host header and per `x-hybridml-tenant` as received (every copy, comma-joined: what the gateway's identity left
+  there), and how many requests still carried an API key (`authorization` / `x-api-key`: the gateway strips them).
 
 Run: `python -m hybridml.local.dataplane.model_sim --site S --pipeline P --engine triton|cpu --listen VARIANT=PORT ...`
 (an empty VARIANT: `--listen =PORT`). Listens on 127.0.0.1 only; stops on SIGTERM/SIGINT.
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 HEADER = "x-hybridml-served-by"
+TENANT_HEADER = "x-hybridml-tenant"
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 LOOPBACK = "127.0.0.1"
 MAX_HEAD = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024
@@ -38,9 +41,12 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not All
 class Stats:
     requests: Counter = field(default_factory=Counter)      # variant -> requests
     hosts: Counter = field(default_factory=Counter)         # Host header -> requests (the first 100 hosts)
+    tenants: Counter = field(default_factory=Counter)       # x-hybridml-tenant as received ("" absent) -> requests
+    credentials: int = 0                                    # requests that still carried an API key
 
     def as_dict(self) -> dict:
-        return {"requests": dict(self.requests), "hosts": dict(self.hosts)}
+        return {"requests": dict(self.requests), "hosts": dict(self.hosts), "tenants": dict(self.tenants),
+                "credentials": self.credentials}
 
 
 @dataclass(frozen=True)
@@ -125,9 +131,12 @@ class HttpProtocol(asyncio.Protocol):
             self._send(400, {"error": "malformed request line"}, close=True)
             return False
         headers: dict[str, str] = {}
+        tenants: list[str] = []
         for line in lines[1:]:
             k, _, v = line.partition(":")
             headers[k.strip().lower()] = v.strip()
+            if k.strip().lower() == TENANT_HEADER:
+                tenants.append(v.strip())
         start = end + 4
         if "chunked" in headers.get("transfer-encoding", "").lower():
             parsed = _chunked(self.buf, start)
@@ -148,6 +157,10 @@ class HttpProtocol(asyncio.Protocol):
             host = headers.get("host", "")
             if host in self.stats.hosts or len(self.stats.hosts) < 100:
                 self.stats.hosts[host] += 1
+            tenant = ",".join(tenants)
+            if tenant in self.stats.tenants or len(self.stats.tenants) < 100:
+                self.stats.tenants[tenant] += 1
+            self.stats.credentials += any(h in headers for h in CREDENTIAL_HEADERS)
         status, payload = answer(self.who, method, target, body, self.stats)
         close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
         self._send(status, payload, close=close)

@@ -17,6 +17,9 @@ ONE standalone Envoy Gateway on loopback needs (each rewrite is listed in `Stand
 - Secrets and the ConfigMap the listeners and Backends reference (`public-tls`, `fleet-tls`, `fleet-client-tls`,
   `fleet-ca`), which cert-manager and the fleet PKI provide in the fleet, are added with throwaway certificates
   (only Gateway API / Envoy Gateway objects are taken from the render, so nothing else is replaced);
+- the Secrets a SecurityPolicy names (the tenants' API keys, `tenant-api-keys`) are taken from the render as the
+  program creates them (its keys derived from the seed its preview used), `stringData` folded into `data` as an API
+  server stores it; a redacted render (what `hybridml preview` prints) is refused;
 - an EnvoyPatchPolicy per Gateway binds its listeners to 127.0.0.1 (Envoy Gateway writes 0.0.0.0).
 
 Not passed on (listed in `Standalone.skipped` with the reason): Envoy AI Gateway objects (its controller's Go
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra import labels as L
+from infra.errors import InvalidValue
 from infra.spec import Environment
 from workloads.render import gateway as gw
 
@@ -90,9 +94,19 @@ class Standalone:
     public_ca_pem: str = ""                         # what a client trusts for the entry listeners
 
 
+REDACTED = "<redacted>"
+
+
 def gateway_objects(manifests: list[dict]) -> list[dict]:
-    """The objects of Envoy Gateway, the Gateway API and Envoy AI Gateway among a site's manifests."""
-    return [m for m in manifests if str(m.get("apiVersion", "")).split("/")[0] in (*GATEWAY_GROUPS, AI_GROUP)]
+    """The objects of Envoy Gateway, the Gateway API and Envoy AI Gateway among a site's manifests, and the Secrets
+    their SecurityPolicies name as credentials."""
+    out = [m for m in manifests if str(m.get("apiVersion", "")).split("/")[0] in (*GATEWAY_GROUPS, AI_GROUP)]
+    wanted = {(p["metadata"].get("namespace"), ref["name"]) for p in out if p.get("kind") == "SecurityPolicy"
+              for ref in ((p.get("spec") or {}).get("apiKeyAuth") or {}).get("credentialRefs") or []
+              if ref.get("kind", "Secret") == "Secret" and not ref.get("namespace")}
+    out += [m for m in manifests if m.get("kind") == "Secret" and str(m.get("apiVersion")) == "v1"
+            and (m["metadata"].get("namespace"), m["metadata"].get("name")) in wanted]
+    return out
 
 
 def plain(value: Any) -> Any:
@@ -164,6 +178,8 @@ def standalone(env: Environment, site_docs: Mapping[str, list[dict]], *, ports: 
         "Secrets public-tls, fleet-tls, fleet-client-tls and ConfigMap fleet-ca: throwaway certificates made by this "
         "command (cryptography); in the fleet cert-manager issues the Secrets and the fleet-ca ConfigMap carries the "
         "fleet CA",
+        "Secrets named by SecurityPolicies (the tenants' API keys): as the program renders them, stringData folded "
+        "into data (as an API server stores it)",
     ]
     class_done = False
     for site in sites:
@@ -214,6 +230,8 @@ def standalone(env: Environment, site_docs: Mapping[str, list[dict]], *, ports: 
                 d["spec"]["extraArgs"] = [*d["spec"].get("extraArgs", []), "--use-dynamic-base-id"]
             elif kind == "Backend":
                 _rewrite_backend(d, site, sites, by_backend, ports, server_ports)
+            elif kind == "Secret":
+                _as_stored(d, site)
             kept.append(d)
         layout.fleet_host = next((h for d in kept if d.get("kind") == "Backend"
                                   for h in [(d["spec"].get("tls") or {}).get("sni")] if h and _fleet_site(h, sites) == site),
@@ -315,6 +333,15 @@ def _tls_objects(ns: str, site: str, layout: SiteLayout, fleet_ca: ThrowawayCA, 
         pub = public_ca.issue(public_hosts[0], public_hosts)
         out.append(_secret(ns, PUBLIC_TLS, pub.cert_pem, pub.key_pem))
     return out
+
+
+def _as_stored(secret: dict, site: str) -> None:
+    """`stringData` folded into `data`, as an API server stores a Secret (the File provider reads it as written)."""
+    values = secret.pop("stringData", None) or {}
+    if REDACTED in values.values() or REDACTED in (secret.get("data") or {}).values():
+        raise InvalidValue(f"{site}: Secret {secret['metadata']['name']} is redacted: the local data path needs the "
+                         "program's manifests with Secret values (PreviewResult.kubernetes_manifests(redact=False))")
+    secret["data"] = {**(secret.get("data") or {}), **{k: _b64(str(v)) for k, v in values.items()}}
 
 
 def _secret(ns: str, name: str, cert: str, key: str) -> dict:

@@ -42,6 +42,9 @@ from .controller import EnvoyInfo, HostDirs, ObjectStatus
 EG_COMPONENT = "envoy-gateway"
 QUIET = 15.0
 """Seconds of a silent controller log (with Envoys running) after which what has not been reported never will be."""
+LOADED = "reload resources finished"
+"""What the File provider logs when its first load is done (v1.9.1 file/store.go). It logs nothing while it loads and
+validates the objects, which takes 10-20 s of CPU on a busy 2-core host: silence before it is no sign of anything."""
 SIM_PREFIX = "sim-"
 Log = Callable[[str], None]
 
@@ -239,21 +242,22 @@ def _wait_port(port: int, timeout: float, check: Callable[[], None]) -> None:
 
 def _settle(lay: Layout, state: dict, timeout: float) -> Report:
     """Wait until the controller reported every object and each Gateway's Envoy is LIVE with its listeners (or a load
-    error shows), then one quiet second of its log; what is still missing after QUIET seconds of silence (or at the
-    deadline) is reported as a problem."""
+    error shows), then one quiet second of its log; what is still missing after QUIET seconds of silence once the
+    first load is done (or at the deadline) is reported as a problem."""
     deadline = time.monotonic() + timeout
-    last_size, quiet_since = -1, time.monotonic()
+    last_size, quiet_since, loaded = -1, time.monotonic(), False
     while True:
         _alive_or_raise(lay, EG_COMPONENT)
         report = _report(lay, state)
         size = lay.procs.logfile(EG_COMPONENT).stat().st_size
         if size != last_size:
             last_size, quiet_since = size, time.monotonic()
+            loaded = loaded or LOADED in lay.procs.logfile(EG_COMPONENT).read_text(errors="replace")
         pending = _pending(report, state)
         quiet = time.monotonic() - quiet_since
         if report.load_errors or (not pending and quiet >= 1.0):
             return report
-        if time.monotonic() > deadline or quiet >= QUIET:
+        if time.monotonic() > deadline or (loaded and quiet >= QUIET):
             report.problems += [f"not ready after {time.monotonic() - deadline + timeout:.0f}s: {p}" for p in pending]
             return report
         time.sleep(0.25)
