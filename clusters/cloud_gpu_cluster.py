@@ -47,6 +47,8 @@ from clusters.karpenter import (
 from clusters.kube_baseline import ClusterBaseline, ClusterBaselineArgs, cluster_facts, readiness_gate
 from clusters.kuberay import KubeRayOperator, KubeRayOperatorArgs
 from clusters.model_access import MODEL_CACHE_CLASS, MODEL_CACHE_UID, MODEL_SERVICE_ACCOUNT
+from clusters.operator_values import LOAD_BALANCER_SERVICE_ACCOUNT
+from clusters.operators import PlatformOperators, PlatformOperatorsArgs
 from clusters.sizing import (
     KARPENTER_CPU,
     KARPENTER_MEMORY_GIB,
@@ -63,6 +65,7 @@ from infra.spec import CloudSite
 
 LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 SYSTEM_NODE_LABEL = labels.NODE_ROLE
+STORAGE_CLASS = "gp3-encrypted"   # the default class: the data stores' volumes, Prometheus's
 
 
 @dataclass
@@ -284,6 +287,11 @@ class CloudGpuCluster(pulumi.ComponentResource):
             dns_identity = aws.eks.PodIdentityAssociation(
                 f"{name}-external-dns-pod-identity", cluster_name=cluster.name, namespace=dns.NAMESPACE,
                 service_account=dns.SERVICE_ACCOUNT, role_arn=dns_role.arn, opts=identity)
+        lb_role = self._scoped_role(f"{name}-lb-controller", cluster.arn, lambda partition: iam.load_balancer_controller_policy(
+            cluster_name=cluster_name, partition=partition), a)
+        lb_identity = aws.eks.PodIdentityAssociation(
+            f"{name}-lb-controller-pod-identity", cluster_name=cluster.name, namespace="kube-system",
+            service_account=LOAD_BALANCER_SERVICE_ACCOUNT, role_arn=lb_role.arn, opts=identity)
 
         # ---- Kubernetes side
         self.endpoint = cluster.endpoint
@@ -301,7 +309,7 @@ class CloudGpuCluster(pulumi.ComponentResource):
             quotas=args.quotas), opts=pulumi.ResourceOptions(parent=self))
         # Encrypted gp3 as the default class for the data stores' volumes (Redis AOF, Qdrant).
         storage = k8s.storage.v1.StorageClass(
-            f"{name}-gp3", metadata={"name": "gp3-encrypted",
+            f"{name}-gp3", metadata={"name": STORAGE_CLASS,
                                      "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
             provisioner="ebs.csi.aws.com", volume_binding_mode="WaitForFirstConsumer", allow_volume_expansion=True,
             reclaim_policy="Delete", parameters={"type": "gp3", "encrypted": "true", "kmsKeyId": key.arn}, opts=kube)
@@ -356,6 +364,12 @@ class CloudGpuCluster(pulumi.ComponentResource):
         kuberay = KubeRayOperator(f"{name}-kuberay", KubeRayOperatorArgs(
             provider=self.provider, depends_on=[*self.baseline.ready]), opts=pulumi.ResourceOptions(parent=self))
         ready += kuberay.ready
+        # every other controller of the kinds the workloads write, pinned (infra/versions.py), webhooks ready
+        operators = PlatformOperators(f"{name}-operators", PlatformOperatorsArgs(
+            provider=self.provider, cluster_name=cluster_name, region=site.region, vpc_id=vpc.id,
+            storage_class=STORAGE_CLASS, depends_on=[*self.baseline.ready, storage, system_nodes],
+            load_balancer_identity=[lb_identity]), opts=pulumi.ResourceOptions(parent=self))
+        ready += operators.ready
 
         gpu_types = sorted(p.gpu_type for p in args.node_pools if p.gpu_type)
         tiers = [t.value for t in site_tiers(site)]
@@ -363,7 +377,7 @@ class CloudGpuCluster(pulumi.ComponentResource):
                               facts=cluster_facts(site.name, "cloud", False, tiers, gpu_types))
         self.handle = ClusterHandle(site=site.name, kind="cloud", provider=self.provider, simulated=False,
                                     gpu_types=gpu_types, privacy_tiers=tiers, ready=[gate], endpoint=self.endpoint,
-                                    kubeconfig=self.kubeconfig)
+                                    kubeconfig=self.kubeconfig, operators=frozenset(operators.releases))
         self.register_outputs({"cluster_name": cluster_name, "endpoint": self.endpoint,
                                "node_pools": [p.name for p in args.node_pools],
                                "system_nodes": {"instance_type": system.instance_type, "nodes": system.nodes}})

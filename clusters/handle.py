@@ -29,3 +29,7 @@ class ClusterHandle:
     # a kubeconfig (its contents as a secret, or a file path for local clusters) and its context.
     kubeconfig: pulumi.Input[str] | None = None
     context: str | None = None
+    operators: frozenset[str] = frozenset()
+    """Operators of infra/versions.py the cluster component installed (clusters/operators.py), ready once `ready`
+    is: the workloads install none of them again (cert-manager on a cloud site, whose KServe and Flink webhooks
+    need it before the workloads run)."""

@@ -125,6 +125,64 @@ def external_dns_policy(*, domain: str, zone_id: str | None, partition: str = "a
     ]}
 
 
+def load_balancer_controller_policy(*, cluster_name: str, partition: str = "aws") -> dict[str, Any]:
+    """The AWS Load Balancer Controller, for the network load balancers of the program's LoadBalancer Services: upstream's
+    reference policy less what only ALBs use (WAF, Shield, Cognito, ACM, listener certificates), with every create,
+    change and delete bound to resources tagged `elbv2.k8s.aws/cluster: <cluster>` (the controller tags what it makes),
+    so it can never touch another cluster's load balancers or security groups. Describe* and security-group rule
+    changes cannot be scoped by resource tag (rules go on the node security group, which it does not own)."""
+    tag, req = "aws:ResourceTag/elbv2.k8s.aws/cluster", "aws:RequestTag/elbv2.k8s.aws/cluster"
+    elb, ec2 = f"arn:{partition}:elasticloadbalancing:*:*", f"arn:{partition}:ec2:*:*"
+    mine = {"StringEquals": {tag: cluster_name}}
+    tagged_on_create = {"StringEquals": {req: cluster_name}}
+    load_balancers = [f"{elb}:targetgroup/*/*", f"{elb}:loadbalancer/net/*/*"]
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ServiceLinkedRole", "Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*",
+         "Condition": {"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}}},
+        {"Sid": "Describe", "Effect": "Allow", "Resource": "*", "Action": [
+            "ec2:DescribeAccountAttributes", "ec2:DescribeAddresses", "ec2:DescribeAvailabilityZones",
+            "ec2:DescribeInternetGateways", "ec2:DescribeVpcs", "ec2:DescribeVpcPeeringConnections", "ec2:DescribeSubnets",
+            "ec2:DescribeSecurityGroups", "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeTags",
+            "ec2:DescribeRouteTables", "ec2:GetSecurityGroupsForVpc", "ec2:DescribeIpamPools", "ec2:GetCoipPoolUsage",
+            "ec2:DescribeCoipPools",
+            "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeLoadBalancerAttributes",
+            "elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeListenerAttributes",
+            "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes",
+            "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTags",
+            "elasticloadbalancing:DescribeCapacityReservation", "elasticloadbalancing:DescribeSSLPolicies"]},
+        {"Sid": "NodeSecurityGroupRules", "Effect": "Allow", "Resource": "*",
+         "Action": ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"]},
+        {"Sid": "CreateSecurityGroups", "Effect": "Allow", "Action": "ec2:CreateSecurityGroup", "Resource": "*"},
+        {"Sid": "TagSecurityGroupsOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags",
+         "Resource": f"{ec2}:security-group/*",
+         "Condition": {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup", req: cluster_name}}},
+        {"Sid": "OwnSecurityGroups", "Effect": "Allow", "Resource": f"{ec2}:security-group/*", "Condition": mine,
+         "Action": ["ec2:CreateTags", "ec2:DeleteTags", "ec2:DeleteSecurityGroup"]},
+        {"Sid": "CreateLoadBalancersTagged", "Effect": "Allow", "Resource": "*", "Condition": tagged_on_create,
+         "Action": ["elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup"]},
+        {"Sid": "TagOnCreate", "Effect": "Allow", "Action": "elasticloadbalancing:AddTags", "Resource": load_balancers,
+         "Condition": {"StringEquals": {req: cluster_name, "elasticloadbalancing:CreateAction": [
+             "CreateTargetGroup", "CreateLoadBalancer"]}}},
+        {"Sid": "OwnLoadBalancers", "Effect": "Allow", "Resource": load_balancers, "Condition": mine, "Action": [
+            "elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags",
+            "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetIpAddressType",
+            "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
+            "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",
+            "elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:DeleteTargetGroup",
+            "elasticloadbalancing:ModifyCapacityReservation", "elasticloadbalancing:ModifyIpPools"]},
+        {"Sid": "OwnTargets", "Effect": "Allow", "Resource": f"{elb}:targetgroup/*/*", "Condition": mine,
+         "Action": ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"]},
+        {"Sid": "OwnListeners", "Effect": "Allow", "Resource": f"{elb}:loadbalancer/net/*/*", "Condition": mine,
+         "Action": ["elasticloadbalancing:CreateListener"]},
+        {"Sid": "TagOwnListeners", "Effect": "Allow", "Resource": f"{elb}:listener/net/*/*/*", "Condition": mine,
+         "Action": ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"]},
+        # as upstream's: a listener's changes cannot be conditioned on its load balancer's tags
+        {"Sid": "ListenersOfNetworkLoadBalancers", "Effect": "Allow", "Resource": f"{elb}:listener/net/*/*/*",
+         "Action": ["elasticloadbalancing:DeleteListener", "elasticloadbalancing:ModifyListener",
+                    "elasticloadbalancing:ModifyListenerAttributes"]},
+    ]}
+
+
 def s3_location(uri: str) -> tuple[str, str]:
     """(bucket, key prefix without slashes at its ends) of an `s3://bucket/prefix` URI."""
     if not uri.startswith("s3://"):

@@ -1,7 +1,7 @@
 """The KubeRay operator of a cloud cluster: one pinned Helm release (infra/versions.py) in its own namespace, on the
 system nodes. It reconciles the RayJobs and RayClusters of the batch pipelines (workloads/batch_job.py).
 
-Datacenter clusters get it from the platform team, like KEDA or KServe (README "Operators and their versions");
+Datacenter clusters get it from the platform team, like KEDA or KServe (README "Operators: one version each, ...");
 the local control planes run the same release built from its Go module (hybridml/local/components.py).
 """
 from __future__ import annotations

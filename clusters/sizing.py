@@ -383,10 +383,12 @@ CONTROLLER_PODS: dict[str, tuple[PlatformPod, ...]] = {
     "ai-gateway": (PlatformPod("ai-gateway-controller", 0.1, 0.25),),
     "keda": (PlatformPod("keda-operator", 0.1, 0.125), PlatformPod("keda-metrics-apiserver", 0.1, 0.125),
              PlatformPod("keda-admission-webhooks", 0.1, 0.125)),
-    "kserve": (PlatformPod("kserve-controller-manager", 0.1, 0.3),),
+    "kserve": (PlatformPod("kserve-controller-manager", 0.2, 0.6),),     # manager + kube-rbac-proxy
+    "kserve-crd": (),
     "lws": (PlatformPod("lws-controller-manager", 0.5, 0.5),),
     "prometheus-operator": (PlatformPod("prometheus-operator", 0.1, 0.125), PlatformPod("kube-state-metrics", 0.1, 0.25),
-                            PlatformPod("prometheus", 2.0, 8.0)),       # the site's Prometheus server
+                            PlatformPod("prometheus", 2.0, 8.0),        # the site's Prometheus server
+                            PlatformPod("alertmanager", 0.1, 0.25), PlatformPod("grafana", 0.3, 0.625)),
     "feast-operator": (PlatformPod("feast-operator", 0.1, 0.25),),
     "flink-kubernetes-operator": (PlatformPod("flink-kubernetes-operator", 0.5, 1.0),),
     "gateway-api-inference-extension": (),

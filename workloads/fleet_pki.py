@@ -41,16 +41,18 @@ class FleetPki(pulumi.ComponentResource):
         lbls = meta.labels("pki", "fleet-ca", instance=fleet_ca.CA_SECRET, site=ctx.site)
         ca = pulumi.Output.secret(args.seed).apply(lambda seed: fleet_ca.fleet_ca(seed, args.environment))
         chart = args.charts.cert_manager
-        namespace = create(f"{name}-namespace", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-            "name": fleet_ca.CERT_MANAGER_NAMESPACE, "labels": lbls | {"pod-security.kubernetes.io/enforce": "restricted"}}},
-            child_options(self, args.cluster))
-        deps: list[pulumi.Resource] = [namespace]
-        if args.install_cert_manager:
+        deps: list[pulumi.Resource] = []
+        # a cloud cluster installs cert-manager itself (clusters/operators.py), namespace included: its `ready` covers it
+        if "cert-manager" not in args.cluster.operators:
+            deps.append(create(f"{name}-namespace", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": fleet_ca.CERT_MANAGER_NAMESPACE, "labels": lbls | {"pod-security.kubernetes.io/enforce": "restricted"}}},
+                child_options(self, args.cluster)))
+        if args.install_cert_manager and "cert-manager" not in args.cluster.operators:
             deps.append(k8s.helm.v3.Release(
                 f"{name}-cert-manager", name="cert-manager", chart=f"{chart.repo}/{chart.chart}", version=chart.version,
                 namespace=fleet_ca.CERT_MANAGER_NAMESPACE, create_namespace=False, atomic=True, cleanup_on_fail=True, timeout=600,
                 values={"crds": {"enabled": True}, "global": {"leaderElection": {"namespace": fleet_ca.CERT_MANAGER_NAMESPACE}}},
-                opts=child_options(self, args.cluster, depends_on=[namespace])))
+                opts=child_options(self, args.cluster, depends_on=list(deps))))
         secret = fleet_ca.ca_secret(fleet_ca.FleetCa("", ""), lbls)
         secret["stringData"] = pulumi.Output.secret(ca.apply(lambda c: {fleet_ca.TLS_CRT: c.cert_pem, fleet_ca.TLS_KEY: c.key_pem}))
         ca_secret = create(f"{name}-ca-secret", secret, child_options(self, args.cluster, depends_on=deps))

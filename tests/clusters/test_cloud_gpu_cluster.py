@@ -33,14 +33,17 @@ def test_resource_types_and_counts_per_cluster(dev):
         "aws:ec2/eip:Eip": zones, "aws:ec2/routeTable:RouteTable": zones + 1,
         "aws:ec2/routeTableAssociation:RouteTableAssociation": 2 * zones,
         "aws:eks/cluster:Cluster": 1, "aws:kms/key:Key": 1, "aws:eks/nodeGroup:NodeGroup": 1,
-        "aws:eks/addon:Addon": 6, "aws:iam/role:Role": 9,   # + EFS CSI, external-dns, the model readers of ml-internal
+        "aws:eks/addon:Addon": 6, "aws:iam/role:Role": 10,   # + EFS CSI, external-dns, LB controller, ml-internal's models
         "aws:efs/fileSystem:FileSystem": 1, "aws:efs/mountTarget:MountTarget": zones,   # the model cache
-        "aws:eks/podIdentityAssociation:PodIdentityAssociation": 3,   # Karpenter, external-dns, ml-internal/model-server
-        "kubernetes:helm.sh/v3:Release": 4,   # Karpenter, GPU operator, KubeRay, external-dns
+        "aws:eks/podIdentityAssociation:PodIdentityAssociation": 4,   # Karpenter, external-dns, LB controller, models
+        # Karpenter, GPU operator, KubeRay, external-dns + clusters/operators.py: cert-manager, KEDA, KServe (CRDs,
+        # controller), LWS, kube-prometheus-stack, Flink operator, AWS Load Balancer Controller
+        "kubernetes:helm.sh/v3:Release": 12,
+        "kubernetes:yaml/v2:ConfigFile": 1,   # the Feast operator's release manifest
         "kubernetes:karpenter.sh/v1:NodePool": len(pools),
         "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass": len(pools),
-        "kubernetes:core/v1:Namespace": 2 + 2 + 1 + 1 + 1,   # public+internal tiers, gateway, monitoring, gpu-operator,
-        # kuberay, external-dns
+        "kubernetes:core/v1:Namespace": 2 + 2 + 1 + 1 + 1 + 5,   # public+internal tiers, gateway, monitoring, gpu-operator,
+        # kuberay, external-dns, cert-manager, keda, kserve, lws-system, flink-operator
         "kubernetes:scheduling.k8s.io/v1:PriorityClass": 5,
     }
     for typ, n in expected.items():
@@ -143,9 +146,10 @@ def test_least_privilege_iam(dev):
             assert st["Resource"].endswith(f"role/{SITE}-karpenter-node-role")
         if st["Resource"] == "*":
             assert all(":Describe" in a or ":Get" in a for a in actions), st
-    (pia,) = [r for r in of_type(dev, "aws:eks/podIdentityAssociation:PodIdentityAssociation", SITE)
-              if r.props["namespace"] == "kube-system"]
-    assert pia.props["serviceAccount"] == "karpenter"   # external-dns's and the model readers': test_dns_and_models.py
+    kube_system = {r.props["serviceAccount"] for r in of_type(dev, "aws:eks/podIdentityAssociation:PodIdentityAssociation", SITE)
+                   if r.props["namespace"] == "kube-system"}
+    # external-dns's and the model readers': test_dns_and_models.py; the LB controller's: test_operators.py
+    assert kube_system == {"karpenter", "aws-load-balancer-controller"}
     attached = Counter(r.props["policyArn"].rsplit("/", 1)[-1] for r in
                        of_type(dev, "aws:iam/rolePolicyAttachment:RolePolicyAttachment", SITE))
     assert "AdministratorAccess" not in attached and "AmazonEKS_CNI_Policy" in attached

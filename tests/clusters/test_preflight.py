@@ -118,10 +118,13 @@ def test_cli_prints_shortfalls_and_exits_1(tmp_path, monkeypatch):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(dump(copy.deepcopy(SMALL_SPEC)))
     give_quotas(monkeypatch, "us-east-1", {"P": 8, "G": 4000, "standard": 4000})
-    result = CliRunner().invoke(app, ["preflight", str(spec)])
+    result = CliRunner().invoke(app, ["preflight", str(spec), "--check", "aws"])
     assert result.exit_code == 1, result.output
     assert "SHORT" in result.output and "us-east-1" in result.output
     give_quotas(monkeypatch, "us-east-1", {"P": 100000, "G": 4000, "standard": 4000})
-    result = CliRunner().invoke(app, ["preflight", str(spec)])
+    result = CliRunner().invoke(app, ["preflight", str(spec), "--check", "aws"])
     assert result.exit_code == 0, result.output
     assert "ok" in result.output
+    # the spec's datacenter cannot be reached without a kubeconfig (a spec file names no stack): bad input
+    result = CliRunner().invoke(app, ["preflight", str(spec), "--check", "datacenters"])
+    assert result.exit_code == 2 and "--kubeconfig" in result.output, result.output
