@@ -26,8 +26,8 @@ from workloads.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from workloads.observability import Observability, ObservabilityArgs
 from workloads.options import WorkloadOptions
 from workloads.render import data as data_names
+from workloads.render import edge_auth, network, triton, vllm
 from workloads.render import gateway as gw
-from workloads.render import network, triton, vllm
 from workloads.render.context import SiteContext
 from workloads.render.data import credential_purpose
 from workloads.secrets import SecretSource
@@ -39,7 +39,7 @@ from workloads.vllm_service import VllmService, VllmServiceArgs
 LOCAL_SEED = "hybridml-local-simulated-clusters-only"
 PREVIEW_SEED = "hybridml-preview-placeholder"
 
-SERVING_PORTS = {"vllm": {vllm.PORT}, "triton": {triton.HTTP_PORT, 8012, 8013}}
+SERVING_PORTS = {"vllm": {vllm.PORT}, "triton": {triton.HTTP_PORT}}   # KServe Standard mode: no queue-proxy
 METRICS_PORTS = {"vllm": {vllm.PORT}, "triton": {triton.METRICS_PORT, 9091}}
 
 
@@ -117,6 +117,8 @@ def deploy_workloads(env: Environment, plan: PlacementPlan, clusters: dict[str, 
         gateway = Gateway(f"{site}-gateway", GatewayArgs(
             env=env, cluster=cluster, context=ctx, plan=sg,
             api_key=secrets.get(f"vllm-api-key/{site}") if has_llm else None,
+            tenant_api_keys={t.name: secrets.get(edge_auth.api_key_purpose(t.name)) for t in env.tenants}
+            if sg.listeners else {},
             secrets=gw_secrets,
             public_lb_annotations=options.public_lb_annotations(kind),
             internal_lb_annotations=options.internal_lb_annotations(kind),

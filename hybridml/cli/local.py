@@ -154,13 +154,17 @@ def status(spec: str | None = typer.Argument(None, help="Only the clusters of th
 
 
 def _print_status(out: Console, st) -> None:
+    from hybridml.local.components import CRD_COMPONENTS
+
     table = Table(title="local control planes", title_justify="left")
-    for col in ("cluster", "API server", "etcd", "apiserver", "controller-manager", "scheduler", "kwok"):
+    for col in ("cluster", "API server", "etcd", "apiserver", "controller-manager", "scheduler", "kwok", "operators"):
         table.add_column(col)
     for name, s in st.items():
         cells = ["[green]up[/]" if s.components.get(c) else "[red]down[/]"
                  for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")]
-        table.add_row(name, s.server or "-", *cells)
+        # the operators a cluster runs where their CRDs are installed (KubeRay, the KServe controller manager)
+        operators = [f"{c} [green]up[/]" if s.components[c] else f"{c} [red]down[/]" for c in CRD_COMPONENTS if c in s.components]
+        table.add_row(name, s.server or "-", *cells, ", ".join(operators) or "-")
     out.print(table)
 
 

@@ -12,6 +12,7 @@ and "runs" exactly as the real fleet would, with no container and no GPU. What l
 - crds.py          the serving stack's CRDs installed and Established
 - nodes.py         cluster/node definitions, their kwok Node objects (infra.kube), node sync
 - keda_sim.py      a stand-in for KEDA's HPAs, run as one more process per cluster
+- kserve.py        the real KServe controller manager's set-up (ConfigMap, CRDs, certificate, webhooks by URL)
 - fromspec.py, sites.py   spec + plan -> the clusters of each site, brought up with a StorageClass
 - kubeapi.py       a minimal stdlib client; toolchain.py finds the Go-built binaries
 

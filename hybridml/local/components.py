@@ -1,5 +1,6 @@
 """What runs in a local control plane, and with which flags: etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler, kwok, the KubeRay operator (Go binaries of scripts/toolchain.sh) and keda-sim,
+kube-controller-manager, kube-scheduler, kwok, the KubeRay operator, the KServe controller manager (Go binaries of
+scripts/toolchain.sh; kserve.py sets up what the latter reads) and keda-sim,
 the stand-in for KEDA's HPAs (keda_sim.py, started as ``python -m hybridml.local.keda_sim`` with the
 repository on its PYTHONPATH: COMPONENT_ENV).
 
@@ -18,18 +19,24 @@ from typing import Any
 from infra import labels as L
 from infra.kube import KWOK_NODE_ANNOTATION
 
+from . import kserve
 from .paths import REPO_ROOT, ClusterPaths, client_kubeconfig, write_yaml
 from .toolchain import kwok_stage_files
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "keda-sim", "kuberay-operator")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "keda-sim", "kuberay-operator",
+              kserve.COMPONENT)
 # Started only where its CRDs are installed (controlplane.up_cluster): KubeRay exits two minutes after its start when
 # one of the kinds it watches (RayCluster, RayJob, RayService) is not served.
-CRD_COMPONENTS = {"kuberay-operator": ("rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io")}
+CRD_COMPONENTS = {"kuberay-operator": ("rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io"),
+                  kserve.COMPONENT: kserve.SERVED_CRDS}
+# What such a component needs in the cluster before it starts and after (kserve.setup: its ConfigMap, certificate
+# and webhook registrations), called as setup(api, paths, start, running).
+COMPONENT_SETUP = {kserve.COMPONENT: kserve.setup}
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 STAGES_DIR = Path(__file__).parent / "stages"   # our kwok Stages (they replace upstream's of the same name)
 # the client identities with a kubeconfig of their own (certificates: pki.CLIENTS)
-COMPONENT_IDENTITIES = ("controller-manager", "scheduler", "kwok", "kuberay-operator")
+COMPONENT_IDENTITIES = ("controller-manager", "scheduler", "kwok", "kuberay-operator", kserve.COMPONENT)
 
 # --- sizing --------------------------------------------------------------------------------------
 # One set of settings serves both the small `local` env (a handful of nodes) and the `sim` fleet
@@ -139,7 +146,12 @@ def component_argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths
             f"--service-account-issuer={issuer}",
             f"--api-audiences={issuer}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
+            # Node + bootstrap tokens: real kubelets (datacenter test hosts) join by the TLS bootstrap
+            "--authorization-mode=Node,RBAC",
+            "--enable-bootstrap-token-auth",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",  # as kubeadm's: no DNS for node names here
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
             "--enable-priority-and-fairness=false",
@@ -172,6 +184,8 @@ def component_argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths
             f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
             f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}",
             "--enable-hostpath-provisioner",  # PVCs of the serving stack bind (kwok pods never mount them)
+            # kubeadm's token discovery: cluster-info signed per bootstrap token, expired tokens removed
+            "--controllers=*,bootstrapsigner,tokencleaner",
         ]
     if component == "kube-scheduler":
         # --config replaces the deprecated client flags: qps/burst and leader election are in the file
@@ -199,11 +213,21 @@ def component_argv(component: str, bins: Mapping[str, Path], paths: ClusterPaths
         return [str(bins["ray-operator"]), f"--kubeconfig={paths.component_kubeconfig('kuberay-operator')}",
                 "--enable-leader-election=false", "--metrics-addr=0", "--health-probe-bind-address=0",
                 "--log-stdout-encoder=console", f"--qps={KUBERAY_QPS}", f"--burst={KUBERAY_BURST}"]
+    if component == kserve.COMPONENT:
+        return kserve.argv(bins[kserve.BINARY], paths)
     if component == "keda-sim":  # keda_sim.py: the HPAs KEDA would own (no KEDA operator runs here)
         return [sys.executable, "-m", "hybridml.local.keda_sim", f"--state-dir={paths.root.parent.parent}",
                 f"--cluster={paths.name}"]
     raise ValueError(component)
 
 
-__all__ = ["CLIENT_QPS", "COMPONENTS", "COMPONENT_ENV", "CRD_COMPONENTS", "KWOK_OPTIONS", "NODE_LEASE_SECONDS", "component_argv",
-           "kwok_configuration", "scheduler_configuration", "write_component_files"]
+def component_env(component: str, paths: ClusterPaths) -> dict[str, str] | None:
+    """What a component's process gets on top of this process's environment."""
+    if component == kserve.COMPONENT:
+        return kserve.process_env(paths)
+    return COMPONENT_ENV.get(component)
+
+
+__all__ = ["CLIENT_QPS", "COMPONENTS", "COMPONENT_ENV", "COMPONENT_SETUP", "CRD_COMPONENTS", "KWOK_OPTIONS",
+           "NODE_LEASE_SECONDS", "component_argv", "component_env", "kwok_configuration", "scheduler_configuration",
+           "write_component_files"]

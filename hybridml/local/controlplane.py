@@ -19,6 +19,7 @@ when their file changed, nodes created/updated/removed to match the definition.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -30,7 +31,7 @@ from typing import Any
 
 from infra.errors import InvalidValue
 
-from .components import COMPONENT_ENV, COMPONENTS, CRD_COMPONENTS, component_argv, write_component_files
+from .components import COMPONENT_SETUP, COMPONENTS, CRD_COMPONENTS, component_argv, component_env, write_component_files
 from .crds import install_crds
 from .errors import LocalClusterError, LocalClusterTimeout
 from .kubeapi import KubeAPI
@@ -145,7 +146,7 @@ def up_cluster(
         if running_pid(paths, component) is not None:
             return False
         say(f"[{c.name}] starting {component}")
-        start_process(paths, component, component_argv(component, bins, paths, ports), COMPONENT_ENV.get(component))
+        start_process(paths, component, component_argv(component, bins, paths, ports), component_env(component, paths))
         return True
 
     def alive(component: str):
@@ -174,14 +175,19 @@ def up_cluster(
         t0 = time.monotonic()
         names = install_crds(api, Path(crd_dir), paths.crd_cache, timeout=timeout, patterns=crd_patterns)
         say(f"[{c.name}] {len(names)} CRDs in place ({time.monotonic() - t0:.1f}s)")
-    # operators that watch custom kinds start once those CRDs are served (the KubeRay operator); without them
+    # operators that watch custom kinds start once those CRDs are served (KubeRay, KServe); without them
     # they are not run at all (and one left running from an earlier `up` with them is stopped)
     expected = [comp for comp in COMPONENTS if comp not in CRD_COMPONENTS or set(CRD_COMPONENTS[comp]) <= set(names)]
     for comp in CRD_COMPONENTS:
-        if comp in expected:
-            ensure(comp)
-        else:
+        if comp not in expected:
             stop_process(paths, comp)
+        elif comp in COMPONENT_SETUP:
+            try:
+                COMPONENT_SETUP[comp](api, paths, functools.partial(ensure, comp), alive(comp))
+            except (RuntimeError, TimeoutError) as e:
+                raise LocalClusterError(f"cluster {c.name}: {e}\n{_tails(paths, [comp])}") from e
+        else:
+            ensure(comp)
     t0 = time.monotonic()
     counts = sync_nodes(api, c.nodes)
     say(f"[{c.name}] {counts['total']} kwok nodes in place ({counts['created']} created, {counts['updated']} "

@@ -33,6 +33,9 @@ CLIENTS = (
     ClientCert("scheduler", "system:kube-scheduler", "system:masters"),
     ClientCert("kwok", "kwok-controller", "system:masters"),
     ClientCert("kuberay-operator", "kuberay-operator", "system:masters"),
+    ClientCert("kserve-controller", "kserve-controller-manager", "system:masters"),
+    # the API server's identity towards kubelets (logs, exec), as kubeadm's apiserver-kubelet-client
+    ClientCert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
 )
 
 
@@ -66,6 +69,20 @@ def _sign(pki: Path, stem: str, cn: str, org: str | None, extensions: list[str])
             "-set_serial", str(secrets.randbits(63)), "-days", DAYS, "-sha256",
             "-extfile", str(ext), "-out", str(crt),
         )
+
+
+def ensure_serving_cert(pki: Path, stem: str, common_name: str, sans: str) -> tuple[Path, Path]:
+    """(certificate, key) of a server on this machine, signed by the cluster's CA once (``sans``: an openssl
+    subjectAltName value, e.g. ``IP:127.0.0.1``): the API server trusts it through that CA (a webhook's caBundle)."""
+    crt, key = pki / f"{stem}.crt", pki / f"{stem}.key"
+    if not crt.exists():
+        _sign(pki, stem, common_name, None, [
+            "basicConstraints=critical,CA:FALSE",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            "extendedKeyUsage=serverAuth",
+            f"subjectAltName={sans}",
+        ])
+    return crt, key
 
 
 def ensure_pki(pki: Path, cluster_name: str) -> Path:

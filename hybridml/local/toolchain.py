@@ -25,6 +25,7 @@ CONTROL_PLANE_BINARIES = (
     "kube-scheduler",
     "kwok",
     "ray-operator",      # the KubeRay operator (reconciles the batch pipelines' RayClusters and RayJobs)
+    "kserve-controller",  # the KServe controller manager (reconciles the Triton pipelines' InferenceServices)
 )
 
 KWOK_STAGE_FILES = (

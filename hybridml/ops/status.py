@@ -17,7 +17,8 @@
 
 Severities: `error` makes the report not ok (`hybridml status` exits 1); `warning` and `info` are shown
 but do not. An InferenceService/LeaderWorkerSet that no controller has reconciled on a *simulated*
-cluster (the local and sim stacks install no KServe/LWS controllers: their pods are never created) is
+cluster (the local and sim stacks run the real KServe controller but no LWS controller: a LeaderWorkerSet's pods are
+never created there) is
 `info` and its pipeline is "declared"; on a real cluster it is an error.
 """
 from __future__ import annotations
@@ -341,7 +342,7 @@ def build_report(env: Environment, plan: PlacementPlan, fleet: FleetObservation,
                 sev = INFO if s is not None and s.simulated else ERROR
                 findings.append(Finding(sev, "unobserved", site_name, pp.name,
                                         f"{pp.name}: {kinds} declared but no controller has reconciled it "
-                                        + ("(simulated cluster: no KServe/LeaderWorkerSet controller, no pods)"
+                                        + ("(simulated cluster: no controller of this kind runs here, no pods)"
                                            if sev == INFO else "(is its controller installed?)")))
         # also pods of the pipeline on sites the plan does not use for it (misplaced rows)
         for (site_name, name), n_active in sorted(active.items()):

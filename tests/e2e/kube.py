@@ -8,8 +8,12 @@ import signal
 import time
 from pathlib import Path
 
+from hybridml.local import kserve
 from hybridml.local.fromspec import cluster_name
 from infra import labels as L
+
+# the namespaces a local control plane has before anything is deployed to it (`local up` runs KServe's controller)
+LOCAL_STACK_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease", kserve.NAMESPACE}
 
 
 def items(api, path: str) -> list[dict]:
@@ -100,8 +104,7 @@ def discovery(api) -> dict[str, str]:
 
 def gone(apis) -> bool:
     for api in apis.values():
-        if {n["metadata"]["name"] for n in items(api, "/api/v1/namespaces")} - \
-                {"default", "kube-system", "kube-public", "kube-node-lease"}:
+        if {n["metadata"]["name"] for n in items(api, "/api/v1/namespaces")} - LOCAL_STACK_NAMESPACES:
             return False
         if items(api, "/api/v1/persistentvolumes"):
             return False

@@ -92,6 +92,7 @@ class Stack:
         config = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())
         config["config"]["hybridml:spec"] = str(LOCAL_SPEC)
         config["config"]["hybridml:localKubeconfig"] = str(kubeconfig)
+        config["config"]["hybridml:bootstrapRacks"] = False   # racks: tests/datacenter/test_pulumi_racks_real.py
         (self.project / "Pulumi.local.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.pulumi("stack", "init", "local", check=True)
 
@@ -264,7 +265,7 @@ def test_second_up_and_preview_report_no_changes(stack):
 
 def test_fleet_status_reports_the_deployed_stack_healthy(clusters, tmp_path):
     """`hybridml status local --json` against the deployed clusters: exit 0, every planned pipeline ready
-    (Triton pipelines are "declared": no KServe controller runs on simulated clusters, see hybridml/status.py)."""
+    (Triton pipelines included: the real KServe controller of each local control plane runs their predictor pods)."""
     from tests.status.e2e import check_fleet_status
 
     TIMINGS["hybridml status local"] = check_fleet_status(clusters["kubeconfig"], tmp_path)
@@ -347,7 +348,7 @@ def _assert_clean(apis, stack_objects_before: set) -> None:
     assert not left, f"left behind after destroy: {sorted(left)[:20]}"
     for site, api in apis.items():
         names = {n["metadata"]["name"] for n in kube.items(api, "/api/v1/namespaces")}
-        assert names <= {"default", "kube-system", "kube-public", "kube-node-lease"}, (site, names)
+        assert names <= kube.LOCAL_STACK_NAMESPACES, (site, names)
         assert not kube.items(api, "/api/v1/persistentvolumes"), f"{site}: volumes left behind"
 
 

@@ -4,7 +4,7 @@
 - every dashboard panel's PromQL parses (loaded as recording rules) and reads only series the rules record;
 - every alert fires on synthetic series that breach its objective and stays silent on series that keep it, plus
   breaching series of a look-alike workload or pipeline (`promtool test rules`). The series are written the way
-  their producers expose them (vLLM, Knative's queue-proxy for Triton, OpenTelemetry for CPU services, DCGM, the
+  their producers expose them (vLLM, Triton's own counters and latency summaries, OpenTelemetry for CPU services, DCGM, the
   application's metric contract), with the workload names read from the rendered Services/InferenceServices, so
   a selector that misses what a producer emits fails here.
 
@@ -131,9 +131,9 @@ def requests(pipe: Pipe, w: str, ok: float, err: float, steps: int) -> list[dict
                                                       "handler": "/v1/chat/completions", "status": "2xx" if good else "5xx"},
                               counter(per, steps)))
         elif pipe.engine == "triton":
-            out.append(series("revision_app_request_count", {
-                "namespace_name": pipe.namespace, "configuration_name": f"{w}-predictor", "revision_name": f"{w}-predictor-00001",
-                "response_code": "200" if good else "503", "response_code_class": "2xx" if good else "5xx"}, counter(per, steps)))
+            out.append(series("nv_inference_request_success" if good else "nv_inference_request_failure", {
+                "namespace": pipe.namespace, "pod": gpu_pod(pipe, w), "model": pipe.p.name, "version": "1"},
+                counter(per, steps)))
         else:
             out.append(series("http_server_request_duration_seconds_count", {
                 "namespace": pipe.namespace, "service": w, "http_request_method": "POST",
@@ -144,10 +144,12 @@ def requests(pipe: Pipe, w: str, ok: float, err: float, steps: int) -> list[dict
 def latency(pipe: Pipe, w: str, slow: bool, steps: int) -> list[dict]:
     """A latency histogram whose requests all take 0.5x the objective (fast) or between 0.5x and 2x (slow)."""
     objective = pipe.p.latency.service_ms / 1000
-    if pipe.engine == "triton":
-        name, lbls, scale = "revision_app_request_latencies_bucket", {"namespace_name": pipe.namespace,
-                                                                      "configuration_name": f"{w}-predictor"}, 1000
-    elif pipe.engine == "vllm":
+    if pipe.engine == "triton":   # a summary: Triton's p99 in microseconds, 0.5x or 1.5x the objective
+        p99 = objective * (1.5 if slow else 0.5) * 1e6
+        return [series("nv_inference_request_summary_us", {"namespace": pipe.namespace, "pod": gpu_pod(pipe, w),
+                                                           "model": pipe.p.name, "version": "1", "quantile": "0.99"},
+                       gauge(p99, steps))]
+    if pipe.engine == "vllm":
         name, lbls, scale = "vllm:e2e_request_latency_seconds_bucket", {"namespace": pipe.namespace, "service": w}, 1
     else:
         name, lbls, scale = "http_server_request_duration_seconds_bucket", {"namespace": pipe.namespace, "service": w}, 1
@@ -156,7 +158,7 @@ def latency(pipe: Pipe, w: str, slow: bool, steps: int) -> list[dict]:
 
 
 def gpu_pod(pipe: Pipe, w: str) -> str:
-    return f"{w}-predictor-00001-deployment-7c9d8f6b5-k2x8q" if pipe.engine == "triton" else f"{w}-5d8f7c9b6-x7k2p"
+    return f"{w}-predictor-7c9d8f6b5-k2x8q" if pipe.engine == "triton" else f"{w}-5d8f7c9b6-x7k2p"
 
 
 def vllm_gauges(pipe: Pipe, w: str, waiting: float, running: float, tokens_per_step: float, steps: int) -> list[dict]:

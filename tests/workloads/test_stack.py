@@ -255,7 +255,8 @@ def _resolve_local(stack, idx, site, backend_name):
     assert b, f"{site}: Backend {backend_name} missing"
     host = b.manifest["spec"]["endpoints"][0]["fqdn"]["hostname"]
     name, ns = host.split(".")[:2]
-    target = idx.get((site, "Service", ns, name)) or idx.get((site, "InferenceService", ns, name))
+    # KServe (Standard mode) makes the Service `<isvc>-predictor` of an InferenceService
+    target = idx.get((site, "Service", ns, name)) or idx.get((site, "InferenceService", ns, name.removesuffix("-predictor")))
     assert target, f"{site}: {backend_name} -> {host} has no Service/InferenceService"
     return target
 

@@ -22,7 +22,6 @@ from workloads.render.data import (
 )
 
 NS_LABEL = "kubernetes.io/metadata.name"
-KNATIVE_NAMESPACES = ("knative-serving", "kourier-system")
 """KServe serverless: requests reach Triton predictors through the Knative activator / local gateway."""
 DATA_COMPONENTS = ["online-store", "vector-db", "feature-server"]
 CLIENT_COMPONENTS = ["model-server", "feature-server", "stream-processor", "maintenance"]
@@ -91,7 +90,7 @@ def serving_namespace(ctx: SiteContext, f: NamespaceFlows, all_serving: list[str
         out.append(_np(ctx, "allow-gateway-to-model-servers", ns, {
             "podSelector": {"matchLabels": {"app.kubernetes.io/component": "model-server"}},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [_ns(ctx.gateway_namespace, *KNATIVE_NAMESPACES)], "ports": _ports(f.serving_ports)}]}))
+            "ingress": [{"from": [_ns(ctx.gateway_namespace)], "ports": _ports(f.serving_ports)}]}))
         out.append(_np(ctx, "allow-model-download", ns, {
             "podSelector": {"matchLabels": {"app.kubernetes.io/component": "model-server"}},
             "policyTypes": ["Egress"],
@@ -148,8 +147,7 @@ def gateway_namespace(ctx: SiteContext, serving: list[str], has_ratelimit: bool)
                     {"from": [_ns(ctx.monitoring_namespace)], "ports": _ports([ENVOY_METRICS])}]}))
     out.append(_np(ctx, "allow-proxies-to-backends", ns, {
         "podSelector": proxy, "policyTypes": ["Egress"],
-        "egress": [
-            {"to": [_ns(*serving, *KNATIVE_NAMESPACES)] if serving else [_ns(*KNATIVE_NAMESPACES)]},
+        "egress": ([{"to": [_ns(*serving)]}] if serving else []) + [
             # Other sites' fleet gateways (internal load balancers on the WAN).
             {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _ports([8443, 9443])},
             # xDS from Envoy Gateway, global rate limit service, AI Gateway external processor.

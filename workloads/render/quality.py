@@ -27,7 +27,7 @@ from infra.objectives import (
     ShadowDisagreement,
     ab_baseline,
 )
-from workloads.render.slo import Target, num, request_counters
+from workloads.render.slo import Target, num, request_sums
 
 VALUE = "hybridml:quality_objective:value"
 THRESHOLD = "hybridml:quality_objective:threshold"
@@ -83,9 +83,8 @@ def _ab(t: Target, o: AbMetricDelta) -> list[dict]:
         for v in sorted(x.name for x in p.variants):
             if v not in t.workloads:
                 continue
-            total, errors = request_counters(t, [v])
-            expr = (f"(1 - (sum(increase({errors}[{w}])) or vector(0)) / sum(increase({total}[{w}]))) "
-                    f"and on () (sum(increase({total}[{w}])) >= {o.min_events})")
+            total, errors = request_sums(t, "increase", w, [v])
+            expr = f"(1 - ({errors} or vector(0)) / ({total})) and on () (({total}) >= {o.min_events})"
             out.append(_record(AB_RATIO, expr, _labels(t, o, variant=v)))
     else:
         sel = f'pipeline="{p.name}",metric="{o.metric}"'

@@ -2,10 +2,13 @@
 (labels pipeline, site, engine, tier: what the dashboards and the quality rules read) and the alerts. Pure.
 
 Signals and their producers (all scraped by the ServiceMonitors/PodMonitors of `observability.py`):
-- requests and server errors: vLLM's HTTP instrumentation `http_requests_total{status="5xx"}`, Knative's
-  queue-proxy in front of Triton `revision_app_request_count{response_code_class="5xx"}`, CPU services'
-  OpenTelemetry `http.server.request.duration` (`http_server_request_duration_seconds_count`);
-- latency: the same engines' histograms (vLLM `vllm:e2e_request_latency_seconds`);
+- requests and server errors: vLLM's HTTP instrumentation `http_requests_total{status="5xx"}`, Triton's own
+  `nv_inference_request_success` / `nv_inference_request_failure` of its predictor pods (KServe Standard mode runs no
+  Knative queue-proxy), CPU services' OpenTelemetry `http.server.request.duration`
+  (`http_server_request_duration_seconds_count`);
+- latency: vLLM's and the CPU services' histograms (vLLM `vllm:e2e_request_latency_seconds`); Triton's latency
+  summaries (`nv_inference_request_summary_us`, quantile 0.99, `--metrics-config=summary_latencies=true`), taken as
+  the worst pod's (a summary's quantiles cannot be merged across pods);
 - vLLM queue depth `vllm:num_requests_waiting` and generated tokens `vllm:generation_tokens_total`;
 - GPU utilisation: DCGM exporter `DCGM_FI_DEV_GPU_UTIL`, attributed to the pods that hold the GPUs.
 
@@ -88,24 +91,39 @@ def _alt(names: list[str]) -> str:
     return "|".join(sorted(names))
 
 
-def request_counters(t: Target, variants: list[str] | None = None) -> tuple[str, str]:
-    """(all requests, server errors): counter selectors of the target's workloads (or of some variants)."""
+def triton_pods(isvcs: list[str]) -> str:
+    """Pod-name regex of InferenceServices' predictor pods (KServe Standard mode: Deployment `<isvc>-predictor`)."""
+    return "(" + _alt([triton.predictor_name(n) for n in isvcs]) + ")-.+"
+
+
+def request_counters(t: Target, variants: list[str] | None = None) -> tuple[tuple[str, ...], str]:
+    """(selectors whose counters add up to all requests, the server errors' selector) of the target's workloads (or of
+    some variants). Triton counts successes and failures in two counters (a failure counter appears with its first
+    failure), so its requests are the sum of both."""
     names = [t.workloads[v] for v in (t.workloads if variants is None else variants)]
     ns = t.namespace
     if t.engine == "vllm":
         base = f'http_requests_total{{namespace="{ns}",service=~"{_alt(names)}",handler=~"{VLLM_HANDLERS}"'
-        return base + "}", base + ',status="5xx"}'
+        return (base + "}",), base + ',status="5xx"}'
     if t.engine == "triton":
-        configs = _alt([f"{n}-predictor" for n in names])
-        base = f'revision_app_request_count{{namespace_name="{ns}",configuration_name=~"{configs}"'
-        return base + "}", base + ',response_code_class="5xx"}'
+        pods = f'namespace="{ns}",pod=~"{triton_pods(names)}"'
+        failures = f"nv_inference_request_failure{{{pods}}}"
+        return (f"nv_inference_request_success{{{pods}}}", failures), failures
     base = f'http_server_request_duration_seconds_count{{namespace="{ns}",service=~"{_alt(names)}"'
-    return base + "}", base + ',http_response_status_code=~"5.."}'
+    return (base + "}",), base + ',http_response_status_code=~"5.."}'
+
+
+def request_sums(t: Target, fn: str, window: str, variants: list[str] | None = None) -> tuple[str, str]:
+    """(all requests, server errors) as `sum(fn(...[window]))` expressions (fn: rate or increase). All requests are
+    absent only when the first counter is (nothing scraped); the server errors when no error was ever counted."""
+    total, errors = request_counters(t, variants)
+    first, *more = (f"sum({fn}({s}[{window}]))" for s in total)
+    return " + ".join([first] + [f"({m} or vector(0))" for m in more]), f"sum({fn}({errors}[{window}]))"
 
 
 def error_ratio(t: Target, window: str, variants: list[str] | None = None) -> str:
-    total, errors = request_counters(t, variants)
-    return f"(sum(rate({errors}[{window}])) or vector(0)) / sum(rate({total}[{window}]))"
+    total, errors = request_sums(t, "rate", window, variants)
+    return f"({errors} or vector(0)) / ({total})"
 
 
 def latency_p99(t: Target) -> str:
@@ -115,9 +133,8 @@ def latency_p99(t: Target) -> str:
         return (f'histogram_quantile(0.99, sum by (le) (rate(vllm:e2e_request_latency_seconds_bucket{{'
                 f'namespace="{t.namespace}",service=~"{names}"}}[5m])))')
     if t.engine == "triton":
-        configs = _alt([f"{n}-predictor" for n in t.workloads.values()])
-        return (f'histogram_quantile(0.99, sum by (le) (rate(revision_app_request_latencies_bucket{{'
-                f'namespace_name="{t.namespace}",configuration_name=~"{configs}"}}[5m]))) / 1000')
+        pods = triton_pods(list(t.workloads.values()))
+        return f'max(nv_inference_request_summary_us{{namespace="{t.namespace}",pod=~"{pods}",quantile="0.99"}}) / 1e6'
     return (f'histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{{'
             f'namespace="{t.namespace}",service=~"{names}"}}[5m])))')
 
@@ -150,9 +167,9 @@ def rules(t: Target) -> list[dict]:
     out = [_record(PLANNED_REPLICAS, f"vector({t.replicas})", t),
            _record(LATENCY_OBJECTIVE, f"vector({num(p.latency.service_ms / 1000)})", t),
            _record(ERROR_BUDGET, f"vector({num(budget)})", t)]
-    total, errors = request_counters(t)
-    out.append(_record(REQUESTS, f"sum(rate({total}[5m]))", t))
-    out.append(_record(ERRORS, f"sum(rate({errors}[5m])) or (sum(rate({total}[5m])) * 0)", t))
+    total, errors = request_sums(t, "rate", "5m")
+    out.append(_record(REQUESTS, total, t))
+    out.append(_record(ERRORS, f"{errors} or (({total}) * 0)", t))
     out += [_record(ERROR_RATIO.format(window=w), error_ratio(t, w), t) for w in BURN_WINDOWS]
     out.append(_record(LATENCY_P99, latency_p99(t), t))
     if t.engine == "vllm":
