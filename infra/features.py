@@ -106,6 +106,27 @@ class FeatureSource(StrictModel):
         default=None, description="Row creation time column, to break ties between rows of one event time. Default none.")
 
 
+DEFAULT_STREAM_BOOTSTRAP = "hybridml-kafka-bootstrap.kafka.svc.cluster.local:9093"
+"""The brokers a streaming view without `stream.bootstrap_servers` reads from: the site's Kafka, a Strimzi cluster
+`hybridml` in namespace `kafka` (its TLS listener, 9093). An assumption of this project (README), like the fleet bucket
+of Flink state; the NetworkPolicy `allow-stream-ingest` lets the Flink pods reach ports 9092/9093."""
+BootstrapServer = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:[0-9]{1,5}$")]
+
+
+class StreamSource(StrictModel):
+    """The stream a streaming view's Flink job reads (workloads/streaming): Kafka over TLS, one JSON object per record
+    with the view's join keys, features and timestamp field (ISO 8601 or epoch seconds)."""
+
+    bootstrap_servers: list[BootstrapServer] = Field(
+        default_factory=lambda: [DEFAULT_STREAM_BOOTSTRAP], min_length=1, max_length=16,
+        description=f"Kafka brokers, host:port (TLS). Default [{DEFAULT_STREAM_BOOTSTRAP}].")
+    topic: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")] | None = Field(
+        default=None, description="Kafka topic. Default features.<view name>.")
+
+    def topic_of(self, view_name: str) -> str:
+        return self.topic or f"features.{view_name}"
+
+
 class FeatureView(Protocol):
     """What the estimate and the checks read of an `infra.spec.FeatureView`."""
 
@@ -117,6 +138,10 @@ class FeatureView(Protocol):
     def features(self) -> Sequence[FeatureField]: ...
     @property
     def source(self) -> FeatureSource | None: ...
+    @property
+    def streaming(self) -> bool: ...
+    @property
+    def stream(self) -> StreamSource | None: ...
     @property
     def entity_count(self) -> int | None: ...
     @property
@@ -145,6 +170,8 @@ def check_feature_views(views: Sequence[FeatureView]) -> list[tuple[tuple[str | 
             if (first[1].key, first[1].value_type) != (entity.key, entity.value_type):
                 out.append((base + ("entities", ei), f"entity {entity.name!r} is {entity.key}:{entity.value_type} here but "
                                                      f"{first[1].key}:{first[1].value_type} in view {first[0]!r}: one entity, one key"))
+        if view.stream is not None and not view.streaming:
+            out.append((base + ("stream",), "stream is read by the Flink job of a streaming view: set streaming: true or drop stream"))
         if view.entity_count is not None and not view.features:
             out.append((base + ("entity_count",), "entity_count needs features to size the rows (list the view's features)"))
         elif view.entity_count is not None:

@@ -27,6 +27,7 @@ from infra.features import (  # noqa: F401
     FeatureEntity,
     FeatureField,
     FeatureSource,
+    StreamSource,
 )
 from infra.model import StrictModel
 
@@ -301,6 +302,9 @@ class FeatureView(StrictModel):
     online_memory_gib: PositiveFloat = Field(default=4, description="Redis memory per site replica. Default 4 GiB.")
     online_cpu: PositiveFloat = Field(default=1, description="Redis cores per site replica. Default 1.")
     streaming: bool = Field(default=False, description="Ingest from a stream with a Flink job. Default false.")
+    stream: StreamSource | None = Field(
+        default=None, description="Streaming views: the Kafka topic the Flink job reads (`{bootstrap_servers, topic}`). "
+        "Default: topic features.<view> on the site's Kafka.")
     features: list[FeatureField] = Field(
         default_factory=list, max_length=4096,
         description="Features with their types (`{name, dtype, length}`). Default none: `feast apply` infers them from the source.")
@@ -506,9 +510,25 @@ class TokenBudget(StrictModel):
     tokens_per_minute: Annotated[int, Field(ge=1, le=limits.MAX_TOKENS_PER_MINUTE)]
 
 
+DEFAULT_TENANT_REQUESTS_PER_SECOND = 100
+MAX_TENANT_REQUESTS_PER_SECOND = 1_000_000
+MAX_RATE_RULES = 16
+"""Distinct `requests_per_second` values among tenants: one Envoy Gateway local rate-limit rule each (its CRD's maxItems)."""
+
+
 class Tenant(StrictModel):
+    """A caller of the entry gateways: it authenticates with its own API key (derived from the stack's secret seed;
+    `hybridml tenant-key ENV TENANT` prints it), and its limits are keyed by that identity, never by a header it sends."""
+
     name: Name
-    budgets: list[TokenBudget] = Field(min_length=1)
+    budgets: list[TokenBudget] = Field(default_factory=list, description="LLM token budgets per pipeline (tokens per "
+                                       "minute, shared over the entry gateways). Default none: the tenant's LLM "
+                                       "requests are limited by `requests_per_second` only.")
+    requests_per_second: int = Field(
+        default=DEFAULT_TENANT_REQUESTS_PER_SECOND, ge=1, le=MAX_TENANT_REQUESTS_PER_SECOND,
+        description="Requests per second the tenant may send to one pipeline route (a pipeline for one user region) "
+                    "through one entry gateway proxy, enforced by each Envoy replica on its own (Envoy Gateway local "
+                    f"rate limit: 429 past it). Default {DEFAULT_TENANT_REQUESTS_PER_SECOND}.")
 
 
 # --------------------------------------------------------------------------- root

@@ -27,8 +27,10 @@ class Images:
     feast: str = "quay.io/feastdev/feature-server:0.67.0"
     """The Feast release the generated repositories are tested with (scripts/feast_venv.sh pins the same)."""
     flink: str = "flink:1.20.3-scala_2.12-java17"
-    feature_ingest: str = "ghcr.io/hybridml/feature-ingest:0.3.1"
-    """Flink job image holding the streaming feature-ingestion jar (built by the feature team)."""
+    feature_ingest: str = "ghcr.io/hybridml/feature-ingest:0.1.0-flink1.20.3"
+    """The streaming views' Flink job image: `flink` above plus Python 3, PyFlink (apache-flink) of the same Flink, the
+    Kafka connector jar in /opt/flink/lib, and this repository's `workloads/streaming` at /opt/hybridml on PYTHONPATH
+    (workloads/render/flink.py). Not built by this repository: a release pipeline must build and push it."""
     ray_llm: str = "rayproject/ray-llm:2.49.1-py311-cu128"
     """Ray with vLLM and `ray.data.llm`: every pod of a vLLM batch pipeline (head, workers, job submitter). A CPU batch
     pipeline's pods run its own image (`engine.image`, with Ray installed)."""

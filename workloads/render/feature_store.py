@@ -288,6 +288,6 @@ def feast_object(ctx: SiteContext, view: FeatureView, namespace: str) -> dict:
 
 
 def flink_objects(ctx: SiteContext, view: FeatureView, namespace: str) -> list[dict]:
-    """Streaming ingestion (workloads/render/flink.py): the job, its RBAC, and its state volume where it has one."""
-    return flink.flink_objects(ctx, view, namespace, redis_tls_secret=redis_tls_secret_name(view),
-                               auth_secret=auth_secret_name(view))
+    """Streaming ingestion (workloads/render/flink.py): the job, its RBAC, and its state volume where it has one. The
+    job pushes through the feature server and trusts the fleet CA (ca.crt of the view's certificate Secret)."""
+    return flink.flink_objects(ctx, view, namespace, ca_secret=redis_tls_secret_name(view))

@@ -1,5 +1,13 @@
-"""Streaming ingestion of a feature view: a Flink FlinkDeployment (native mode) writing the view's features into its
-Redis over TLS, and where its state lives. Pure: returns manifests.
+"""Streaming ingestion of a feature view: a Flink FlinkDeployment (native mode) running the project's PyFlink job
+(workloads/streaming) that reads the view's stream and pushes its rows through the view's Feast feature server
+(`/push`, https, the fleet CA), and where its state lives. Pure: returns manifests.
+
+**The job** (`job_config`, `job_spec`): the Flink operator's Python convention, `jarURI` the flink-python jar of the
+image's Flink and `entryClass` PythonDriver, `args` `-pym workloads.streaming.job` and then the job's own arguments
+(`workloads.streaming.config.JobConfig.to_args`): view, push source, feature server URL, CA file, the view's keys and
+typed features, the Kafka brokers and topic of the spec's `stream`. The image (`Images.feature_ingest`) is the
+image's Flink with Python, PyFlink of the same version and this repository's `workloads/` at /opt/hybridml (its
+PYTHONPATH).
 
 **State stays in its site** (`flink_state`): the checkpoints, savepoints and HA metadata of a pii/restricted view go
 to the datacenter's own object store when the spec declares one (`sites[].object_store`, S3 API over HTTPS, the
@@ -13,18 +21,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from infra.features import StreamSource
 from infra.spec import FeatureView
-from workloads.render import meta, pods
-from workloads.render import redis_sentinel as rs
-from workloads.render.context import SiteContext
-from workloads.render.data import SENTINEL_PORT, sentinel_hosts
+from workloads.render import feast_repo, meta, pods
+from workloads.render.context import SiteContext, service_fqdn
+from workloads.render.data import FEAST_PORT, feast_online_service
 from workloads.render.model_pods import placement_affinity, tolerations
+from workloads.streaming.config import Column, JobConfig
 
 METRICS_PORT = 9249
 STATE_MOUNT = "/flink-state"
 STATE_DIR_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir", "high-availability.storageDir")
 """The flinkConfiguration keys that say where the job's state goes (rule flink-state-in-site reads the same)."""
 S3_ENDPOINT_KEY = "s3.endpoint"
+FLINK_VERSION = "1.20.3"
+"""The Flink of the job image and of PyFlink locally (scripts/flink_venv.sh pins apache-flink to the same)."""
+PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
+PYTHON_JAR = f"local:///opt/flink/opt/flink-python-{FLINK_VERSION}.jar"
+JOB_MODULE = "workloads.streaming.job"
+CA_MOUNT = "/etc/hybridml/fleet-ca"
+JOB_PARALLELISM = 2
 
 
 @dataclass(frozen=True)
@@ -73,21 +89,41 @@ def flink_state(ctx: SiteContext, view: FeatureView, namespace: str, lbls: dict)
     return FlinkState(f"file://{STATE_MOUNT}/{path}", claim=claim)
 
 
-def flink_objects(ctx: SiteContext, view: FeatureView, namespace: str, *, redis_tls_secret: str,
-                  auth_secret: str) -> list[dict]:
-    """Streaming ingestion: a Flink application job writing the view's features into Redis (TLS, the view's
-    certificate as its client certificate), with its state where `flink_state` says."""
+def job_config(view: FeatureView, namespace: str) -> JobConfig:
+    """What the job is told: the view's columns, its push source and feature server (https, the fleet CA), its stream."""
+    src = view.source
+    stream = view.stream or StreamSource()
+    return JobConfig(
+        feature_view=view.name, push_source=feast_repo.push_source_name(view.name),
+        feature_server=f"https://{service_fqdn(feast_online_service(view.name), namespace)}:{FEAST_PORT}",
+        keys=tuple(Column(e.key, e.value_type) for e in view.entities),
+        features=tuple(Column(f.name, f.dtype, f.length) for f in view.features),
+        timestamp_field=src.timestamp_field if src else "event_timestamp",
+        created_field=src.created_timestamp_field if src else None,
+        tls_ca=f"{CA_MOUNT}/ca.crt", source="kafka", kafka_bootstrap_servers=tuple(stream.bootstrap_servers),
+        kafka_topic=stream.topic_of(view.name), kafka_group=job_name(view), parallelism=JOB_PARALLELISM)
+
+
+def job_spec(view: FeatureView, namespace: str) -> dict:
+    """The FlinkDeployment's `job`: PyFlink's driver running workloads.streaming.job with `job_config`'s arguments."""
+    return {"jarURI": PYTHON_JAR, "entryClass": PYTHON_DRIVER,
+            "args": ["-pym", JOB_MODULE, *job_config(view, namespace).to_args()],
+            "parallelism": JOB_PARALLELISM, "upgradeMode": "savepoint", "state": "running"}
+
+
+def flink_objects(ctx: SiteContext, view: FeatureView, namespace: str, *, ca_secret: str) -> list[dict]:
+    """Streaming ingestion: the project's PyFlink job pushing the view's rows through its feature server (TLS; only
+    the fleet CA of `ca_secret` is mounted, the job holds no Redis credentials), with its state where `flink_state`
+    says."""
     name = job_name(view)
     lbls = meta.labels("flink", "stream-processor", instance=meta.k8s_name("flink", view.name),
                        version=meta.image_version(ctx.images.feature_ingest), site=ctx.site, tier=view.privacy_tier.value)
     lbls[meta.FEATURE_VIEW] = view.name
     sa = name
     state = flink_state(ctx, view, namespace, lbls)
-    mounts = [{"name": "redis-auth", "mountPath": rs.AUTH_MOUNT, "readOnly": True},
-              {"name": "redis-tls", "mountPath": rs.TLS_MOUNT, "readOnly": True}]
-    volumes = [{"name": "redis-auth", "secret": {"secretName": auth_secret, "defaultMode": 0o440,
-                                                 "items": [{"key": "password", "path": "password"}]}},
-               {"name": "redis-tls", "secret": {"secretName": redis_tls_secret, "defaultMode": 0o440}}]
+    mounts = [{"name": "fleet-ca", "mountPath": CA_MOUNT, "readOnly": True}]
+    volumes = [{"name": "fleet-ca", "secret": {"secretName": ca_secret, "defaultMode": 0o444,
+                                               "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]
     if state.claim is not None:
         mounts.append({"name": "state", "mountPath": STATE_MOUNT})
         volumes.append({"name": "state", "persistentVolumeClaim": {"claimName": state.claim["metadata"]["name"]}})
@@ -135,6 +171,8 @@ def flink_objects(ctx: SiteContext, view: FeatureView, namespace: str, *, redis_
                  "high-availability.type": "kubernetes",
                  "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
                  "metrics.reporter.prom.port": str(METRICS_PORT),
+                 # Python in the TaskManager (pemja) rather than Beam's worker process: what was measured locally
+                 "python.execution-mode": "thread",
              },
              "podTemplate": {
                  "metadata": {"labels": lbls},
@@ -148,20 +186,6 @@ def flink_objects(ctx: SiteContext, view: FeatureView, namespace: str, *, redis_
              },
              "jobManager": {"replicas": 1, "resource": {"cpu": 1, "memory": "2048m"}},
              "taskManager": {"resource": {"cpu": max(1.0, view.online_cpu), "memory": "4096m"}},
-             "job": {
-                 "jarURI": "local:///opt/flink/usrlib/feature-ingest.jar",
-                 "entryClass": "io.hybridml.ingest.FeatureViewIngest",
-                 "args": ["--feature-view", view.name,
-                          "--redis-sentinels", ",".join(f"{h}:{SENTINEL_PORT}" for h in sentinel_hosts(view.name, namespace)),
-                          "--redis-sentinel-master", rs.master_name(view),
-                          "--redis-password-file", f"{rs.AUTH_MOUNT}/password",
-                          # TLS to the Sentinels and to Redis; the view's certificate is the client certificate
-                          "--redis-tls", "--redis-ca-file", f"{rs.TLS_MOUNT}/ca.crt",
-                          "--redis-cert-file", f"{rs.TLS_MOUNT}/tls.crt", "--redis-key-file", f"{rs.TLS_MOUNT}/tls.key",
-                          "--ttl-seconds", str(view.ttl_seconds)],
-                 "parallelism": 2,
-                 "upgradeMode": "savepoint",
-                 "state": "running",
-             },
+             "job": job_spec(view, namespace),
          }})
     return out
