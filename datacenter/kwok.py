@@ -1,10 +1,14 @@
 """Register bootstrapped hosts as kwok nodes of a Kubernetes cluster.
 
-Where a real kubelet cannot run (hybridml's local test hosts: no container images offline), the
+Where no real kubelet runs (hybridml's simulated test hosts: all but one per datacenter), the
 bootstrap installs and configures everything but skips `kubeadm join`. The hosts then join the local
 on-prem cluster as kwok nodes (``kwok.x-k8s.io/node: fake``), with exactly the labels and taints the
 inventory gives the real kubelet, so placement and scheduling see the same datacenter, racks and
 privacy zones as in production.
+
+A host whose kubelet is real (`kubernetes_node_simulated: false` on the host, e.g. the one real test
+host per datacenter, tools/testhosts/realnode.py) registers its own Node by `kubeadm join`: callers
+register only `simulated_hosts(...)` as kwok nodes.
 
 `node_manifests` is pure; `register_kwok_nodes` applies them with kubectl (server-side apply, so it
 is idempotent and safe to re-run) and needs nothing but a kubeconfig path.
@@ -53,8 +57,24 @@ def _mebibytes(quantity: object) -> int:
     return int(parse_quantity(quantity) / 2 ** 20) if quantity not in (None, "") else 0
 
 
+def is_simulated(inventory: Inventory, name: str) -> bool:
+    """`kubernetes_node_simulated` as Ansible resolves it for the host: host var, else rack, else datacenter."""
+    host = inventory.host(name)
+    for scope in (host.vars, inventory.rack(host.rack).vars, inventory.vars):
+        if "kubernetes_node_simulated" in scope:
+            return str(scope["kubernetes_node_simulated"]).lower() in ("true", "yes", "1")
+    return False
+
+
+def simulated_hosts(inventory: Inventory, hosts: Iterable[str] | None = None) -> list[str]:
+    """The hosts (default: all) without a real kubelet: those hybridml registers as kwok nodes."""
+    names = list(hosts) if hosts is not None else inventory.host_names
+    return [name for name in names if is_simulated(inventory, name)]
+
+
 def node_manifests(inventory: Inventory, hosts: Iterable[str] | None = None) -> list[dict]:
-    """Node objects for the given hosts (default: all), labelled and tainted like their kubelets would be."""
+    """Node objects for the given hosts (default: all), labelled and tainted like their kubelets would be.
+    Callers pass `simulated_hosts(...)`: a host with a real kubelet registers its own Node."""
     names = list(hosts) if hosts is not None else inventory.host_names
     version = inventory.vars.get("kubernetes_node_version")
     kubelet_version = f"v{version}" if version else DEFAULT_KUBELET_VERSION
@@ -75,7 +95,7 @@ def node_manifests(inventory: Inventory, hosts: Iterable[str] | None = None) -> 
             node_info={"kubeletVersion": kubelet_version, "kubeProxyVersion": kubelet_version,
                        "operatingSystem": "linux", "architecture": "amd64", "kernelVersion": "simulated",
                        "machineID": machine, "systemUUID": machine, "bootID": machine,
-                       "containerRuntimeVersion": "containerd://1.6.20",
+                       "containerRuntimeVersion": "containerd://2.4.2",  # the test hosts' (scripts/toolchain/versions.env)
                        "osImage": "Debian GNU/Linux 12 (bookworm)"})
         node["metadata"]["labels"] = dict(sorted(node["metadata"]["labels"].items()))
         out.append(node)

@@ -2,12 +2,17 @@
 """Create, list and remove the local test hosts for the datacenter bootstrap (needs root).
 
     scripts/testhosts.py up --from-spec local        # one host per spec host of the datacenter
+    scripts/testhosts.py up --from-spec local --real-nodes none   # every host simulated (kwok)
     scripts/testhosts.py status
     scripts/testhosts.py down                        # removes everything `up` made; idempotent
     scripts/testhosts.py build                       # only build/cache the base image + repository
 
 How they are made: tools/testhosts/. `up` writes an inventory overrides file for the
 bootstrap: <state>/inventory-overrides.yaml (printed at the end).
+
+--real-nodes (default auto): hosts that run a real kubelet and containerd and `kubeadm join` the
+datacenter's local control plane (tools/testhosts/realnode.py); auto = the datacenter's first host when
+its local control plane is running (scripts/local_up.sh starts it), else none. The others stay simulated.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import testhosts  # noqa: E402
+from tools.testhosts import realnode  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="create test hosts (removes old ones first)")
     p_up.add_argument("--from-spec", required=True, help="spec file or shipped environment name (e.g. local)")
     p_up.add_argument("--datacenter", help="datacenter of the spec (default: its only one)")
+    p_up.add_argument("--real-nodes", default="auto", help="auto | none | HOST[,HOST...] (see above)")
     sub.add_parser("down", help="remove all test hosts")
     sub.add_parser("status", help="list test hosts")
     p_build = sub.add_parser("build", help="build and cache the base image and package repository")
@@ -44,9 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             dc, hosts = testhosts.hosts_from_spec(args.from_spec, args.datacenter)
-            fleet = testhosts.up(hosts, datacenter=dc, state_dir=args.state_dir, cache_dir=args.cache_dir, log=log)
+            control_plane = realnode.local_control_plane(args.from_spec, dc)
+            if args.real_nodes == "auto":
+                real = [hosts[0][0]] if control_plane else []
+                if not control_plane:
+                    log(f"no local control plane of {dc} is running: every host is simulated (kwok)")
+            else:
+                real = [] if args.real_nodes == "none" else args.real_nodes.split(",")
+                if real and not control_plane:
+                    raise testhosts.TestHostError(f"--real-nodes {args.real_nodes}: no local control plane of {dc} "
+                                                  "is running to join (start it: scripts/local_up.sh)")
+            fleet = testhosts.up(hosts, datacenter=dc, state_dir=args.state_dir, cache_dir=args.cache_dir, log=log,
+                                 real_hosts=real)
+            if real and control_plane:
+                realnode.join_local_control_plane(fleet, *control_plane)
+                log(f"real nodes (kubelet + containerd, kubeadm join {control_plane[0]}): {', '.join(real)}; "
+                    f"this machine's kernel has the kubelet's settings until `down` "
+                    f"({', '.join(f'{k}={v}' for k, v in realnode.kubelet_kernel_settings().items())})")
             for host in fleet.hosts:
-                print(f"{host.name:<16} {host.address:<15} rack {host.rack:<8} netns {host.netns}")
+                kind = "real kubelet" if host.name in fleet.real_hosts else "simulated"
+                print(f"{host.name:<16} {host.address:<15} rack {host.rack:<8} netns {host.netns:<14} {kind}")
             print(f"\nssh: ssh -i {fleet.key} -o UserKnownHostsFile={fleet.known_hosts} root@{fleet.hosts[0].address}")
             print(f"bootstrap: hybridml bootstrap {shlex.quote(args.from_spec)} --datacenter {dc} "
                   f"--overrides {fleet.overrides_file}")

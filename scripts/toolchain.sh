@@ -2,7 +2,8 @@
 # Builds the hybridml local toolchain from source with `go`, using only the Go module proxy:
 #   pulumi CLI + Python language host, the pulumi-resource-kubernetes plugin, kube-apiserver,
 #   kube-controller-manager, kube-scheduler, kubectl, etcd, kwok (+ its stage configs), the KubeRay
-#   operator (ray-operator) and the Envoy Gateway controller (envoy-gateway, for the local data path).
+#   operator (ray-operator), the Envoy Gateway controller (envoy-gateway, for the local data path) and the
+#   KServe controller manager (kserve-controller).
 # No release binaries are downloaded. Pins live in scripts/toolchain/versions.env.
 #
 # Layout (cache keyed by version; a warm run is a no-op that takes well under a second):
@@ -15,7 +16,8 @@
 #
 # Usage:
 #   scripts/toolchain.sh [TOOL...]      build what is missing (TOOL: pulumi kubernetes-provider
-#                                       kubernetes etcd kwok kuberay-operator envoy-gateway; default all),
+#                                       kubernetes etcd kwok kuberay-operator envoy-gateway kserve-controller
+#                                       kubernetes-node containerd cni-plugins node-images; default all),
 #                                       print an export line
 #   eval "$(scripts/toolchain.sh --env)"  same, build logs on stderr, exports on stdout
 #   scripts/toolchain.sh --check        exit 0 if everything is built, 1 otherwise (builds nothing)
@@ -33,7 +35,8 @@ SRC="$CACHE/src"
 CURRENT="$BIN/current"
 PULUMI_HOME_DIR="$CACHE/pulumi-home"
 
-ALL_TOOLS=(pulumi kubernetes-provider kubernetes etcd kwok kuberay-operator envoy-gateway)
+ALL_TOOLS=(pulumi kubernetes-provider kubernetes etcd kwok kuberay-operator envoy-gateway kserve-controller
+           kubernetes-node containerd cni-plugins node-images)
 
 log() { printf '[toolchain] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -47,6 +50,10 @@ tool_version() {
     kwok) echo "$KWOK_VERSION" ;;
     kuberay-operator) echo "$KUBERAY_VERSION" ;;
     envoy-gateway) echo "$ENVOY_GATEWAY_VERSION" ;;
+    kserve-controller) echo "$KSERVE_VERSION" ;;
+    kubernetes-node|node-images) echo "$KUBERNETES_VERSION" ;;
+    containerd) echo "$CONTAINERD_VERSION" ;;
+    cni-plugins) echo "$CNI_PLUGINS_VERSION" ;;
     *) die "unknown tool: $1 (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -55,6 +62,8 @@ tool_dir() { echo "$BIN/$1-$(tool_version "$1")"; }
 tool_recipe() {
   if [[ "$1" == pulumi ]]; then
     echo "$TOOLCHAIN_RECIPE-langhost-$(sha256sum "$HERE/toolchain/langhost/main.go" | cut -c1-12)"
+  elif [[ "$1" == node-images ]]; then
+    echo "$TOOLCHAIN_RECIPE-images-$(cat "$HERE/toolchain/oci_image.py" "$HERE/toolchain/images/hello.c" | sha256sum | cut -c1-12)"
   else
     echo "$TOOLCHAIN_RECIPE"
   fi
@@ -367,6 +376,108 @@ build_envoy_gateway() {
     "github.com/envoyproxy/gateway/cmd/envoy-gateway@$v"
   "$out/envoy-gateway" version | grep -qx "ENVOY_GATEWAY_VERSION: $v" || die "envoy-gateway $v does not report its version"
   publish envoy-gateway "$out"
+}
+
+# --- KServe controller manager (reconciles the Triton pipelines' InferenceServices locally) ----
+build_kserve_controller() {
+  local v="v$KSERVE_VERSION" w="$SRC/kserve-$KSERVE_VERSION" out kmod kdir
+  out="$(mktemp -d "$BIN/.kserve-controller.XXXXXX")"
+  kmod="$(mod_file github.com/kserve/kserve "$v")"
+  kdir="$(mod_dir github.com/kserve/kserve "$v")"
+  # its go.mod replaces modules (controller-runtime, expr, protoc-gen-validate), so `go install @version` refuses
+  # it: a wrapper module requires it and carries those replace lines
+  [[ -z "$(local_replace_modules "$kmod")" ]] || die "kserve $v replaces modules by local paths: pin them in build_kserve_controller"
+  new_wrapper "$w" hybridml.local/toolchain/kserve
+  { echo "require github.com/kserve/kserve $v"; echo; nonlocal_replaces "$kmod"; } >> "$w/go.mod"
+  tools_go "$w" github.com/kserve/kserve/cmd/manager
+  (cd "$w" && gocmd mod tidy)
+  (cd "$w" && gocmd build "${BUILD_FLAGS[@]}" -ldflags="-s -w" -o "$out/kserve-controller" github.com/kserve/kserve/cmd/manager)
+  # what an install of the release brings besides the binary travels with it (hybridml/local/kserve.py reads it): the
+  # default inferenceservice-config, the webhook registrations, the default ClusterStorageContainer with its Helm
+  # chart's values, and the CRDs ../shared/crds lacks (TrainedModel: the manager watches it; ClusterStorageContainer:
+  # its pod webhook lists them)
+  mkdir -p "$out/kserve-release"
+  install -m 0644 "$kdir/config/configmap/inferenceservice.yaml" "$kdir/config/webhook/manifests.yaml" \
+    "$kdir/config/storagecontainers/default.yaml" "$kdir/charts/kserve-resources/values.yaml" \
+    "$kdir/config/crd/full/serving.kserve.io_trainedmodels.yaml" \
+    "$kdir/config/crd/full/clusterstoragecontainer/serving.kserve.io_clusterstoragecontainers.yaml" "$out/kserve-release/"
+  local usage; usage="$("$out/kserve-controller" --help 2>&1 || true)"
+  [[ $usage == *-webhook-port* ]] || die "kserve-controller $v does not run: $usage"
+  publish kserve-controller "$out"
+}
+
+# --- the datacenter test hosts' real node: kubelet, kubeadm, containerd, CNI loopback, images ---
+# tools/testhosts packages these into the test hosts' apt repository (README "On-prem racks").
+build_kubernetes_node() {
+  local v="v$KUBERNETES_VERSION" w="$SRC/kubernetes-node-$KUBERNETES_VERSION" out kmod minor ldv m
+  local staging="v0.${KUBERNETES_VERSION#*.}" vp=k8s.io/component-base/version
+  out="$(mktemp -d "$BIN/.kubernetes-node.XXXXXX")"
+  # the same wrapper as build_kubernetes (same module graph: with a warm GOCACHE only the node packages compile)
+  new_wrapper "$w" hybridml.local/toolchain/kubernetes-node
+  kmod="$(mod_file k8s.io/kubernetes "$v")"
+  {
+    echo "require k8s.io/kubernetes $v"; echo
+    for m in $(local_replace_modules "$kmod"); do echo "replace $m => $m $staging"; done
+    nonlocal_replaces "$kmod"
+  } >> "$w/go.mod"
+  tools_go "$w" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm
+  (cd "$w" && gocmd mod tidy)
+  minor="$(echo "$KUBERNETES_VERSION" | cut -d. -f2)"
+  ldv="-X $vp.gitVersion=$v -X $vp.gitMajor=${KUBERNETES_VERSION%%.*} -X $vp.gitMinor=$minor -X $vp.gitTreeState=clean -X $vp.buildDate=1970-01-01T00:00:00Z"
+  ldv="$ldv -X k8s.io/client-go/pkg/version.gitVersion=$v"
+  (cd "$w" && gocmd build "${BUILD_FLAGS[@]}" -ldflags="-s -w $ldv" -o "$out/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm)
+  "$out/kubelet" --version | grep -qx "Kubernetes $v" || die "kubelet $v does not report its version"
+  publish kubernetes-node "$out"
+}
+
+build_containerd() {
+  local v="v$CONTAINERD_VERSION" out m=github.com/containerd/containerd/v2
+  out="$(mktemp -d "$BIN/.containerd.XXXXXX")"
+  # no replace directives: `go install @version`, with upstream's static build tags (its Makefile); the shim
+  # additionally without gRPC (no_grpc), as upstream builds it
+  local tags="urfave_cli_no_docs osusergo netgo static_build" ldv="-X $m/version.Version=$v -X $m/version.Revision=release -X $m/version.Package=$m"
+  GOFLAGS=-buildvcs=false GOBIN="$out" gocmd install "${BUILD_FLAGS[@]}" -tags "$tags" -ldflags="-s -w $ldv" \
+    "$m/cmd/containerd@$v" "$m/cmd/ctr@$v"
+  GOFLAGS=-buildvcs=false GOBIN="$out" gocmd install "${BUILD_FLAGS[@]}" -tags "$tags no_grpc" -ldflags="-s -w $ldv" \
+    "$m/cmd/containerd-shim-runc-v2@$v"
+  "$out/containerd" --version | grep -q " $v " || die "containerd $v does not report its version"
+  # upstream's systemd unit, for the package tools/testhosts makes (in systemd/, off PATH)
+  mkdir -p "$out/systemd"
+  install -m 0644 "$(mod_dir "$m" "$v")/containerd.service" "$out/systemd/containerd.service"
+  publish containerd "$out"
+}
+
+build_cni_plugins() {
+  local v="v$CNI_PLUGINS_VERSION" out
+  out="$(mktemp -d "$BIN/.cni-plugins.XXXXXX")"
+  # only loopback: the test hosts' node has no pod network (README "On-prem racks"); in cni/, off PATH
+  mkdir -p "$out/cni"
+  GOFLAGS=-buildvcs=false GOBIN="$out/cni" gocmd install "${BUILD_FLAGS[@]}" -ldflags="-s -w" \
+    "github.com/containernetworking/plugins/plugins/main/loopback@$v"
+  publish cni-plugins "$out"
+}
+
+# The sandbox (pause) image from the Kubernetes module's own source, as upstream builds it (static C, scratch
+# image, user 65535), and a small workload image: OCI archives for `ctr images import` (no registry is reachable).
+build_node_images() {
+  local v="v$KUBERNETES_VERSION" out kdir tag hello
+  command -v gcc >/dev/null || die "gcc not found: apt-get install gcc libc6-dev (static pause and workload images)"
+  out="$(mktemp -d "$BIN/.node-images.XXXXXX")"
+  kdir="$(mod_dir k8s.io/kubernetes "$v")"
+  tag="$(sed -n 's/^TAG ?= *//p' "$kdir/build/pause/Makefile")"
+  [[ -n $tag ]] || die "no pause TAG in $kdir/build/pause/Makefile"
+  hello="$(sha256sum "$HERE/toolchain/images/hello.c" | cut -c1-12)"
+  mkdir -p "$out/node-images" "$out/.work"
+  gcc -Os -Wall -Werror -static -DVERSION="v$tag-hybridml" -o "$out/.work/pause" "$kdir/build/pause/linux/pause.c"
+  gcc -Os -Wall -Werror -static -o "$out/.work/hello" "$HERE/toolchain/images/hello.c"
+  python3 "$HERE/toolchain/oci_image.py" "$out/node-images/pause.tar" "registry.k8s.io/pause:$tag" \
+    --file "$out/.work/pause:/pause" --entrypoint /pause --user 65535:65535
+  python3 "$HERE/toolchain/oci_image.py" "$out/node-images/hello.tar" "hybridml.local/hello:$hello" \
+    --file "$out/.work/hello:/hello" --entrypoint /hello --user 65534:65534
+  printf '{"sandbox": "registry.k8s.io/pause:%s", "workload": "hybridml.local/hello:%s"}\n' "$tag" "$hello" \
+    > "$out/node-images/images.json"
+  rm -rf "$out/.work"
+  publish node-images "$out"
 }
 
 # --- bin/current -----------------------------------------------------------------------------

@@ -132,7 +132,10 @@ def bootstrap(
     except HybridmlError as exc:
         fail(exc, noun="input", hint=NOTHING_BOOTSTRAPPED)
 
-    simulated = bool(inventory.vars.get("kubernetes_node_simulated"))
+    from datacenter.kwok import simulated_hosts
+
+    # hosts with a real kubelet (kubernetes_node_simulated: false on the host) join for real: never kwok nodes
+    simulated = bool(simulated_hosts(inventory))
     batches = inventory.batches(selected)
     out.print(f"bootstrapping [bold]{len(selected)}[/] host(s) of {inventory.datacenter} in {len(batches)} rack batch(es) "
               f"(max_fail_percentage {inventory.max_fail_percentage})" + (" [yellow]--check[/]" if check else ""),
@@ -185,8 +188,9 @@ def bootstrap(
 
     if simulated and not check:
         out.print("[yellow]simulated targets[/]: kubelet and kubeadm were installed and configured, `kubeadm join` "
-                  "was skipped (a real kubelet cannot run on these test hosts).", highlight=False)
-        finished = [h.name for h in result.hosts.values() if h.status in ("ok", "changed")]
+                  "was skipped on the hosts with kubernetes_node_simulated (the others joined with a real kubelet).",
+                  highlight=False)
+        finished = simulated_hosts(inventory, [h.name for h in result.hosts.values() if h.status in ("ok", "changed")])
         if kubeconfig is not None and finished:
             from datacenter.kwok import register_kwok_nodes
 

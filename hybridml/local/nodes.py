@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra import labels as L
-from infra.kube import Taint, kwok_node, parse_taint, same_quantity
+from infra.kube import KWOK_NODE_ANNOTATION, Taint, kwok_node, parse_taint, same_quantity
 
 from .kubeapi import KubeAPI
 
@@ -176,12 +176,16 @@ def sync_nodes(api: KubeAPI, nodes: Sequence[NodeDef], workers: int = NODE_SYNC_
     res = api.get("/api/v1/nodes", params={"labelSelector": f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"})
     current = {m["metadata"]["name"]: m for m in (res or {}).get("items") or []}
     deletes = [("DELETE", f"/api/v1/nodes/{name}", None) for name in sorted(set(current) - set(wanted))]
-    # a wanted node present without our label (created by hand?): adopt it, i.e. update it
+    # a wanted node present without our label (created by hand?): adopt it, i.e. update it -- unless a real
+    # kubelet registered it (no kwok annotation: a datacenter test host's real node, tools/testhosts/realnode.py)
     missing = [name for name in wanted if name not in current]
     if missing:
         present = {m["metadata"]["name"] for m in api.list_metadata("/api/v1/nodes")}
         for name in missing:
             if name in present and (live := api.get_or_none(f"/api/v1/nodes/{name}")) is not None:
+                if KWOK_NODE_ANNOTATION not in (live["metadata"].get("annotations") or {}):
+                    del wanted[name]
+                    continue
                 current[name] = live
     creates: list[tuple[str, str, Any]] = []
     updates: list[tuple[str, str, Any]] = []

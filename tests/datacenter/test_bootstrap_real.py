@@ -158,19 +158,21 @@ def read_host(fleet, name: str) -> dict[str, str]:
 
 
 def test_hosts_have_packages_services_files_and_sysctls(fleet, first_run, inventory):
+    from tools.testhosts import KUBERNETES_VERSION
+
     for name in HOSTS:
         facts = read_host(fleet, name)
         host = inventory.host(name)
         where = f"host {name}: {facts}"
         for pkg in ("containerd", "runc", "chrony", "prometheus-node-exporter", "kubelet", "kubeadm", "kmod", "sudo"):
             assert re.match(r"(install|hold) ok installed ", facts[f"pkg.{pkg}"]), where
-        assert facts["pkg.kubelet"] == "hold ok installed 1.33.4-1.1", where
+        assert facts["pkg.kubelet"] == f"hold ok installed {KUBERNETES_VERSION}-1.1", where
         assert facts["held"].split() == ["kubeadm", "kubelet"], where
         for svc in ("ssh", "chrony", "containerd", "prometheus-node-exporter"):
             assert facts[f"svc.{svc}"] == "0", f"{svc} not running on {name}: {facts}"
             assert svc in facts["enabled"].split(), f"{svc} not enabled at boot on {name}: {facts}"
         assert facts["ctr"] == "2", f"containerd does not answer on its socket: {where}"
-        assert facts["kubelet"] == "Kubernetes v1.33.4", where
+        assert facts["kubelet"] == f"Kubernetes v{KUBERNETES_VERSION}", where  # the toolchain's real kubelet
         assert facts["ip_forward"] == "1", where  # namespaced sysctl applied live
         assert facts["sysctl_file"] == "3", where  # kernel-wide ones persisted for a real boot
         assert facts["modules"].split() == ["overlay", "br_netfilter"], where
@@ -184,7 +186,7 @@ def test_hosts_have_packages_services_files_and_sysctls(fleet, first_run, invent
         assert facts["join_taint"] == ("1" if host.rack == "r2" else "0"), where
         assert facts["join_mode"] == "600", where
         assert "cgroupDriver: cgroupfs" in facts["kubelet_patch"] and 'cpu: "1600m"' in facts["kubelet_patch"], where
-        assert facts["kube_sources"] == f"URIs: {fleet.repo_url}/kubernetes/v1.33/deb/", where
+        assert facts["kube_sources"] == f"URIs: {fleet.repo_url}/kubernetes/v{KUBERNETES_VERSION.rsplit('.', 1)[0]}/deb/", where
         assert facts["joined"] == "no", where  # simulated: everything but `kubeadm join`
         assert facts["containerd_cgroup"] == "SystemdCgroup=false", where
         stamp = json.loads(facts["stamp"])

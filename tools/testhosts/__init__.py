@@ -17,11 +17,12 @@ Each test host is
 
 The hosts have no route out, so packages come from the control node: a small signed apt repository
 (a subset of Debian bookworm with what the roles install, and a flat Kubernetes repository laid out
-like pkgs.k8s.io) served over HTTP on the control address. The Debian packages are the real ones; the
-kubelet/kubeadm packages are stand-ins (real Kubernetes packages cannot be fetched here and a real
-kubelet could not join anyway): they install the real file layout (binaries, kubelet.service and the
-kubeadm drop-in) with binaries that only answer ``--version``/``version``. The roles are told the
-target is simulated (`kubernetes_node_simulated`), which skips only `kubeadm join`.
+like pkgs.k8s.io) served over HTTP on the control address. The Debian packages are Debian's; kubelet,
+kubeadm, kubernetes-cni (loopback) and containerd 2.x are the Go-built toolchain's (scripts/toolchain.sh),
+packaged with upstream's unit files; the repository also serves locally built OCI image archives (the
+pause sandbox image and a workload image). Hosts are simulated (`kubernetes_node_simulated`: everything
+but `kubeadm join`, then kwok nodes) except the ``real_hosts`` of `up`, which run the kubelet and
+containerd and join a local control plane (realnode.py).
 
 The base image and the repository are built once and cached under ``~/.cache/hybridml/testhosts``
 (keyed by a hash of the recipe); per-host state lives under ``<repo>/.state/testhosts``. Everything

@@ -24,13 +24,30 @@ REPO_PORT = 8079
 #: Baked into the base image: what a freshly installed server has before any bootstrap.
 BASE_PACKAGES = ["openssh-server", "python3", "python3-apt", "sudo", "iproute2", "procps"]
 #: Served by the control node's repository: what the roles install (with dependencies not in the base).
-REPO_PACKAGES = ["containerd", "chrony", "prometheus-node-exporter", "kmod"]
-#: Stand-in Kubernetes packages (see the module docstring).
-KUBERNETES_VERSION = "1.33.4"
+#: containerd is not Debian's (1.6, too old for Kubernetes 1.36): the repository packages the toolchain's 2.x.
+REPO_PACKAGES = ["runc", "chrony", "prometheus-node-exporter", "kmod"]
+
+
+def _toolchain_pins() -> dict[str, str]:
+    path = REPO_ROOT / "scripts" / "toolchain" / "versions.env"
+    pins = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().isupper() and not line.startswith("#"):
+            pins[key.strip()] = value.strip()
+    return pins
+
+
+#: The Kubernetes, containerd and CNI packages of the repository are the toolchain's builds
+#: (scripts/toolchain.sh kubernetes-node containerd cni-plugins node-images) at these pins.
+TOOLCHAIN_PINS = _toolchain_pins()
+KUBERNETES_VERSION = TOOLCHAIN_PINS["KUBERNETES_VERSION"]
+CONTAINERD_VERSION = TOOLCHAIN_PINS["CONTAINERD_VERSION"]
+CNI_PLUGINS_VERSION = TOOLCHAIN_PINS["CNI_PLUGINS_VERSION"]
 KUBERNETES_PACKAGE_REVISION = "1.1"
 KUBERNETES_MINOR = ".".join(KUBERNETES_VERSION.split(".")[:2])
 #: Bump when the way the image or repository is built changes.
-RECIPE = "5"
+RECIPE = "6"
 
 Log = Callable[[str], None]
 

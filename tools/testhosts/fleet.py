@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tools.testhosts import realnode
 from tools.testhosts.common import (
     BRIDGE,
     DEFAULT_CACHE_DIR,
@@ -62,6 +63,7 @@ class Fleet:
     repo_url: str
     repo_server_pid: int | None
     hosts: list[TestHost] = field(default_factory=list)
+    real_hosts: list[str] = field(default_factory=list)  # run a real kubelet (realnode.py)
 
     @property
     def key(self) -> Path:
@@ -251,24 +253,32 @@ def _claim(state_dir: Path, owner_pid: int | None, wait_s: float, log: Log) -> N
 
 def up(hosts: list[tuple[str, str, str]], *, datacenter: str | None = None, state_dir: Path = DEFAULT_STATE_DIR,
        cache_dir: Path = DEFAULT_CACHE_DIR, log: Log = _quiet, owner_pid: int | None = None,
-       wait_s: float = 0) -> Fleet:
+       wait_s: float = 0, real_hosts: Iterable[str] = ()) -> Fleet:
     """Create the test hosts (after removing any left from before) and wait until sshd answers on each.
 
     owner_pid: the process that will remove the fleet again (a test session); while it lives, another
     `up` waits up to its `wait_s` instead of replacing the fleet.
+    real_hosts: hosts that get what a real kubelet needs (realnode.py); the others are bootstrapped only.
     """
     require_root()
     state_dir = Path(state_dir).resolve()
     _claim(state_dir, owner_pid, wait_s, log)
+    real = list(real_hosts)
+    unknown = sorted(set(real) - {name for name, _, _ in hosts})
+    if unknown:
+        raise TestHostError(f"real hosts {', '.join(unknown)} are not among the test hosts")
     image = ensure_image(cache_dir, log=log)
     control, prefix = network_for(a for _, a, _ in hosts)
     state_dir.mkdir(parents=True, exist_ok=True)
     fleet = Fleet(state_dir=state_dir, image=str(image.dir), datacenter=datacenter, control_address=control,
-                  prefix_len=prefix, repo_url=f"http://{control}:{REPO_PORT}", repo_server_pid=None)
+                  prefix_len=prefix, repo_url=f"http://{control}:{REPO_PORT}", repo_server_pid=None,
+                  real_hosts=real)
     for i, (name, address, rack) in enumerate(hosts):
         fleet.hosts.append(TestHost(name=name, address=address, rack=rack, index=i,
                                     netns=f"{NETNS_PREFIX}{name}"[:64], veth=f"{VETH_PREFIX}{i}"))
     fleet.save()  # from here on, down() can clean up whatever exists
+    if real:
+        realnode.prepare_machine(state_dir, real)
     t0 = time.monotonic()
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hybridml-testhosts", "-f", str(fleet.key)])
     pubkey = Path(str(fleet.key) + ".pub").read_text()
@@ -309,6 +319,8 @@ def _create_host(fleet: Fleet, host: TestHost, image: Image, pubkey: str) -> str
     # identity: hostname, hosts file, own ssh host key, the control node's key for root
     (merged / "etc/hostname").write_text(host.name + "\n")
     (merged / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n{host.address}\t{host.name}\n")
+    # no DNS server on the test network; the file every server has (the kubelet builds pods' from it)
+    (merged / "etc/resolv.conf").write_text("# test host: no DNS server on the test network\n")
     hostkey = merged / "etc/ssh/ssh_host_ed25519_key"
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}", "-f", str(hostkey)])
     auth = merged / "root/.ssh/authorized_keys"
@@ -345,6 +357,8 @@ def _create_host(fleet: Fleet, host: TestHost, image: Image, pubkey: str) -> str
         hostname {host.name}
         exec chroot "$R" /usr/local/sbin/init
         """)
+    if host.name in fleet.real_hosts:
+        setup = setup.replace("hostname ", realnode.setup_lines() + "hostname ", 1)
     log = open(hdir / "console.log", "ab")
     proc = subprocess.Popen(["ip", "netns", "exec", host.netns, "unshare", "--mount", "--pid", "--uts", "--ipc",
                              "--fork", "--kill-child", "--propagation", "private", "sh", "-c", setup],
@@ -356,12 +370,17 @@ def _create_host(fleet: Fleet, host: TestHost, image: Image, pubkey: str) -> str
 
 def _write_overrides(fleet: Fleet, pubkey: str) -> None:
     """The inventory overrides that point a bootstrap of the spec's hosts at these test hosts."""
+    import hashlib
+
     import yaml
 
     repo = fleet.repo_url
     data = {
         "datacenter": fleet.datacenter,
         "vars": {
+            # New hosts (new host keys) are new machines: this changes every rack's inventory fingerprint, so
+            # the Pulumi rack resources bootstrap a re-created fleet instead of trusting their stale state.
+            "hybridml_testhosts_fleet": hashlib.sha256(fleet.known_hosts.read_bytes()).hexdigest()[:16],
             "ansible_user": "root",
             "ansible_ssh_private_key_file": str(fleet.key),
             "ansible_ssh_common_args": f"-o UserKnownHostsFile={fleet.known_hosts} -o StrictHostKeyChecking=yes",
@@ -375,8 +394,16 @@ def _write_overrides(fleet: Fleet, pubkey: str) -> None:
             "kubernetes_node_apt_repo_url": f"{repo}/kubernetes/v{KUBERNETES_MINOR}/deb/",
             "kubernetes_node_apt_key_url": f"{repo}/kubernetes/v{KUBERNETES_MINOR}/deb/Release.key",
             "kubernetes_node_version": KUBERNETES_VERSION,
+            # containerd on every host as the machine allows: an overlay root (no overlayfs snapshots on it),
+            # a root without CAP_SYS_RESOURCE here; the kubelet's cgroup version (realnode.py)
+            "containerd_snapshotter": "native",
+            "containerd_restrict_oom_score_adj": True,
+            "containerd_sandbox_image": realnode.images(fleet)["sandbox"],
+            "kubernetes_node_allow_cgroup_v1": realnode.cgroup_v1(),
         },
     }
+    if fleet.real_hosts:
+        data["hosts"] = {name: {"vars": realnode.host_vars(fleet, name)} for name in fleet.real_hosts}
     if fleet.datacenter is None:
         data.pop("datacenter")
     header = ("# Written by scripts/testhosts.py up: points a bootstrap of the spec's hosts at the local\n"
@@ -437,6 +464,9 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, log: Log = _quiet, _locked_alre
             _run(["ip", "link", "delete", name], check=False)
     if ours and owner is not None:
         OWNER_FILE.unlink(missing_ok=True)
+    # after the hosts' processes: their relays, cgroups and the kernel settings of real hosts
+    for item in realnode.cleanup(state_dir):
+        removed.append(item)
     # overlay mounts under the state dir, deepest first
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for mountpoint in sorted((m for m in mounts if m.startswith(str(state_dir) + "/")), key=len, reverse=True):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tools.testhosts.common import (
     BASE_PACKAGES,
+    CNI_PLUGINS_VERSION,
+    CONTAINERD_VERSION,
     DEFAULT_CACHE_DIR,
     KUBERNETES_MINOR,
     KUBERNETES_PACKAGE_REVISION,
@@ -22,6 +24,7 @@ from tools.testhosts.common import (
     REPO_PACKAGES,
     SUITE,
     Log,
+    TestHostError,
     _locked,
     _quiet,
     _run,
@@ -60,23 +63,13 @@ while :; do
 done
 """
 
-KUBELET_STUB = """#!/bin/sh
-# Stand-in kubelet of the hybridml test repository: real package layout, no real kubelet.
-case "$1" in
-    --version) echo "Kubernetes v{version}" ;;
-    *) echo "kubelet: simulated package (hybridml test hosts) cannot run a kubelet" >&2; exit 1 ;;
-esac
-"""
-
-KUBEADM_STUB = """#!/bin/sh
-# Stand-in kubeadm of the hybridml test repository: real package layout, no real kubeadm.
-if [ "$1" = version ]; then
-    if [ "$2" = "-o" ] && [ "$3" = short ]; then echo "v{version}"; else echo 'kubeadm version: &version.Info{{GitVersion:"v{version}"}}'; fi
-    exit 0
-fi
-echo "kubeadm: simulated package (hybridml test hosts) cannot $1" >&2
-exit 1
-"""
+#: What the repository packages from the Go-built toolchain (scripts/toolchain.sh): name -> tool.
+TOOLCHAIN_FILES = {"kubelet": "kubernetes-node", "kubeadm": "kubernetes-node", "containerd": "containerd",
+                   "ctr": "containerd", "containerd-shim-runc-v2": "containerd",
+                   "systemd/containerd.service": "containerd", "cni/loopback": "cni-plugins",
+                   "node-images/images.json": "node-images", "node-images/pause.tar": "node-images",
+                   "node-images/hello.tar": "node-images"}
+TOOLCHAIN_BUILD = "scripts/toolchain.sh kubernetes-node containerd cni-plugins node-images"
 
 KUBELET_SERVICE = """[Unit]
 Description=kubelet: The Kubernetes Node Agent
@@ -105,10 +98,40 @@ ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELE
 """
 
 
+def toolchain_files() -> dict[str, Path]:
+    """The toolchain's files the repository packages (TOOLCHAIN_FILES), or TestHostError naming the build."""
+    from hybridml.local.toolchain import toolchain_bin_dirs
+
+    found, missing = {}, []
+    for rel in TOOLCHAIN_FILES:
+        path = next((d / rel for d in toolchain_bin_dirs() if (d / rel).is_file()), None)
+        if path is None:
+            missing.append(rel)
+        else:
+            found[rel] = path.resolve()
+    if missing:
+        raise TestHostError(f"the test hosts' package repository needs the toolchain's {', '.join(missing)} "
+                            f"(searched {', '.join(str(d) for d in toolchain_bin_dirs())}): run {TOOLCHAIN_BUILD}")
+    return found
+
+
+def _toolchain_stamps(files: dict[str, Path]) -> list[str]:
+    """What identifies the toolchain's builds: the .complete stamp of each tool directory (version, recipe, time)."""
+    stamps = set()
+    for path in files.values():
+        for parent in path.parents:
+            if (parent / ".complete").is_file():
+                stamps.add(f"{parent.name}:{(parent / '.complete').read_text()}")
+                break
+    return sorted(stamps)
+
+
 def recipe_hash() -> str:
     material = json.dumps({"recipe": RECIPE, "suite": SUITE, "base": BASE_PACKAGES, "repo": REPO_PACKAGES,
-                           "k8s": [KUBERNETES_VERSION, KUBERNETES_PACKAGE_REVISION], "init": INIT_SCRIPT,
-                           "stubs": [KUBELET_STUB, KUBEADM_STUB, KUBELET_SERVICE, KUBEADM_DROPIN]},
+                           "k8s": [KUBERNETES_VERSION, KUBERNETES_PACKAGE_REVISION, CONTAINERD_VERSION,
+                                   CNI_PLUGINS_VERSION], "init": INIT_SCRIPT,
+                           "units": [KUBELET_SERVICE, KUBEADM_DROPIN],
+                           "toolchain": _toolchain_stamps(toolchain_files())},
                           sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
@@ -150,8 +173,10 @@ def ensure_image(cache_dir: Path = DEFAULT_CACHE_DIR, *, log: Log = _quiet, rebu
                                                    "seconds": round(time.monotonic() - t0, 1)}))
         _remove_tree(image.dir)
         tmp.rename(image.dir)
+        mounts = Path("/proc/mounts").read_text()
         for old in cache_dir.glob("bookworm-*"):
-            if old != image.dir:
+            # a fleet still running on an older image keeps it (its overlays sit on it); the next build drops it
+            if old != image.dir and f"lowerdir={old}/" not in mounts:
                 _remove_tree(old)
         log(f"base image: built in {time.monotonic() - t0:.0f}s at {image.dir}")
         return image
@@ -205,7 +230,9 @@ def _build_rootfs(image: Image, cache_dir: Path, log: Log) -> None:
 
 
 def _build_repo(image: Image, log: Log) -> None:
-    log("base image: building the signed test repository (Debian subset + stand-in Kubernetes packages)")
+    log("base image: building the signed test repository (Debian subset, the toolchain's Kubernetes node "
+        "packages and containerd, node images)")
+    tc = toolchain_files()
     repo = image.repo
     gnupg = image.dir / "gnupg"
     gnupg.mkdir(mode=0o700)
@@ -215,8 +242,15 @@ def _build_repo(image: Image, log: Log) -> None:
     key = _run(["gpg", "--batch", "--armor", "--export"], env=env).stdout
     (repo / "hybridml-test-repo.asc").write_text(key)
 
-    # Debian subset: a normal dists/ tree, so hosts use it exactly like a Debian mirror
+    # Debian subset: a normal dists/ tree, so hosts use it exactly like a Debian mirror. Its containerd is
+    # the toolchain's 2.x (a site's mirror must carry one too: Debian bookworm's 1.6 is too old).
     debian = repo / "debian"
+    _deb(debian / "pool" / "main", "containerd", f"{CONTAINERD_VERSION}-1", {
+        "usr/bin/containerd": tc["containerd"], "usr/bin/ctr": tc["ctr"],
+        "usr/bin/containerd-shim-runc-v2": tc["containerd-shim-runc-v2"],
+        "lib/systemd/system/containerd.service": tc["systemd/containerd.service"].read_text().replace(
+            "/usr/local/bin/containerd", "/usr/bin/containerd"),
+    }, "container runtime (containerd v2, built by hybridml's toolchain)", depends="runc")
     binary = debian / "dists" / SUITE / "main" / "binary-amd64"
     binary.mkdir(parents=True)
     packages = subprocess.run(["dpkg-scanpackages", "--multiversion", "pool/main", "/dev/null"], cwd=debian,
@@ -225,45 +259,56 @@ def _build_repo(image: Image, log: Log) -> None:
     _write_release(debian / "dists" / SUITE, debian / "dists" / SUITE, origin="hybridml-test", suite=SUITE,
                    components="main", env=env)
 
-    # Kubernetes: a flat repository like pkgs.k8s.io/core:/stable:/v1.33/deb/ ("deb URL /")
+    # Kubernetes: a flat repository like pkgs.k8s.io/core:/stable:/v1.36/deb/ ("deb URL /"), same packages
     flat = repo / "kubernetes" / f"v{KUBERNETES_MINOR}" / "deb"
     flat.mkdir(parents=True)
     version = f"{KUBERNETES_VERSION}-{KUBERNETES_PACKAGE_REVISION}"
-    with tempfile.TemporaryDirectory() as tmp:
-        _stub_deb(Path(tmp), flat, "kubelet", version, {
-            "usr/bin/kubelet": (KUBELET_STUB.format(version=KUBERNETES_VERSION), 0o755),
-            "lib/systemd/system/kubelet.service": (KUBELET_SERVICE, 0o644),
-        }, "Kubernetes node agent (hybridml test-host stand-in)")
-        _stub_deb(Path(tmp), flat, "kubeadm", version, {
-            "usr/bin/kubeadm": (KUBEADM_STUB.format(version=KUBERNETES_VERSION), 0o755),
-            "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf": (KUBEADM_DROPIN, 0o644),
-        }, "Kubernetes cluster bootstrapping tool (hybridml test-host stand-in)", depends="kubelet")
+    _deb(flat, "kubernetes-cni", f"{CNI_PLUGINS_VERSION}-{KUBERNETES_PACKAGE_REVISION}",
+         {"opt/cni/bin/loopback": tc["cni/loopback"]}, "CNI plugins (loopback only, built by hybridml's toolchain)")
+    _deb(flat, "kubelet", version, {"usr/bin/kubelet": tc["kubelet"], "lib/systemd/system/kubelet.service": KUBELET_SERVICE},
+         "Kubernetes node agent (built by hybridml's toolchain)", depends="kubernetes-cni")
+    _deb(flat, "kubeadm", version, {"usr/bin/kubeadm": tc["kubeadm"],
+                                    "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf": KUBEADM_DROPIN},
+         "Kubernetes cluster bootstrapping tool (built by hybridml's toolchain)", depends="kubelet")
     packages = subprocess.run(["dpkg-scanpackages", "--multiversion", ".", "/dev/null"], cwd=flat,
                               capture_output=True, text=True, check=True).stdout
     _write_index(flat, packages)
     _write_release(flat, flat, origin="hybridml-test-kubernetes", suite="", components="", env=env)
     (flat / "Release.key").write_text(key)
+    # the images no registry serves here (sandbox + workload), for the containerd role to import
+    (repo / "images").mkdir()
+    for rel in ("node-images/images.json", "node-images/pause.tar", "node-images/hello.tar"):
+        shutil.copyfile(tc[rel], repo / "images" / Path(rel).name)
     # the signing key is only needed here: stop its agent and drop it
     subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
     shutil.rmtree(gnupg, ignore_errors=True)
 
 
-def _stub_deb(tmp: Path, out: Path, name: str, version: str, files: dict[str, tuple[str, int]],
-              description: str, depends: str | None = None) -> None:
-    root = tmp / name
-    for rel, (content, mode) in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        path.chmod(mode)
-    control = [f"Package: {name}", f"Version: {version}", "Architecture: amd64",
-               "Maintainer: hybridml <testhosts@hybridml.invalid>", "Section: admin", "Priority: optional"]
-    if depends:
-        control.append(f"Depends: {depends}")
-    control.append(f"Description: {description}")
-    (root / "DEBIAN").mkdir()
-    (root / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
-    _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out / f"{name}_{version}_amd64.deb")])
+def _deb(out: Path, name: str, version: str, files: dict[str, Path | str], description: str,
+         depends: str | None = None) -> None:
+    """A binary package of `files` (package path -> a file to copy, or text for a 0644 file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / name
+        for rel, source in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(source, Path):
+                shutil.copyfile(source, path)
+                path.chmod(0o755)
+            else:
+                path.write_text(source)
+                path.chmod(0o644)
+        control = [f"Package: {name}", f"Version: {version}", "Architecture: amd64",
+                   "Maintainer: hybridml <testhosts@hybridml.invalid>", "Section: admin", "Priority: optional"]
+        if depends:
+            control.append(f"Depends: {depends}")
+        control.append(f"Description: {description}")
+        (root / "DEBIAN").mkdir()
+        (root / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
+        # uncompressed: ~200 MB of Go binaries, served over the local bridge; every host unpacks them
+        _run(["dpkg-deb", "--root-owner-group", "-Znone", "--build", str(root),
+              str(out / f"{name}_{version}_amd64.deb")])
 
 
 def _write_index(directory: Path, packages: str) -> None:
