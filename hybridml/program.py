@@ -2,6 +2,8 @@
 
     spec --load--> Environment --solve--> PlacementPlan --plan per site--> cluster components
          --> ClusterHandles --> workloads.stack.deploy_workloads --> exports (per-site summary)
+    (hybridml:bootstrapRacks) datacenter sites --> DatacenterBootstrap (Ansible, one resource per rack)
+         --> the datacenter's ClusterHandle.ready: its workloads wait for its racks
 
 Stack config: the keys and their parsing are hybridml/stack/config.py (ProgramSettings); the plan file
 hybridml/stack/planfile.py.
@@ -11,7 +13,7 @@ hybridml/stack/planfile.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,14 @@ from clusters.handle import ClusterHandle
 from clusters.local_cluster import default_context
 from clusters.sizing import batch_nodes_at, namespace_quotas, node_pools, subnet_plan, system_pool_plan
 from hybridml.stack import fingerprint
-from hybridml.stack.config import CONFIG_NS, SITES, Mode, onprem_context_key, onprem_kubeconfig_key
+from hybridml.stack.config import (
+    CONFIG_NS,
+    RACK_OVERRIDES,
+    SITES,
+    Mode,
+    onprem_context_key,
+    onprem_kubeconfig_key,
+)
 from hybridml.stack.planfile import load_plan
 from hybridml.stack.settings import ProgramSettings
 from infra.errors import SpecError, SpecIssue
@@ -71,6 +80,21 @@ def site_summary(env: Environment, plan: PlacementPlan, site_name: str, mode: Mo
     }
 
 
+def rack_overrides_for(env: Environment, sites: list[str], settings: ProgramSettings) -> dict[str, str | None]:
+    """The datacenters among `sites` whose racks this stack bootstraps, each with its overrides file (None: the
+    spec's addresses as they are). Empty unless hybridml:bootstrapRacks. A rackOverrides entry must name a
+    datacenter of the spec (any of them: a site stack reads the whole environment's config)."""
+    if not settings.bootstrap_racks:
+        return {}
+    datacenters = [s.name for s in env.datacenters]
+    unknown = [name for name in settings.rack_overrides if name not in datacenters]
+    if unknown:
+        raise SpecError("stack config", [SpecIssue(
+            (RACK_OVERRIDES, name), f"no datacenter {name!r} in environment {env.name!r} "
+                                    f"(datacenters: {', '.join(datacenters) or 'none'})") for name in unknown])
+    return {name: settings.rack_overrides.get(name) for name in sites if name in datacenters}
+
+
 # --------------------------------------------------------------------------- resources
 
 
@@ -82,6 +106,7 @@ class ProgramResult:
     clusters: dict[str, pulumi.ComponentResource]
     handles: dict[str, ClusterHandle]
     workloads: Any = None
+    racks: dict[str, Any] = field(default_factory=dict)   # datacenter -> DatacenterBootstrap (hybridml:bootstrapRacks)
     # the fleet stack's providers of the clusters it reaches by stack reference (it builds no cluster)
     referenced_providers: dict[str, pulumi.ProviderResource] = field(default_factory=dict)
 
@@ -124,6 +149,32 @@ def build_clusters(env: Environment, plan: PlacementPlan, sites: list[str], sett
                 context=get(onprem_context_key(name)),
                 gpu_operator_chart_version=settings.gpu_operator_chart_version))
     return out
+
+
+def build_rack_bootstraps(env: Environment, overrides: dict[str, str | None]) -> dict[str, Any]:
+    """One DatacenterBootstrap per datacenter (`<dc>-racks`: a RackBootstrap per rack, rack after rack).
+    Override paths are relative to the project directory, where the engine runs the program."""
+    from datacenter.files import load_overrides
+    from datacenter.inventory import build_inventory
+    from datacenter.pulumi_racks import DatacenterBootstrap, DatacenterBootstrapArgs
+
+    out = {}
+    for name, path in overrides.items():
+        if path is not None and not Path(path).is_file():
+            raise SpecError("stack config", [SpecIssue((RACK_OVERRIDES, name), (
+                f"the inventory overrides file {path} does not exist (from {Path.cwd()}); for the local test hosts "
+                "`scripts/testhosts.py up --from-spec local` writes it, or set hybridml:bootstrapRacks false"))])
+        inventory = build_inventory(env, name, load_overrides(path))
+        out[name] = DatacenterBootstrap(f"{name}-racks", DatacenterBootstrapArgs(inventory=inventory))
+    return out
+
+
+def after_racks(handle: ClusterHandle, bootstrap: Any) -> ClusterHandle:
+    """The handle whose `ready` also waits for the datacenter's racks. The last rack stands for all of
+    them (each rack depends on the one before), so every workload object gains one dependency, not one per rack."""
+    if bootstrap is None or not bootstrap.racks:
+        return handle
+    return replace(handle, ready=[*handle.ready, list(bootstrap.racks.values())[-1]])
 
 
 def deploy_workloads(env: Environment, plan: PlacementPlan, handles: dict[str, ClusterHandle],
@@ -208,7 +259,8 @@ def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramR
     sites = select_sites(env, plan, settings.sites)
     shard = settings.sites is not None
     clusters = build_clusters(env, plan, sites, settings, secret=cfg.require_secret, get=cfg.get)
-    handles = {name: c.handle for name, c in clusters.items()}  # type: ignore[attr-defined]
+    racks = build_rack_bootstraps(env, rack_overrides_for(env, sites, settings))
+    handles = {name: after_racks(c.handle, racks.get(name)) for name, c in clusters.items()}  # type: ignore[attr-defined]
     workloads = deploy_workloads(env, plan, handles, shard)
     digest = plan.digest()   # a hash of the whole plan: computed once per run
     members = fleet_members(digest, handles, workloads)
@@ -233,8 +285,12 @@ def run(settings: ProgramSettings, cfg: pulumi.Config | None = None) -> ProgramR
     pulumi.export("plan_cost_usd_per_hour", round(plan.cost_usd_per_hour, 2))
     pulumi.export("workloads", workloads)
     pulumi.export("fleet_members", members)
+    if racks:
+        pulumi.export("racks", {dc: {rack: {"resource": res.id, "changed_hosts": res.changed_hosts}
+                                     for rack, res in bootstrap.racks.items()} for dc, bootstrap in racks.items()})
     pulumi.export(fingerprint.EXPORT, pulumi.Output.secret(stack_fingerprint()))
-    return ProgramResult(env=env, plan=plan, sites=sites, clusters=clusters, handles=handles, workloads=workloads)
+    return ProgramResult(env=env, plan=plan, sites=sites, clusters=clusters, handles=handles, workloads=workloads,
+                         racks=racks)
 
 
 def import_components() -> None:

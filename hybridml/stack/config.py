@@ -21,6 +21,12 @@ Keys (see Pulumi.<stack>.yaml):
                              its IAM policy are pinned to it. Unset: external-dns finds the public zone of the domain
                              and may change records under the domain only
     karpenterChartVersion, gpuOperatorChartVersion, amiAlias: pinned defaults, overridable
+    bootstrapRacks           optional bool (default false): bootstrap each built datacenter's racks with Ansible
+                             in the same update (datacenter/pulumi_racks.py: one resource per rack, racks in
+                             turn); the datacenter's workloads wait for its racks
+    rackOverrides            with bootstrapRacks: {datacenter: inventory overrides file} (how to reach and
+                             configure its hosts; datacenter/inventory/sample/overrides.yml), paths relative
+                             to the project; a datacenter without one is reached at its spec addresses
 """
 from __future__ import annotations
 
@@ -50,6 +56,8 @@ SITE_STACKS = key("siteStacks")
 PLAN = key("plan")
 SECRET_SEED = key("secretSeed")
 HOSTED_ZONE_ID = key("hostedZoneId")
+BOOTSTRAP_RACKS = key("bootstrapRacks")
+RACK_OVERRIDES = key("rackOverrides")
 SHARD_KEYS = frozenset({SITES, PLAN, ROLE, SITE_STACKS})   # set per stack by the sharded rollout
 
 

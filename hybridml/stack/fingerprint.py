@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from hybridml.stack.config import PLAN, SPEC
+from hybridml.stack.config import PLAN, RACK_OVERRIDES, SPEC
 
 # what the program's behaviour can depend on: its rooms, its entry point and project file
 PROGRAM_ROOMS = ("hybridml", "clusters", "workloads", "infra", "policies", "datacenter")
@@ -93,7 +93,20 @@ def program_inputs(project: Path, config: Mapping[str, str]) -> tuple[dict[str, 
                 continue
         if path.is_file():
             files[f"{key}={value}"] = path.read_bytes()
+    # the racks' inventory overrides: a changed host var is a changed rack
+    for dc, value in sorted(_json_object(config.get(RACK_OVERRIDES)).items()):
+        path = Path(str(value)) if Path(str(value)).is_absolute() else project / str(value)
+        if path.is_file():
+            files[f"{RACK_OVERRIDES}.{dc}={value}"] = path.read_bytes()
     return files, dict(_versions())
+
+
+def _json_object(value: str | None) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 @functools.lru_cache(maxsize=4)

@@ -32,6 +32,8 @@ class ProgramSettings:
     karpenter_chart_version: str = KARPENTER_CHART_VERSION
     gpu_operator_chart_version: str = GPU_OPERATOR_CHART_VERSION
     ami_alias: str = AMI_ALIAS
+    bootstrap_racks: bool = False
+    rack_overrides: dict[str, str] = field(default_factory=dict)   # datacenter -> overrides file
 
     @classmethod
     def from_config(cls, cfg: pulumi.Config | None = None) -> ProgramSettings:
@@ -48,6 +50,14 @@ class ProgramSettings:
         site_stacks = cfg.get_object("siteStacks") or {}
         if not isinstance(site_stacks, dict):
             raise _config_error("siteStacks", f"must map site names to stack names (got {site_stacks!r})")
+        racks = (cfg.get("bootstrapRacks") or "false").strip().lower()
+        if racks not in ("true", "false"):
+            raise _config_error("bootstrapRacks", f"must be true or false (got {cfg.get('bootstrapRacks')!r})")
+        rack_overrides = cfg.get_object("rackOverrides") or {}
+        if not isinstance(rack_overrides, dict) or not all(
+                isinstance(v, str) and v.strip() for v in rack_overrides.values()):
+            raise _config_error("rackOverrides", "must map datacenter names to inventory overrides files "
+                                                 f"(got {rack_overrides!r})")
         return cls(
             spec=cfg.require("spec"), mode=mode,  # type: ignore[arg-type]
             sites=tuple(sites) if sites else None, role=role,  # type: ignore[arg-type]
@@ -58,4 +68,6 @@ class ProgramSettings:
             karpenter_chart_version=cfg.get("karpenterChartVersion") or KARPENTER_CHART_VERSION,
             gpu_operator_chart_version=cfg.get("gpuOperatorChartVersion") or GPU_OPERATOR_CHART_VERSION,
             ami_alias=cfg.get("amiAlias") or AMI_ALIAS,
+            bootstrap_racks=racks == "true",
+            rack_overrides={str(k): str(v) for k, v in rack_overrides.items()},
         )
