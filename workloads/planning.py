@@ -194,7 +194,7 @@ def entry_sites(env: Environment, sites: list[str]) -> dict[str, dict[str, str]]
     site that allows the tier, in the region's jurisdiction when there is one. DNS: `<region>.<domain>`
     and `<region>.<tier>.<domain>` point at these gateways.
     """
-    classes = [STANDARD] + sorted({p.privacy_tier.value for p in env.pipelines if p.privacy_tier.is_sensitive})
+    classes = [STANDARD] + sorted({t.value for p in env.pipelines if (t := effective_tier(env, p)).is_sensitive})
     out: dict[str, dict[str, str]] = {}
     for r in env.user_regions:
         for cls in classes:
@@ -269,7 +269,7 @@ def region_routes(env: Environment, plan: PlacementPlan, entries: Mapping[str, M
     for pp in plan.pipelines:
         p = env.pipeline(pp.name)
         for region in sorted(pp.routing):
-            entry = entry_of(entries, region, p.privacy_tier)
+            entry = entry_of(entries, region, effective_tier(env, p))
             if entry and pp.routing[region]:
                 out.append(region_route(env, p, pp, region, entry))
     return out
@@ -292,7 +292,7 @@ def tenant_budgets(env: Environment, entries: Mapping[str, Mapping[str, str]]) -
     out: list[TenantBudget] = []
     for tenant in sorted(env.tenants, key=lambda t: t.name):
         for b in sorted(tenant.budgets, key=lambda b: b.pipeline):
-            tier = env.pipeline(b.pipeline).privacy_tier
+            tier = effective_tier(env, b.pipeline)
             per_entry: dict[str, float] = {}
             for region, rps in demand.get(b.pipeline, {}).items():
                 entry = entry_of(entries, region, tier)
@@ -326,7 +326,7 @@ def shadow_mirrors(env: Environment, plan: PlacementPlan, entries: Mapping[str, 
             continue
         target = env.pipeline(p.shadow.target)
         for region in sorted(placed[p.name].routing):
-            entry = entry_of(entries, region, p.privacy_tier)
+            entry = entry_of(entries, region, effective_tier(env, p))
             if not entry:
                 continue
             sites = sorted((s for s in placed[target.name].replicas if may_serve(env, target, region, s)),

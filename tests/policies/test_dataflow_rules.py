@@ -156,3 +156,30 @@ def test_a_raised_pipeline_is_pinned_to_its_effective_tier_home_zone(flows_spec)
     cloud = ResourceView(deploy.type, deploy.name, deploy.props, cluster="aws-use1")
     assert [f.rule for f in evaluate([RULES_BY_NAME["privacy-tier-on-allowed-cluster"]], [cloud], ctx)] == \
         ["privacy-tier-on-allowed-cluster"]
+
+
+@pytest.mark.parametrize("pipeline, rule", [("recs-home", "data-flow-tier"), ("embed-text", "mirror-target-tier")])
+def test_crossguard_reports_the_broken_variants_from_the_stacks_own_spec_and_plan(flows_spec, flows_plan, tmp_path,
+                                                                                  pipeline, rule):
+    """The pack's own stack policy (policies/crossguard.py, what `pulumi preview --policy-pack` runs), given the stack
+    config the engine hands it: the hand-edited plan is judged as `hybridml check --plan` judges it. (Through the real
+    engine a plan like this never reaches the pack: the program refuses to render it first.)"""
+    from types import SimpleNamespace
+
+    from policies import crossguard
+
+    _, plan = flows_plan
+    tampered = _forced_onto(plan, pipeline, "aws-use1", tmp_path)
+    policy = next(p for p in crossguard.policies() if p.name == rule)
+    crossguard.record_stack("broken", {crossguard.SPEC_KEY: flows_spec, crossguard.PLAN_KEY: tampered})
+    try:
+        reported: list[str] = []
+        policy.validate(SimpleNamespace(resources=[]), lambda message, urn=None: reported.append(message))
+        crossguard.record_stack("solved", {crossguard.SPEC_KEY: flows_spec})
+        clean: list[str] = []
+        policy.validate(SimpleNamespace(resources=[]), lambda message, urn=None: clean.append(message))
+    finally:
+        crossguard._STACK.update(stack=None, config=None)
+    assert len(reported) == 1 and reported[0].startswith(f"pipeline {pipeline}: "), reported
+    assert "cloud site aws-use1, which holds only public, internal. Fix: " in reported[0]
+    assert clean == []

@@ -183,3 +183,28 @@ def test_llm_shadows_are_reported_not_mirrored():
     entries = {"us-east": {"standard": "aws-use1"}}
     assert planning.shadow_mirrors(env, plan, entries) == []
     assert planning.unmirrored_shadows(env) == ["chat"]
+
+
+def test_a_pipeline_raised_by_what_it_reads_enters_at_its_effective_tier():
+    """`recs` declared internal but reading the pii view runs as pii (infra.dataflow): its requests must be
+    decrypted only where pii may be held, so it enters at the pii entry, not at the nearer standard one."""
+    from tests.workloads.harness import render
+
+    spec = copy.deepcopy(SMALL_SPEC)
+    spec["pipelines"][1]["privacy_tier"] = "internal"
+    spec["network"] = {**spec["network"], "user_rtt_ms": {
+        "us-east": {"aws-use1": 2, "dc-ash": 6, "dc-ams": 85}, "eu-west": {"aws-use1": 78, "dc-ash": 80, "dc-ams": 10}}}
+    env = Environment.model_validate(spec)
+    plan = solve(env)
+    entries = planning.entry_sites(env, plan.used_sites())
+    assert entries["us-east"] == {"standard": "aws-use1", "pii": "dc-ash"}
+    routes = {r.region: r for r in planning.region_routes(env, plan, entries) if r.pipeline == "recs"}
+    assert {region: r.entry for region, r in routes.items()} == {"us-east": "dc-ash", "eu-west": "dc-ams"}
+
+    rendered = render(env, plan)
+    entry_routes = [o for o in rendered.k8s("HTTPRoute") if o.obj_name.startswith("recs-")
+                    and o.manifest["metadata"]["labels"].get("hybridml.io/user-region") == "us-east"]
+    assert [o.site for o in entry_routes] == ["dc-ash"]
+    (route,) = entry_routes
+    assert [p["sectionName"] for p in route.manifest["spec"]["parentRefs"]] == ["us-east-pii"]
+    assert route.manifest["metadata"]["labels"]["hybridml.io/privacy-tier"] == "pii"

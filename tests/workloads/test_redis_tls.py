@@ -7,7 +7,10 @@ redis-py (the client Feast uses) reaches Redis through the Sentinels with the cl
 Outside CI a missing redis-server skips (with the reason printed); with CI=true it fails."""
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -169,3 +172,55 @@ print(json.dumps({{"value": master.get("via-sentinel").decode(), "ssl": kwargs["
                          env={"PATH": "/usr/bin:/bin", **env})
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == '{"value": "ok", "ssl": {"ssl": true}}'
+
+
+def _served_serial(port: int, tls: Path, client: Path) -> str:
+    ctx = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(client / "tls.crt"), str(client / "tls.key"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as conn:
+        return conn.getpeercert()["serialNumber"]
+
+
+def test_a_renewed_certificate_is_served_without_a_restart_and_a_sentinel_restarts_for_it(tmp_path):
+    """cert-manager renews the view's certificate in place: the rendered watcher makes the running Redis load it
+    (CONFIG SET through the renamed CONFIG, the process stays), and ends the Sentinel (no runtime TLS reload) so the
+    kubelet starts it with the new files."""
+    require(shutil.which("redis-server") is not None, "no redis-server on PATH (apt-get install -y redis-server)")
+    ca = CA("fleet CA")
+    tls = ca.issue(tmp_path / "tls", "redis-user-profile")
+    client = ca.issue(tmp_path / "client", "a-pipeline")
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    (auth / "password").write_text(PASSWORD)
+    view = next(v for v in load_environment("local").feature_views if v.name == "user-profile")
+    (tmp_path / "redis.conf").write_text(rs.redis_conf(view, PASSWORD).replace("bind 0.0.0.0\n", "bind 127.0.0.1\n")
+                                         .replace("dir /data\n", f"dir {tmp_path}\n"))
+    (tmp_path / "sentinel.conf").write_text(f"dir {tmp_path}\nbind 127.0.0.1\n" + rs.sentinel_monitor(view, "127.0.0.1", 1))
+    port, sentinel_port = free_port(), free_port()
+    redis_sh = (rs.cert_watch(rs.redis_cert_reload(port, str(tls), str(auth)), str(tls), every=0.2)
+                + f"exec redis-server {tmp_path}/redis.conf {' '.join(rs.tls_args(port, str(tls)))}\n")
+    sentinel_sh = ('self="sentinel-0"\n' + rs.cert_watch(rs.sentinel_cert_restart(spread_s=1), str(tls), every=0.2)
+                   + f"exec redis-server {tmp_path}/sentinel.conf --sentinel "
+                   + " ".join(rs.tls_args(sentinel_port, str(tls), sentinel=True)) + "\n")
+    procs = [subprocess.Popen(["sh", "-c", script], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True) for script in (redis_sh, sentinel_sh)]
+    redis_proc, sentinel_proc = procs
+    try:
+        _wait(lambda: _cli(tls, port, "ping", cert=client).stdout.strip() == "PONG", "Redis over TLS")
+        _wait(lambda: _cli(tls, sentinel_port, "ping", password=None).stdout.strip() == "PONG", "the Sentinel over TLS")
+        before = _served_serial(port, tls, client)
+        assert _served_serial(sentinel_port, tls, client) == before
+
+        renewed = ca.issue(tmp_path / "renewed", "redis-user-profile")
+        for f in ("tls.crt", "tls.key"):
+            shutil.copy(renewed / f, tls / f)
+        _wait(lambda: _served_serial(port, tls, client) != before, "Redis to serve the renewed certificate", timeout=10)
+        assert redis_proc.poll() is None, "Redis restarted instead of reloading"
+        assert _cli(tls, port, "ping", cert=client).stdout.strip() == "PONG"
+        assert sentinel_proc.wait(timeout=10) is not None   # ended for the kubelet to restart with the new files
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)

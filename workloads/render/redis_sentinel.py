@@ -61,6 +61,39 @@ def cli_tls(mount: str = TLS_MOUNT) -> str:
     return f"--tls --cert {mount}/tls.crt --key {mount}/tls.key --cacert {mount}/ca.crt"
 
 
+CERT_CHECK_SECONDS = 60
+"""How often a Redis or Sentinel container compares its certificate files: cert-manager renews the view's Certificate in
+place at two thirds of its life and the kubelet refreshes the mounted Secret within about a minute."""
+
+
+def cert_watch(on_change: str, mount: str = TLS_MOUNT, every: float = CERT_CHECK_SECONDS) -> str:
+    """Shell: a background loop that runs `on_change` whenever the mounted certificate, key or CA changes (the start
+    scripts run it before `exec`, so it lives beside the server for the container's life)."""
+    return ("( certsum() { cat " + " ".join(f"{mount}/{f}" for f in ("tls.crt", "tls.key", "ca.crt"))
+            + ' 2>/dev/null | sha256sum; }\n  last="$(certsum)"\n'
+            f'  while sleep {every}; do now="$(certsum)"; if [ "$now" != "$last" ] && {on_change}; then last="$now"; fi; done\n'
+            ") &\n")
+
+
+def redis_cert_reload(port: int = REDIS_PORT, mount: str = TLS_MOUNT, auth: str = AUTH_MOUNT) -> str:
+    """Shell: make a running Redis load renewed TLS files. CONFIG SET of the TLS files rebuilds Redis's TLS context
+    without a restart (open connections keep theirs); CONFIG is renamed (config_command), so the name is derived from
+    the password file here as the renderer derives it."""
+    pw = f'"$(cat {auth}/password)"'
+    cmd = f'"CONFIG-$(printf "hybridml/redis-config/%s" {pw} | sha256sum | cut -c1-24)"'
+    return (f"redis-cli {cli_tls(mount)} -h 127.0.0.1 -p {port} --no-auth-warning -a {pw} {cmd} SET "
+            f"tls-cert-file {mount}/tls.crt tls-key-file {mount}/tls.key tls-ca-cert-file {mount}/ca.crt | grep -qx OK")
+
+
+def sentinel_cert_restart(jitter_of: str = "$self", spread_s: int = 120) -> str:
+    """Shell: end this Sentinel so the kubelet restarts it with the renewed files. Sentinel has no runtime TLS reload
+    (Redis 7: neither CONFIG SET nor SENTINEL CONFIG SET takes the TLS files), and a Sentinel restart costs nothing but
+    its connections; the three Sentinels share the view's certificate, so each waits a delay derived from its name
+    (0..spread_s s) to keep a quorum up while they take turns."""
+    return (f'sleep $(( $(printf %d "0x$(printf %s "{jitter_of}" | sha1sum | cut -c1-4)") % {spread_s} )) '
+            '&& kill -TERM $$')
+
+
 def redis_conf(view: FeatureView, password: str) -> str:
     mem_mb = int(view.online_memory_gib * 1024)
     return "\n".join([
@@ -135,7 +168,8 @@ def redis_start(view: FeatureView, pods: list[str], sentinels: list[str], first:
             + _discover(sentinels).replace("{master}", m)
             + f'[ -z "$master" ] && [ "${{HOSTNAME##*-}}" != "0" ] && master="{first}"\n'
             f"cp {AUTH_MOUNT}/redis.conf {WORK_DIR}/redis.conf\n"
-            f'if [ -z "$master" ] || [ "$master" = "$self" ]; then\n'
+            + cert_watch(redis_cert_reload())
+            + f'if [ -z "$master" ] || [ "$master" = "$self" ]; then\n'
             f'  exec redis-server {WORK_DIR}/redis.conf {tls} --replica-announce-ip "$self"\n'
             "fi\n"
             f'exec redis-server {WORK_DIR}/redis.conf {tls} --replica-announce-ip "$self" --replicaof "$master" {REDIS_PORT}\n')
@@ -153,4 +187,5 @@ def sentinel_start(view: FeatureView, self_name: str, sentinels: list[str], firs
             'printf "sentinel myid %s\\nsentinel announce-ip %s\\n" "$(printf %s "$self" | sha1sum | cut -c1-40)" "$self" >> $conf\n'
             f'printf "sentinel monitor {m} %s {REDIS_PORT} {QUORUM}\\n" "$master" >> $conf\n'
             f"cat {AUTH_MOUNT}/sentinel-master.conf >> $conf\n"
-            f"exec redis-server $conf --sentinel {' '.join(tls_args(SENTINEL_PORT))}\n")
+            + cert_watch(sentinel_cert_restart())
+            + f"exec redis-server $conf --sentinel {' '.join(tls_args(SENTINEL_PORT))}\n")
