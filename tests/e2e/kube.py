@@ -54,6 +54,27 @@ def workloads_ready(apis) -> list[str]:
     return bad
 
 
+def serving_not_ready(apis) -> list[str]:
+    """InferenceServices not (yet) Ready and pods neither Running nor done: KServe makes its predictor Deployments
+    after `pulumi up` returns (Pulumi does not await custom resources), so "every Deployment ready" alone can pass
+    before the predictors exist."""
+    bad = []
+    for site, api in apis.items():
+        try:
+            isvcs = items(api, "/apis/serving.kserve.io/v1beta1/inferenceservices")
+        except Exception:   # noqa: BLE001 - no KServe CRDs on this cluster: nothing to wait for
+            isvcs = []
+        for o in isvcs:
+            conditions = {c.get("type"): c.get("status") for c in (o.get("status") or {}).get("conditions") or []}
+            if conditions.get("Ready") != "True":
+                bad.append(f"{site} InferenceService {o['metadata']['namespace']}/{o['metadata']['name']}: not Ready")
+        for p in items(api, "/api/v1/pods"):
+            phase = (p.get("status") or {}).get("phase")
+            if p["metadata"]["namespace"] != "kube-system" and phase not in ("Running", "Succeeded"):
+                bad.append(f"{site} pod {p['metadata']['namespace']}/{p['metadata']['name']}: {phase}")
+    return bad
+
+
 def pods(apis) -> dict[str, list[dict]]:
     return {site: [p for p in items(api, "/api/v1/pods") if p["metadata"]["namespace"] != "kube-system"]
             for site, api in apis.items()}

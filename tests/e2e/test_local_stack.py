@@ -201,7 +201,8 @@ def test_up_deploys_the_serving_stack_and_every_workload_becomes_ready(clusters,
     changes = _changes(proc.stdout)
     assert changes.get("created", 0) > 100, _tail(proc)
     # Pulumi waited for readiness; the clusters agree
-    kube.wait("every Deployment/StatefulSet ready", lambda: not kube.workloads_ready(apis), timeout=60)
+    kube.wait("every Deployment/StatefulSet ready, InferenceService Ready and pod Running",
+              lambda: not kube.workloads_ready(apis) and not kube.serving_not_ready(apis), timeout=180)
     TIMINGS["warm toolchain -> all pods Running"] = time.monotonic() - clusters["t0"]
     state = stack.state_objects()
     kinds = {k for _, k, _, _ in state}
@@ -447,7 +448,8 @@ def test_sharded_up_deploys_the_same_objects_as_the_single_stack(stack, apis):
     names = [s["name"] for s in result["stacks"]]
     assert sorted(names[:-1]) == sorted(SHARDS) and names[-1] == "local-fleet", result   # sites biggest first
     assert all(s["state"] == "ok" for s in result["stacks"]), result
-    kube.wait("every Deployment/StatefulSet ready", lambda: not kube.workloads_ready(apis), timeout=60)
+    kube.wait("every Deployment/StatefulSet ready, InferenceService Ready and pod Running",
+              lambda: not kube.workloads_ready(apis) and not kube.serving_not_ready(apis), timeout=180)
     sharded = set().union(*(stack.state_objects(s) for s in (*SHARDS, "local-fleet")))
     # the shards' objects are disjoint, and together they are exactly what the single stack made
     per_stack = [stack.state_objects(s) for s in (*SHARDS, "local-fleet")]
@@ -543,7 +545,8 @@ def test_a_killed_rollout_resumes_without_orphans(stack, apis, checkpoints):
         result = _rollout_json(proc)
         assert result["checkpoints"] == checkpoints and all(s["state"] == "ok" for s in result["stacks"]), result
         assert not _lock_files(stack)
-        kube.wait("every Deployment/StatefulSet ready", lambda: not kube.workloads_ready(apis), timeout=60)
+        kube.wait("every Deployment/StatefulSet ready, InferenceService Ready and pod Running",
+                  lambda: not kube.workloads_ready(apis) and not kube.serving_not_ready(apis), timeout=180)
         state = set().union(*(stack.state_objects(s) for s in (*SHARDS, "local-fleet")))
         orphans = kube.pulumi_managed(apis, {k for _, k, _, _ in state}) - state
         assert not orphans, f"objects in the clusters that no stack knows: {sorted(orphans)[:20]}"
