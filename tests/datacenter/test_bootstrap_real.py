@@ -19,6 +19,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import IN_CI, require
+from tests.datacenter import prerequisites
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -33,21 +34,7 @@ def kernel_settings() -> dict[str, str]:
     return {key: open(f"/proc/sys/{key}").read().strip() for key in KERNEL_KEYS}
 
 
-def _missing_prerequisite() -> str | None:
-    if os.geteuid() != 0:
-        return "not root: test hosts need network namespaces and overlay mounts"
-    for tool in ("ip", "unshare", "nsenter", "debootstrap", "dpkg-scanpackages", "gpg", "ssh", "ssh-keygen"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (apt-get install iproute2 util-linux debootstrap dpkg-dev gnupg openssh-client)"
-    probe = subprocess.run(["ip", "netns", "add", "hml-probe"], capture_output=True, text=True)
-    subprocess.run(["ip", "netns", "delete", "hml-probe"], capture_output=True)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace: {probe.stderr.strip()}"
-    try:
-        import ansible_runner  # noqa: F401
-    except ImportError:
-        return "ansible-runner not installed in this virtualenv"
-    return None
+_missing_prerequisite = prerequisites.missing_for_test_hosts
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from tests.conftest import IN_CI, require
+from tests.datacenter import prerequisites
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,28 +29,7 @@ WRONG_TOKEN = "aaaaaa.aaaaaaaaaaaaaaaa"   # well-formed, never issued: what an e
 TIMINGS: dict[str, float] = {}
 
 
-def _missing_prerequisite() -> str | None:
-    if os.geteuid() != 0:
-        return "not root: test hosts need network namespaces and overlay mounts"
-    for tool in ("ip", "unshare", "nsenter", "debootstrap", "dpkg-scanpackages", "gpg", "ssh", "openssl"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (apt-get install iproute2 util-linux debootstrap dpkg-dev gnupg openssh-client)"
-    try:
-        import ansible_runner  # noqa: F401
-    except ImportError:
-        return "ansible-runner not installed in this virtualenv"
-    from hybridml.local.toolchain import find_binaries
-    from infra.errors import ToolchainMissing
-    from tools.testhosts import TestHostError
-    from tools.testhosts.image import toolchain_files
-
-    try:
-        find_binaries()
-        find_binaries(("kubeadm",))
-        toolchain_files()
-    except (ToolchainMissing, TestHostError) as exc:  # both name the build to run
-        return str(exc)
-    return None
+_missing_prerequisite = prerequisites.missing_for_real_node
 
 
 @pytest.fixture(scope="module")

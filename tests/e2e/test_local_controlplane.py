@@ -197,6 +197,23 @@ def test_two_clusters_gpu_pod_runs_and_down_cleans_up(state_dir):
     gpu.delete("/apis/keda.sh/v1alpha1/namespaces/default/scaledobjects/gpu-probe")
     wait_for("the HPA to go with its ScaledObject", lambda: gpu.get_or_none(hpa_path) is None, timeout=90)
 
+    # a deleted simulated pod stops when told (stages/pod-delete.yaml), not after a random part of its grace
+    # period; one that asks to drain (the stage's delay annotation) is still Terminating after that
+    for name, notes in (("stops-now", {}), ("drains", {"pod-delete.stage.kwok.x-k8s.io/delay": "60s"})):
+        gpu.post("/api/v1/namespaces/default/pods", {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": notes},
+            "spec": {**_gpu_deployment()["spec"]["template"]["spec"], "terminationGracePeriodSeconds": 120}})
+        wait_for(f"{name} Running", lambda n=name: gpu.get(f"/api/v1/namespaces/default/pods/{n}")
+                 .get("status", {}).get("phase") == "Running", timeout=60)
+    t_delete = time.monotonic()
+    for name in ("stops-now", "drains"):
+        gpu.delete(f"/api/v1/namespaces/default/pods/{name}")
+    wait_for("the deleted pod to be gone", lambda: gpu.get_or_none("/api/v1/namespaces/default/pods/stops-now") is None,
+             timeout=30)
+    assert time.monotonic() - t_delete < 15
+    assert gpu.get("/api/v1/namespaces/default/pods/drains")["metadata"].get("deletionTimestamp")
+    gpu.request("DELETE", "/api/v1/namespaces/default/pods/drains", params={"gracePeriodSeconds": "0"}, ok=(200, 202))
+
     # a CRD from the CRD directory is Established (and the webhook-converted one was accepted)
     for name in ("inferenceservices.serving.kserve.io", "llminferenceservices.serving.kserve.io"):
         crd = cpu.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
