@@ -8,7 +8,9 @@ throwaway-CA certificate, as the cluster's `server.tls`), then runs the shipped 
 Debian JRE) with the arguments of the FlinkDeployment rendered for the view (`rendered_args`), changed only where
 the loopback differs: the source becomes the bounded synthetic stream, the feature server and CA the rig's.
 Meanwhile tools/stream_watch.py (in .venv-feast) polls the online store and notes when each row became readable.
-Everything it starts it stops.
+For the Kafka path (tests/workloads/test_flink_kafka.py) the source stays Kafka, pointed at tools/kafka_rig.py's
+loopback broker (`kafka_config`), and the job gets Flink's lib with the Kafka connector jar (`flink_lib`);
+`PushTap` sits in front of the feature server and counts what is pushed. Everything it starts it stops.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,14 @@ def _context():
     return SiteContext(env_name="local", site="loopback", site_kind="datacenter", domain="local.example")
 
 
+def kafka_config(view: FeatureView, url: str, tls_dir: Path, bootstrap: str, **changes: Any) -> JobConfig:
+    """The rendered configuration, pointed at the loopback broker (tools/kafka_rig.py) and the rig's feature server and
+    CA; the rendered topic, consumer group and Kafka source stay."""
+    cfg = parse_args(rendered_args(view))
+    local = {"kafka_bootstrap_servers": (bootstrap,), "feature_server": url, "tls_ca": str(tls_dir / "ca.crt")}
+    return dataclasses.replace(cfg, **(local | changes))
+
+
 def local_config(view: FeatureView, url: str, tls_dir: Path, rows: int, rate: float, **changes: Any) -> JobConfig:
     """The rendered configuration, pointed at the loopback: synthetic source, the rig's feature server and CA."""
     cfg = parse_args(rendered_args(view))
@@ -85,6 +96,10 @@ class JobRun:
     returncode: int
     output: str
     seconds: float
+    log_dir: Path | None = None        # the local Flink's log (where the job's Python logging goes in thread mode)
+
+    def flink_log(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log"))) if self.log_dir else ""
 
 
 @dataclass
@@ -116,6 +131,7 @@ class StreamRig:
     workdir: Path
     views: list[FeatureView]
     url: str = ""
+    jobs: int = 0
     base: feast_rig.Rig = field(init=False)
 
     def __post_init__(self) -> None:
@@ -162,17 +178,42 @@ class StreamRig:
     def config(self, view: FeatureView, rows: int, rate: float, **changes: Any) -> JobConfig:
         return local_config(view, self.url, self.base.tls, rows, rate, **changes)
 
-    def job_env(self, jvm_args: str = "") -> dict[str, str]:
+    def job_env(self, jvm_args: str = "", kafka: bool = False, log_dir: Path | None = None) -> dict[str, str]:
         """Thread mode runs Python inside the JVM: it finds PyFlink (pemja) and the job's package on PYTHONPATH.
-        `jvm_args` go to the local JVM (the test passes QUICK_JVM)."""
+        `jvm_args` go to the local JVM (the test passes QUICK_JVM). A Kafka job gets `flink_lib` as Flink's lib.
+        `log_dir`: where the local Flink writes its log (else PyFlink's own folder in the venv)."""
         site = next((flink_venv() / "lib").glob("python3*/site-packages"))
-        return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(site)]), "PYTHONUNBUFFERED": "1",
-                "JVM_ARGS": jvm_args}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(site)]), "PYTHONUNBUFFERED": "1",
+               "JVM_ARGS": jvm_args}
+        if log_dir is not None:
+            env["FLINK_LOG_DIR"] = str(log_dir)
+        if kafka:   # PyFlink's launcher takes FLINK_LIB_DIR only beside FLINK_HOME (else it sets both to its own)
+            env |= {"FLINK_HOME": str(site / "pyflink"), "FLINK_LIB_DIR": str(self.flink_lib())}
+        return env
+
+    def flink_lib(self) -> Path:
+        """Flink's lib folder as the job image has it: PyFlink's jars plus the Kafka connector jar (tools/kafka_rig.py);
+        PyFlink's launcher puts every jar of `FLINK_LIB_DIR` on the local JVM's classpath."""
+        from tools import kafka_rig
+
+        lib = self.workdir / "flink-lib"
+        if not lib.exists():
+            lib.mkdir()
+            site = next((flink_venv() / "lib").glob("python3*/site-packages"))
+            for jar in [*(site / "pyflink" / "lib").glob("*.jar"), kafka_rig.connector_jar()]:
+                (lib / jar.name).symlink_to(jar)
+        return lib
 
     def start_job(self, cfg: JobConfig, jvm_args: str = "") -> subprocess.Popen:
+        """The job in its own process group, its Flink log in a folder of its own (`JobRun.log_dir`)."""
         argv = [str(flink_venv() / "bin" / "python"), "-m", flink.JOB_MODULE, *cfg.to_args()]
-        return subprocess.Popen(argv, cwd=self.workdir, env=self.job_env(jvm_args), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.jobs += 1
+        log_dir = self.workdir / "flink-log" / f"job-{self.jobs}"
+        log_dir.mkdir(parents=True)
+        proc = subprocess.Popen(argv, cwd=self.workdir, env=self.job_env(jvm_args, cfg.source == "kafka", log_dir),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc.flink_log_dir = log_dir  # type: ignore[attr-defined]
+        return proc
 
     @staticmethod
     def finish_job(proc: subprocess.Popen, started: float, timeout: float = 120) -> JobRun:
@@ -182,7 +223,7 @@ class StreamRig:
             os.killpg(proc.pid, 9)
             out, _ = proc.communicate()
             raise feast_rig.RigError(f"the job ran past {timeout:g} s\n{out[-3000:]}") from None
-        return JobRun(proc.returncode, out, time.monotonic() - started)
+        return JobRun(proc.returncode, out, time.monotonic() - started, getattr(proc, "flink_log_dir", None))
 
     def spawn_watcher(self) -> subprocess.Popen:
         """tools/stream_watch.py, importing Feast until `stream` hands it its request."""
@@ -235,6 +276,79 @@ class StreamRig:
         if status != 200:
             return status, {"detail": [answer]}
         return status, {n: r["values"] for n, r in zip(answer["metadata"]["feature_names"], answer["results"], strict=True)}
+
+
+class PushTap:
+    """A TLS pass-through in front of the feature server that notes every row of every acknowledged `/push`:
+    (entity key, event time, time acknowledged). How often each row was pushed (at-least-once: a restart pushes some
+    again) and when it became readable (the feature server answers 200 once the rows are in Redis). Serves the rig's
+    certificate on 127.0.0.1, forwards each request to `rig.url` as it came."""
+
+    def __init__(self, rig: StreamRig, key: str, timestamp_field: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.pushes: list[tuple[Any, float, float]] = []
+        self.lock = threading.Lock()
+        upstream = threading.local()
+        tap = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, text = tap._forward(upstream, rig, self.path, body)
+                if status == 200 and self.path == "/push":
+                    done = time.time()
+                    df = json.loads(body)["df"]
+                    with tap.lock:
+                        tap.pushes += [(k, datetime.fromisoformat(t).timestamp(), done)
+                                       for k, t in zip(df[key], df[timestamp_field], strict=True)]
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(rig.base.tls / "tls.crt"), str(rig.base.tls / "tls.key"))
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _forward(upstream: threading.local, rig: StreamRig, path: str, body: bytes) -> tuple[int, str]:
+        for attempt in range(2):    # a kept-alive upstream connection the server closed: once more on a new one
+            if getattr(upstream, "conn", None) is None:
+                upstream.conn = http.client.HTTPSConnection("127.0.0.1", int(rig.url.rsplit(":", 1)[1]), timeout=30,
+                                                            context=rig.ssl_context())
+            try:
+                upstream.conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                resp = upstream.conn.getresponse()
+                return resp.status, resp.read().decode(errors="replace")
+            except (OSError, http.client.HTTPException) as exc:
+                upstream.conn.close()
+                upstream.conn = None
+                if attempt:
+                    return 502, f"push tap: feature server unreachable: {exc}"
+        raise AssertionError("unreachable")
+
+    def counts(self) -> dict[Any, int]:
+        with self.lock:
+            out: dict[Any, int] = {}
+            for key, _, _ in self.pushes:
+                out[key] = out.get(key, 0) + 1
+            return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def group_cpu_seconds(pgid: int) -> dict[int, float]:

@@ -15,6 +15,10 @@ SCALARS = ("bool", "int32", "int64", "float32", "float64", "string")
 refused at start (ConfigError) rather than pushed wrong."""
 KEY_TYPES = ("int64", "int32", "string")
 SOURCES = ("kafka", "synthetic")
+KAFKA_STARTS = ("committed", "earliest", "latest")
+"""Where a Kafka source starts: the group's committed offsets (else the latest: the cluster's job), or the earliest or
+latest offsets of the topic."""
+_CONF_KEY = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -62,6 +66,9 @@ class JobConfig:
     kafka_bootstrap_servers: tuple[str, ...] = ()
     kafka_topic: str | None = None
     kafka_group: str | None = None
+    kafka_start: str = "committed"
+    kafka_bounded: bool = False                # stop at the offsets that are the latest when the job starts
+    kafka_timeout_ms: int = 60_000             # a Kafka call (metadata, topic description) waits this long for the brokers
     synthetic_rows: int = 1000                 # the local, bounded stream: rows, rows/s, first entity
     synthetic_rate: float = 100.0
     synthetic_first: int = 0
@@ -71,6 +78,9 @@ class JobConfig:
     push_slots: int = 1                        # buffers per push subtask (each flushes with its own push)
     push_retries: int = 4                      # tries after the first, exponential backoff from 100 ms
     parallelism: int | None = None
+    flink_conf: tuple[tuple[str, str], ...] = ()
+    """Flink configuration the job sets on its environment: a local run has no FlinkDeployment `flinkConfiguration`,
+    so tools/flink_rig.py passes its checkpointing keys (and a restore path) this way. Empty in the cluster."""
 
     @property
     def columns(self) -> tuple[Column, ...]:
@@ -90,6 +100,12 @@ class JobConfig:
             args += ["--kafka-bootstrap-servers", ",".join(self.kafka_bootstrap_servers), "--kafka-topic", str(self.kafka_topic)]
             if self.kafka_group:
                 args += ["--kafka-group", self.kafka_group]
+            if self.kafka_start != "committed":
+                args += ["--kafka-start", self.kafka_start]
+            if self.kafka_bounded:
+                args += ["--kafka-bounded"]
+            if self.kafka_timeout_ms != 60_000:
+                args += ["--kafka-timeout-ms", str(self.kafka_timeout_ms)]
         else:
             args += ["--synthetic-rows", str(self.synthetic_rows), "--synthetic-rate", f"{self.synthetic_rate:g}",
                      "--synthetic-first", str(self.synthetic_first)]
@@ -97,6 +113,7 @@ class JobConfig:
                  str(self.batch_rows), "--push-slots", str(self.push_slots), "--push-retries", str(self.push_retries)]
         if self.parallelism:
             args += ["--parallelism", str(self.parallelism)]
+        args += [w for key, value in self.flink_conf for w in ("--flink-conf", f"{key}={value}")]
         return args
 
 
@@ -114,8 +131,12 @@ def _parser() -> argparse.ArgumentParser:
                 "--kafka-group"):
         p.add_argument(opt)
     p.add_argument("--source", default="kafka")
+    p.add_argument("--kafka-start", default="committed")
+    p.add_argument("--kafka-bounded", action="store_true")
+    p.add_argument("--flink-conf", action="append", default=[])
     for opt, kind in (("--synthetic-rows", int), ("--synthetic-rate", float), ("--synthetic-first", int), ("--flush-ms", int), ("--buffer-timeout-ms", int),
-                      ("--batch-rows", int), ("--push-slots", int), ("--push-retries", int), ("--parallelism", int)):
+                      ("--batch-rows", int), ("--push-slots", int), ("--push-retries", int), ("--parallelism", int),
+                      ("--kafka-timeout-ms", int)):
         p.add_argument(opt, type=kind)
     return p
 
@@ -173,9 +194,25 @@ def parse_args(argv: list[str]) -> JobConfig:
             raise ConfigError("--kafka-bootstrap-servers", f"{a.kafka_bootstrap_servers!r} is not host:port[,host:port...]")
         if not a.kafka_topic:
             raise ConfigError("--kafka-topic", "a kafka source needs its topic")
+        if a.kafka_start not in KAFKA_STARTS:
+            raise ConfigError("--kafka-start", f"{a.kafka_start!r} is not one of {', '.join(KAFKA_STARTS)}")
+    else:
+        for opt, given in (("--kafka-start", a.kafka_start != "committed"), ("--kafka-bounded", a.kafka_bounded),
+                           ("--kafka-timeout-ms", a.kafka_timeout_ms is not None)):
+            if given:
+                raise ConfigError(opt, f"only for --source kafka, not {a.source}")
+    flink_conf = []
+    for item in a.flink_conf:
+        key, eq, value = item.partition("=")
+        if not eq or not _CONF_KEY.match(key) or not value.strip():
+            raise ConfigError("--flink-conf", f"{item!r} is not key=value with a dotted Flink option as key")
+        flink_conf.append((key, value))
+    if dup := sorted({k for k, _ in flink_conf if sum(1 for k2, _ in flink_conf if k2 == k) > 1}):
+        raise ConfigError("--flink-conf", f"option(s) given twice: {', '.join(dup)}")
     positive = {"--synthetic-rows": a.synthetic_rows, "--synthetic-rate": a.synthetic_rate, "--flush-ms": a.flush_ms,
                 "--buffer-timeout-ms": a.buffer_timeout_ms,
-                "--batch-rows": a.batch_rows, "--push-slots": a.push_slots, "--parallelism": a.parallelism}
+                "--batch-rows": a.batch_rows, "--push-slots": a.push_slots, "--parallelism": a.parallelism,
+                "--kafka-timeout-ms": a.kafka_timeout_ms}
     for opt, value in positive.items():
         if value is not None and value <= 0:
             raise ConfigError(opt, f"must be positive, got {value:g}")
@@ -184,8 +221,10 @@ def parse_args(argv: list[str]) -> JobConfig:
     given = {k: v for k, v in {
         "synthetic_rows": a.synthetic_rows, "synthetic_rate": a.synthetic_rate, "synthetic_first": a.synthetic_first,
         "flush_ms": a.flush_ms, "buffer_timeout_ms": a.buffer_timeout_ms, "batch_rows": a.batch_rows,
-        "push_slots": a.push_slots, "push_retries": a.push_retries, "parallelism": a.parallelism}.items() if v is not None}
+        "push_slots": a.push_slots, "push_retries": a.push_retries, "parallelism": a.parallelism,
+        "kafka_timeout_ms": a.kafka_timeout_ms}.items() if v is not None}
     return JobConfig(feature_view=a.feature_view, push_source=a.push_source, feature_server=a.feature_server.rstrip("/"),
                      keys=keys, features=features, timestamp_field=a.timestamp_field, created_field=a.created_field,
                      tls_ca=a.tls_ca, tls_cert=a.tls_cert, tls_key=a.tls_key, source=a.source,
-                     kafka_bootstrap_servers=servers, kafka_topic=a.kafka_topic, kafka_group=a.kafka_group, **given)
+                     kafka_bootstrap_servers=servers, kafka_topic=a.kafka_topic, kafka_group=a.kafka_group,
+                     kafka_start=a.kafka_start, kafka_bounded=a.kafka_bounded, flink_conf=tuple(flink_conf), **given)

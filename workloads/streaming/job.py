@@ -1,9 +1,10 @@
 """The PyFlink job: the view's stream -> checked rows -> per-slot buffers -> Feast `/push` (over TLS).
 
     python -m workloads.streaming.job --feature-view V --push-source P --feature-server https://... --keys k:type
-        --features f:dtype[:len],... [--source kafka --kafka-bootstrap-servers h:p --kafka-topic T | --source synthetic
-        --synthetic-rows N --synthetic-rate R] [--tls-ca ca.crt] ...    (workloads/streaming/config.py; the
-        FlinkDeployment passes them after `-pym workloads.streaming.job`)
+        --features f:dtype[:len],... [--source kafka --kafka-bootstrap-servers h:p --kafka-topic T
+        [--kafka-start committed|earliest|latest] [--kafka-bounded] [--kafka-timeout-ms MS] | --source synthetic
+        --synthetic-rows N --synthetic-rate R] [--tls-ca ca.crt] [--flink-conf key=value ...] ...
+        (workloads/streaming/config.py; the FlinkDeployment passes them after `-pym workloads.streaming.job`)
 
 Graph: source (Kafka, or the bounded synthetic stream paced at `--synthetic-rate` rows/s, each record stamped with the
 time it was due) -> `ParseRows` (JSON record -> typed row; a malformed record is dropped, counted in the metric
@@ -154,15 +155,26 @@ def _functions():
 
 
 def _kafka_source(cfg: JobConfig):
-    """Kafka over TLS (trusting `--tls-ca`), from the group's committed offsets (else the latest). Needs the Kafka
-    connector jar (flink-sql-connector-kafka) in the image's /opt/flink/lib: PyFlink does not bundle it."""
+    """Kafka over TLS (trusting `--tls-ca`), from the group's committed offsets (else the latest), or from the topic's
+    earliest or latest (`--kafka-start`); unbounded unless `--kafka-bounded`, which stops at the offsets that are the
+    latest when the job starts (a finite backlog: local runs and tests). Offsets are committed to the group on each
+    checkpoint. Needs the Kafka connector jar (flink-sql-connector-kafka, whose kafka-clients are relocated under
+    org.apache.flink.kafka.shaded, as PyFlink's `KafkaOffsetResetStrategy` expects) in the image's /opt/flink/lib:
+    PyFlink does not bundle it."""
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer, KafkaSource
 
+    starts = {"committed": lambda: KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.LATEST),
+              "earliest": KafkaOffsetsInitializer.earliest, "latest": KafkaOffsetsInitializer.latest}
     builder = (KafkaSource.builder().set_bootstrap_servers(",".join(cfg.kafka_bootstrap_servers))
                .set_topics(cfg.kafka_topic).set_group_id(cfg.kafka_group or f"ingest-{cfg.feature_view}")
-               .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.LATEST))
+               .set_starting_offsets(starts[cfg.kafka_start]())
                .set_value_only_deserializer(SimpleStringSchema()))
+    if cfg.kafka_bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    # Kafka's clients refuse a request timeout above the call timeout: the shorter of 30 s (their default) and it
+    builder = (builder.set_property("default.api.timeout.ms", str(cfg.kafka_timeout_ms))
+               .set_property("request.timeout.ms", str(min(30_000, cfg.kafka_timeout_ms))))
     if cfg.tls_ca:
         builder = (builder.set_property("security.protocol", "SSL").set_property("ssl.truststore.type", "PEM")
                    .set_property("ssl.truststore.location", cfg.tls_ca))
@@ -206,17 +218,22 @@ def build(env: Any, cfg: JobConfig) -> None:
 
 
 _PYTHON_ERROR = re.compile(r"(?:PythonException|Exception): <class '[\w.]+\.(\w+)'>: (.+)")
+_KAFKA_SHADED = "org.apache.flink.kafka.shaded."
 
 
-def failure(exc: BaseException) -> str:
+def failure(exc: BaseException, cfg: JobConfig | None = None) -> str:
     """The root cause of a failed job, without the Java stack: the Python exception a function raised when there is
-    one (a PushError names the view, the URL and what came back), else the innermost Java cause."""
-    text = str(exc)
+    one (a PushError names the view, the URL and what came back), else the innermost Java cause; a Kafka client's
+    error (which names no broker) is said with the brokers and topic the job was reading."""
+    text = str(exc).replace(_KAFKA_SHADED, "")
+    causes = re.findall(r"Caused by: ([^\n]+)", text)
+    if cfg is not None and cfg.source == "kafka" and causes and causes[-1].startswith("org.apache.kafka."):
+        return (f"Kafka {','.join(cfg.kafka_bootstrap_servers)} (topic {cfg.kafka_topic}): "
+                f"{causes[-1].removeprefix('org.apache.kafka.common.errors.')}")
     found = _PYTHON_ERROR.findall(text)
     if found:
         name, message = found[-1]
         return f"{name}: {message.strip()}"
-    causes = re.findall(r"Caused by: ([^\n]+)", text)
     return causes[-1] if causes else (text.strip().splitlines() or [type(exc).__name__])[0]
 
 
@@ -231,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
     conf = Configuration()
     conf.set_string("python.execution-mode", "thread")
+    for key, value in cfg.flink_conf:
+        conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     if cfg.parallelism:
         env.set_parallelism(cfg.parallelism)
@@ -242,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         build(env, cfg)
         env.execute(f"ingest-{cfg.feature_view}")
     except Exception as exc:  # noqa: BLE001 - the job's one exit: print the root cause, not a Java stack
-        print(f"workloads.streaming.job: feature view {cfg.feature_view}: job failed: {failure(exc)}", file=sys.stderr)
+        print(f"workloads.streaming.job: feature view {cfg.feature_view}: job failed: {failure(exc, cfg)}", file=sys.stderr)
         return 1
     print(f"workloads.streaming.job: feature view {cfg.feature_view}: input ended after {time.time() - started:.1f} s",
           file=sys.stderr)
