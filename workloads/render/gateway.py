@@ -50,6 +50,11 @@ EG = "gateway.envoyproxy.io"
 GW = "gateway.networking.k8s.io"
 AIG = "aigateway.envoyproxy.io"
 RATELIMIT_REDIS = "ratelimit-redis"
+PROXY_POD_LABELS = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
+                    "app.kubernetes.io/managed-by": "envoy-gateway"}
+"""What Envoy Gateway (v1.9.1) labels every proxy pod with and selects them by (its Deployment's immutable selector):
+NetworkPolicies select the proxies by these, and an EnvoyProxy's pod labels must not set these keys, or the
+Deployment is invalid (`selector` does not match template `labels`) and no proxy runs (tests/e2e/test_proxy_placement.py)."""
 VLLM_API_KEY_SECRET = "vllm-api-key"
 LLM_REQUEST_TIMEOUT = "300s"
 
@@ -136,6 +141,11 @@ def _lbl(ctx: SiteContext, component: str, instance: str, pipeline: str | None =
     return meta.labels("gateway", component, instance=instance, site=ctx.site, pipeline=pipeline, tier=tier)
 
 
+def proxy_pod_labels(ctx: SiteContext, gateway: str) -> dict[str, str]:
+    """Our labels on a Gateway's proxy pods, less the keys Envoy Gateway sets itself (PROXY_POD_LABELS)."""
+    return {k: v for k, v in _lbl(ctx, "proxy", gateway).items() if k not in PROXY_POD_LABELS}
+
+
 def variant_weights(p: Pipeline, total: int) -> dict[str, int]:
     """A/B split of `total` by the spec's variant weights ("" when the pipeline has no variants)."""
     if not p.variants:
@@ -178,7 +188,7 @@ def gateways(ctx: SiteContext, sg: SiteGateway, secrets: GatewaySecrets, public_
                 "envoyDeployment": {
                     "replicas": 2,
                     "pod": {"securityContext": pods.pod_security_context(65532),
-                            "labels": _lbl(ctx, "proxy", name)},
+                            "labels": proxy_pod_labels(ctx, name)},
                     "container": {"securityContext": pods.container_security_context(65532),
                                   "resources": pods.resources(2, 2)},
                 },

@@ -20,6 +20,7 @@ from workloads.render.data import (
     REDIS_PORT,
     SENTINEL_PORT,
 )
+from workloads.render.gateway import PROXY_POD_LABELS
 
 NS_LABEL = "kubernetes.io/metadata.name"
 """KServe serverless: requests reach Triton predictors through the Knative activator / local gateway."""
@@ -139,7 +140,7 @@ def serving_namespace(ctx: SiteContext, f: NamespaceFlows, all_serving: list[str
 
 def gateway_namespace(ctx: SiteContext, serving: list[str], has_ratelimit: bool) -> list[dict]:
     ns = ctx.gateway_namespace
-    proxy = {"matchLabels": {"app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "proxy"}}
+    proxy = {"matchLabels": dict(PROXY_POD_LABELS)}   # what Envoy Gateway labels its proxy pods with
     out = common(ctx, ns)
     out.append(_np(ctx, "allow-clients-to-proxies", ns, {
         "podSelector": proxy, "policyTypes": ["Ingress"],
