@@ -42,6 +42,9 @@ FLINK_MINOR = "1.20"
 """The Flink of the job image (workloads/render/flink.py FLINK_VERSION 1.20.3): the connector must be built for it."""
 CONNECTOR_VERSION = f"3.4.0-{FLINK_MINOR}"
 SHADE_PLUGIN = "3.6.0"
+CONNECTOR_BUILD = ["package", "-Dmaven.main.skip", "-Dmaven.test.skip", "-Dmaven.resources.skip"]
+"""`mvn` arguments that build the connector jar from `CONNECTOR_POM`; the job image builds it with the same
+(workloads/streaming/Containerfile, scripts/job_image_context.py)."""
 LOG4J_VERSION = "2.24.3"
 """log4j's slf4j binding, of the log4j Kafka already depends on (else the broker logs nothing, even its errors)."""
 TOOL_JVM = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto"]
@@ -158,8 +161,7 @@ def fetch(log=print) -> dict[str, float]:
         shutil.rmtree(jar.parent, ignore_errors=True)
         work.mkdir(parents=True)
         (work / "pom.xml").write_text(CONNECTOR_POM)
-        _mvn(["package", "-Dmaven.main.skip", "-Dmaven.test.skip", "-Dmaven.resources.skip"], work,
-             f"flink-connector-kafka {CONNECTOR_VERSION}")
+        _mvn(CONNECTOR_BUILD, work, f"flink-connector-kafka {CONNECTOR_VERSION}")
         built = work / "target" / jar.name
         if not built.exists():
             raise KafkaRigError(f"flink-connector-kafka {CONNECTOR_VERSION}: mvn package left no {built}")

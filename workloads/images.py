@@ -28,9 +28,13 @@ class Images:
     """The Feast release the generated repositories are tested with (scripts/feast_venv.sh pins the same)."""
     flink: str = "flink:1.20.3-scala_2.12-java17"
     feature_ingest: str = "ghcr.io/hybridml/feature-ingest:0.1.0-flink1.20.3"
-    """The streaming views' Flink job image: `flink` above plus Python 3, PyFlink (apache-flink) of the same Flink, the
-    Kafka connector jar in /opt/flink/lib, and this repository's `workloads/streaming` at /opt/hybridml on PYTHONPATH
-    (workloads/render/flink.py). Not built by this repository: a release pipeline must build and push it."""
+    """The streaming views' Flink job image (workloads/render/flink.py): `flink` above plus the project's Python with
+    PyFlink (apache-flink) of the same Flink first on PATH, the Kafka connector jar of tools/kafka_rig.py in
+    /opt/flink/lib, Flink's S3 plugin, the job (`workloads/streaming` and `workloads/__init__.py`, nothing else) at
+    /opt/hybridml on PYTHONPATH, run as the rendered pods' UID. Recipe: workloads/streaming/Containerfile, its context
+    from scripts/job_image_context.py (every version from its one place), checked against the rendered FlinkDeployment
+    by tests/workloads/test_job_image.py. Not built here (no container runtime or registry): a release pipeline must
+    build and push it under this tag."""
     ray_llm: str = "rayproject/ray-llm:2.49.1-py311-cu128"
     """Ray with vLLM and `ray.data.llm`: every pod of a vLLM batch pipeline (head, workers, job submitter). A CPU batch
     pipeline's pods run its own image (`engine.image`, with Ray installed)."""

@@ -6,8 +6,9 @@
 image's Flink and `entryClass` PythonDriver, `args` `-pym workloads.streaming.job` and then the job's own arguments
 (`workloads.streaming.config.JobConfig.to_args`): view, push source, feature server URL, CA file, the view's keys and
 typed features, the Kafka brokers and topic of the spec's `stream`. The image (`Images.feature_ingest`) is the
-image's Flink with Python, PyFlink of the same version and this repository's `workloads/` at /opt/hybridml (its
-PYTHONPATH).
+image's Flink with Python, PyFlink of the same version, the Kafka connector in its lib and this repository's
+`workloads/streaming` package at /opt/hybridml (its PYTHONPATH): `workloads/streaming/Containerfile`, whose build
+context `scripts/job_image_context.py` prepares.
 
 **State stays in its site** (`flink_state`): the checkpoints, savepoints and HA metadata of a pii/restricted view go
 to the datacenter's own object store when the spec declares one (`sites[].object_store`, S3 API over HTTPS, the
