@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -89,6 +90,14 @@ def local_config(view: FeatureView, url: str, tls_dir: Path, rows: int, rate: fl
                              "feature_server": url, "tls_ca": str(tls_dir / "ca.crt"), "synthetic_rows": rows,
                              "synthetic_rate": rate, "synthetic_first": FIRST_ENTITY}
     return dataclasses.replace(cfg, **(local | changes))
+
+
+def stop_groups(*procs: subprocess.Popen | None) -> None:
+    """SIGKILL the process group (started with start_new_session) of each process still running, and reap it."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 @dataclass
@@ -258,10 +267,7 @@ class StreamRig:
                 return Stream(cfg, run, [], cfg.synthetic_rows, 0)
             out, err = watcher.communicate(timeout=30)
         finally:
-            for proc in (job, watcher):
-                if proc is not None and proc.poll() is None:
-                    os.killpg(proc.pid, 9)
-                    proc.wait(timeout=10)
+            stop_groups(job, watcher)
         if watcher.returncode:
             raise feast_rig.RigError(f"stream watcher failed ({watcher.returncode}): {err[-2000:]}")
         answer = json.loads(out.strip().splitlines()[-1])

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,41 +135,51 @@ def _mvn(args: list[str], cwd: Path, what: str) -> None:
         raise KafkaRigError(f"{what}: mvn {' '.join(args)} failed ({res.returncode}):\n{(res.stdout + res.stderr)[-3000:]}")
 
 
+def _build_once(target: Path, pom: str, args: list[str], what: str, made: Callable[[Path], Path | None]) -> float | None:
+    """Run mvn on `pom` in a scratch folder in `target`'s (emptied) folder unless its stamp says it is complete; `made(work)` returns
+    what mvn produced to move into place (None: it is already where it belongs). Seconds taken, None when cached."""
+    if _stamp(target).exists():
+        return None
+    started = time.monotonic()
+    work = target.parent / "build"
+    shutil.rmtree(target.parent, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "pom.xml").write_text(pom)
+    _mvn(args, work, what)
+    produced = made(work)
+    if produced is not None:
+        shutil.move(str(produced), target)
+    shutil.rmtree(work)
+    _stamp(target).touch()
+    return time.monotonic() - started
+
+
 def fetch(log=print) -> dict[str, float]:
     """The broker's jars and the connector jar into the cache (each once: a stamp marks it complete). Seconds per part
     fetched; empty when both were there."""
     took: dict[str, float] = {}
-    libs = broker_libs()
-    if not _stamp(libs).exists():
-        started = time.monotonic()
-        work = libs.parent / "build"
-        shutil.rmtree(libs.parent, ignore_errors=True)
-        work.mkdir(parents=True)
-        (work / "pom.xml").write_text(BROKER_POM)
-        _mvn(["dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime"], work,
-             f"Kafka {KAFKA_VERSION}")
+    libs, jar = broker_libs(), connector_jar()
+
+    def broker_made(_work: Path) -> None:
         if not any(libs.glob(f"kafka_{SCALA}-{KAFKA_VERSION}.jar")):
             raise KafkaRigError(f"Kafka {KAFKA_VERSION}: mvn left no kafka_{SCALA} jar in {libs}")
-        shutil.rmtree(work)
-        _stamp(libs).touch()
-        took["broker"] = time.monotonic() - started
-        log(f"kafka_rig: Kafka {KAFKA_VERSION} jars in {libs} ({took['broker']:.1f} s)")
-    jar = connector_jar()
-    if not _stamp(jar).exists():
-        started = time.monotonic()
-        work = jar.parent / "build"
-        shutil.rmtree(jar.parent, ignore_errors=True)
-        work.mkdir(parents=True)
-        (work / "pom.xml").write_text(CONNECTOR_POM)
-        _mvn(CONNECTOR_BUILD, work, f"flink-connector-kafka {CONNECTOR_VERSION}")
+
+    def connector_made(work: Path) -> Path:
         built = work / "target" / jar.name
         if not built.exists():
             raise KafkaRigError(f"flink-connector-kafka {CONNECTOR_VERSION}: mvn package left no {built}")
-        shutil.move(str(built), jar)
-        shutil.rmtree(work)
-        _stamp(jar).touch()
-        took["connector"] = time.monotonic() - started
-        log(f"kafka_rig: {jar.name} built in {jar.parent} ({took['connector']:.1f} s)")
+        return built
+
+    seconds = _build_once(libs, BROKER_POM, ["dependency:copy-dependencies", f"-DoutputDirectory={libs}",
+                                             "-DincludeScope=runtime"], f"Kafka {KAFKA_VERSION}", broker_made)
+    if seconds is not None:
+        took["broker"] = seconds
+        log(f"kafka_rig: Kafka {KAFKA_VERSION} jars in {libs} ({seconds:.1f} s)")
+    seconds = _build_once(jar, CONNECTOR_POM, CONNECTOR_BUILD, f"flink-connector-kafka {CONNECTOR_VERSION}",
+                          connector_made)
+    if seconds is not None:
+        took["connector"] = seconds
+        log(f"kafka_rig: {jar.name} built in {jar.parent} ({seconds:.1f} s)")
     return took
 
 

@@ -9,8 +9,6 @@ redis-server skips (with the reason printed); with CI=true it fails (.ci/run ins
 """
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -65,10 +63,7 @@ def runs(view, tmp_path_factory):
               f"{time.monotonic() - feast_up:.1f} s (the failing job took {failed.seconds:.1f} s beside them)")
         yield Runs(rig, stream, failed)
     finally:
-        for proc in (failing, watcher):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        flink_rig.stop_groups(failing, watcher)
         rig.close()
 
 

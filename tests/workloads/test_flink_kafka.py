@@ -218,10 +218,7 @@ def _restarted(rig: flink_rig.StreamRig, broker: kafka_rig.Broker, view, produce
             gap = max((ack - ev) * 1000 for k, ev, ack in tap.pushes if ev >= killed_at - 1) if tap.pushes else float("nan")
         return Restarted(first, second, checkpoint, pushed_first, tap.counts(), fresh, gap, cfg)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        flink_rig.stop_groups(*procs)
         tap.close()
 
 
@@ -273,10 +270,7 @@ def kafka_runs(view, tmp_path_factory):
               f"second {restarted.second.seconds:.1f} s); no-broker job {no_broker.seconds:.1f} s beside them")
         yield KafkaRuns(rig, broker, bounded, bounded_cfg, no_broker, no_broker_cfg, restarted)
     finally:
-        for proc in (producer, dead_job):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        flink_rig.stop_groups(producer, dead_job)
         broker.close()
         rig.close()
 
